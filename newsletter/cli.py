@@ -1,0 +1,178 @@
+"""The command line: thin. Parse, call the step's module (imported lazily), print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from newsletter import __version__
+from newsletter.config import Config, load_config
+
+pass_config = click.make_pass_decorator(Config)
+
+ALERT = click.argument("alert", type=click.Path(path_type=Path))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="newsletter")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="NEWSLETTER_CONFIG",
+    help="Settings file (default: ./newsletter.toml if present).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
+    """Build, check, preview, send and forward bilingual action alerts."""
+    ctx.obj = load_config(config_path)
+
+
+# --- issue 2: build, new, check, preview --------------------------------------------------------
+
+
+@cli.command()
+@ALERT
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@pass_config
+def build(cfg: Config, alert: Path, out: Path | None) -> None:
+    """Write <lang>.html, <lang>.txt and <lang>.eml for each edition of ALERT."""
+    from newsletter.render import run_build
+
+    run_build(cfg, alert, out)
+
+
+@cli.command()
+@click.argument("alert_id")
+@pass_config
+def new(cfg: Config, alert_id: str) -> None:
+    """Start a new alert folder with every block, marked where the editor must write."""
+    from newsletter.content import run_new
+
+    run_new(cfg, alert_id)
+
+
+@cli.command()
+@ALERT
+@pass_config
+def check(cfg: Config, alert: Path) -> None:
+    """Report every problem in ALERT's editions; exit 1 on any error."""
+    from newsletter.check import run_check
+
+    run_check(cfg, alert)
+
+
+@cli.command()
+@ALERT
+@click.option("--port", default=8025, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--no-browser", is_flag=True, help="Do not open a browser.")
+@click.option(
+    "--recipients",
+    "recipients_csv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV to pick a recipient from (default: recipients/sample.csv if present).",
+)
+@pass_config
+def preview(
+    cfg: Config, alert: Path, port: int, no_browser: bool, recipients_csv: Path | None
+) -> None:
+    """Serve ALERT on 127.0.0.1 with live reload."""
+    from newsletter.preview import run_preview
+
+    run_preview(cfg, alert, port=port, open_browser=not no_browser, recipients_csv=recipients_csv)
+
+
+# --- issue 3: send, status, suppress, recipients -----------------------------------------------
+
+
+@cli.command()
+@ALERT
+@click.option("--to", "to_csv", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Everything but delivery, with the report.")
+@click.option("--limit", type=click.IntRange(min=1), help="Send to at most N recipients.")
+@click.option("--test", "test_address", help="Send one copy to ADDRESS, marked as a test.")
+@click.option("--connections", type=click.IntRange(1, 32), help="Parallel SMTP connections.")
+@click.option("--rate", type=click.FloatRange(min=0), help="Messages per second overall (0: no cap).")
+@click.option("--retry-failed", is_flag=True, help="Retry recipients that failed with 5xx.")
+@click.option("--retry-uncertain", is_flag=True, help="Resend recipients left in flight by a crash.")
+@click.option("--yes", is_flag=True, help="Do not ask before a real SMTP send.")
+@pass_config
+def send(cfg: Config, alert: Path, to_csv: Path, **options: object) -> None:
+    """Send ALERT to every valid recipient of the CSV, once each."""
+    from newsletter.campaign import run_send
+
+    run_send(cfg, alert, to_csv, **options)
+
+
+@cli.command()
+@ALERT
+@pass_config
+def status(cfg: Config, alert: Path) -> None:
+    """Counts per state for ALERT; failures and uncertain recipients listed."""
+    from newsletter.campaign import run_status
+
+    run_status(cfg, alert)
+
+
+@cli.command()
+@click.argument("addresses", nargs=-1)
+@click.option(
+    "--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Import a CSV."
+)
+@pass_config
+def suppress(cfg: Config, addresses: tuple[str, ...], csv_path: Path | None) -> None:
+    """Never send to these addresses again (unsubscribe by hand)."""
+    from newsletter.campaign import run_suppress
+
+    run_suppress(cfg, addresses, csv_path)
+
+
+@cli.group()
+def recipients() -> None:
+    """Recipient lists."""
+
+
+@recipients.command("check")
+@click.argument("csv_path", type=click.Path(dir_okay=False, path_type=Path))
+@pass_config
+def recipients_check(cfg: Config, csv_path: Path) -> None:
+    """Report every bad row of a recipient CSV without sending."""
+    from newsletter.recipients import run_check
+
+    run_check(cfg, csv_path)
+
+
+# --- issue 4: serve, forward --------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True)
+@pass_config
+def serve(cfg: Config, host: str, port: int) -> None:
+    """Serve the public pages: archive, forward, language switch, unsubscribe."""
+    from newsletter.web import run_serve
+
+    run_serve(cfg, host, port)
+
+
+@cli.command()
+@ALERT
+@click.option("--to", "to", multiple=True, required=True, help="A friend's address (up to 5).")
+@click.option("--from-name", required=True, help="Who forwards it.")
+@click.option("--note", default="", help="A short personal note (500 characters at most).")
+@click.option("--lang", type=click.Choice(["es", "en"]), help="Edition to forward.")
+@pass_config
+def forward(
+    cfg: Config, alert: Path, to: tuple[str, ...], from_name: str, note: str, lang: str | None
+) -> None:
+    """Send a forward-safe copy of ALERT to friends, from the terminal."""
+    from newsletter.web import run_forward
+
+    run_forward(cfg, alert, to, from_name, note, lang)
+
+
+def main() -> None:
+    """Entry point of the `newsletter` script and `python -m newsletter`."""
+    cli(prog_name="newsletter")

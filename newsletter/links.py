@@ -1,0 +1,168 @@
+"""The link model: one place decides what forward / language / unsubscribe / view links are.
+
+With `[web] base_url` set they point at the public pages (`newsletter serve`) and carry an opaque
+signed token: a contact id from the journal, never the address. Without it the email still works:
+forward and language switch become `mailto:` links with a prefilled subject and body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from newsletter import tokens
+from newsletter.config import Config
+from newsletter.errors import NewsletterError
+
+# How long a token is honoured. Unsubscribe must keep working well past CAN-SPAM's 30 days.
+MAX_AGE = {
+    "forward": 90 * 86400,
+    "language": 365 * 86400,
+    "unsubscribe": 5 * 365 * 86400,
+}
+PURPOSES = tuple(MAX_AGE)
+LANG_NAMES = {"es": "español", "en": "English"}
+
+
+class BadToken(Exception):
+    """A token that is tampered, foreign, malformed or expired."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason  # "expired" or "invalid"
+
+
+@dataclass(frozen=True)
+class TokenData:
+    contact_id: int
+    alert_id: str
+    lang: str
+
+
+def _serializer(secret: str, purpose: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(secret, salt=f"newsletter/{purpose}")
+
+
+def make_token(secret: str, purpose: str, contact_id: int, alert_id: str, lang: str) -> str:
+    """An opaque, signed, timestamped token for one contact, alert and language."""
+    if purpose not in MAX_AGE:
+        raise ValueError(f"unknown token purpose {purpose!r}")
+    return str(_serializer(secret, purpose).dumps([contact_id, alert_id, lang]))
+
+
+def read_token(secret: str, purpose: str, token: str, *, now: float | None = None) -> TokenData:
+    """Check a token's signature, purpose and age; raise BadToken otherwise."""
+    s = _serializer(secret, purpose)
+    try:
+        data = s.loads(token, max_age=MAX_AGE[purpose]) if now is None else _loads_at(s, token, purpose, now)
+    except SignatureExpired:
+        raise BadToken("expired") from None
+    except (BadSignature, UnicodeDecodeError, ValueError):
+        raise BadToken("invalid") from None
+    if (
+        not isinstance(data, list)
+        or len(data) != 3
+        or not isinstance(data[0], int)
+        or not isinstance(data[1], str)
+        or data[2] not in LANG_NAMES
+    ):
+        raise BadToken("invalid")
+    return TokenData(data[0], data[1], data[2])
+
+
+def _loads_at(s: URLSafeTimedSerializer, token: str, purpose: str, now: float) -> object:
+    data, signed_at = s.loads(token, return_timestamp=True)
+    if now - signed_at.timestamp() > MAX_AGE[purpose]:
+        raise SignatureExpired("expired")
+    return data
+
+
+def base_url(cfg: Config) -> str:
+    return cfg.web.base_url.rstrip("/")
+
+
+def archive_url(cfg: Config, alert_id: str, lang: str) -> str:
+    """The public, token-free URL of an alert edition; "" without a base URL."""
+    b = base_url(cfg)
+    return f"{b}/a/{quote(alert_id)}/{lang}" if b else ""
+
+
+def mailto(address: str, subject: str, body: str = "") -> str:
+    """A mailto: URL with a prefilled subject and body (RFC 6068 percent-encoding)."""
+    q = f"subject={quote(subject, safe='')}"
+    if body:
+        q += f"&body={quote(body, safe='')}"
+    return f"mailto:{address}?{q}"
+
+
+def member_links(
+    cfg: Config,
+    *,
+    alert_id: str,
+    lang: str,
+    contact_id: int | None,
+    subject: str,
+    forward_body: str,
+    language_subject: str,
+    unsubscribe_subject: str,
+) -> dict[str, str]:
+    """Token → URL for one member's copy.
+
+    `forward_body` is what a `mailto:` forward prefills (used without a base URL);
+    `language_subject`/`unsubscribe_subject` are the localised subjects of the mailto fallbacks.
+    """
+    b = base_url(cfg)
+    if b:
+        if contact_id is None:
+            raise ValueError("a contact id is needed for links with tokens")
+        secret = cfg.require_secret()
+
+        def t(purpose: str) -> str:
+            return make_token(secret, purpose, contact_id, alert_id, lang)
+
+        return {
+            tokens.FORWARD_URL: f"{b}/f/{t('forward')}",
+            tokens.LANGUAGE_URL: f"{b}/l/{t('language')}",
+            tokens.UNSUBSCRIBE_URL: f"{b}/u/{t('unsubscribe')}",
+            tokens.VIEW_URL: archive_url(cfg, alert_id, lang),
+        }
+    return {
+        tokens.FORWARD_URL: mailto("", subject, forward_body),
+        tokens.LANGUAGE_URL: (
+            mailto(cfg.sender.language_mailto, language_subject) if cfg.sender.language_mailto else ""
+        ),
+        tokens.UNSUBSCRIBE_URL: (
+            mailto(cfg.sender.unsubscribe_mailto, unsubscribe_subject)
+            if cfg.sender.unsubscribe_mailto
+            else ""
+        ),
+        tokens.VIEW_URL: "",
+    }
+
+
+def list_unsubscribe_headers(cfg: Config, unsubscribe_url: str) -> dict[str, str]:
+    """RFC 2369 / RFC 8058 headers: an https URL for one-click POST, plus mailto when configured."""
+    parts = []
+    if unsubscribe_url.startswith("https://") or unsubscribe_url.startswith("http://127.0.0.1"):
+        parts.append(f"<{unsubscribe_url}>")
+    if cfg.sender.unsubscribe_mailto:
+        parts.append(f"<mailto:{cfg.sender.unsubscribe_mailto}?subject=unsubscribe>")
+    if not parts:
+        return {}
+    headers = {"List-Unsubscribe": ", ".join(parts)}
+    if parts[0].startswith("<http"):
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return headers
+
+
+def require_base_url(cfg: Config) -> str:
+    """The base URL, or a clear error naming the setting."""
+    b = base_url(cfg)
+    if not b:
+        raise NewsletterError(
+            f"{cfg.source}: [web] base_url is not set; the public pages need it "
+            "(e.g. https://alerts.example.org)."
+        )
+    return b

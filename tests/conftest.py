@@ -1,0 +1,178 @@
+"""Shared fixtures: a real SMTP server on 127.0.0.1, a real browser, a project folder per test."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ALERT_ID = "2011-08-12-secure-communities"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- a project folder -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the repo's alerts, templates, locale and recipients in a temporary working dir.
+
+    Tests run `newsletter` there, so state files and outboxes never land in the checkout.
+    """
+    for name in ("alerts", "templates", "locale", "recipients"):
+        src = REPO / name
+        if src.exists():
+            shutil.copytree(src, tmp_path / name)
+    for key in list(__import__("os").environ):
+        if key.startswith("NEWSLETTER_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+# --- a real SMTP server -----------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        return email.message_from_bytes(self.data, policy=email.policy.default)  # type: ignore[return-value]
+
+
+@dataclass
+class SmtpServer:
+    """aiosmtpd on 127.0.0.1 that keeps every message; `faults` lets a test script bad replies."""
+
+    host: str
+    port: int
+    received: list[Received] = field(default_factory=list)
+    # Called for each RCPT with the address; return an SMTP reply string to refuse, or None.
+    on_rcpt: Callable[[str], str | None] | None = None
+    # Called for each DATA; return a reply to refuse, or None. May also sleep (slow server).
+    on_data: Callable[[Received], str | None] | None = None
+    # Close the connection right after replying 250 to DATA, for these recipients.
+    drop_after_data: set[str] = field(default_factory=set)
+    auth: tuple[str, str] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def to(self, address: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.received if address.lower() in (a.lower() for a in r.rcpt_tos)]
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        """Wait (bounded) until `count` messages arrived; return them."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.received) >= count:
+                    return list(self.received)
+            time.sleep(0.02)
+        with self.lock:
+            return list(self.received)
+
+
+class _Handler:
+    def __init__(self, server: SmtpServer) -> None:
+        self.server = server
+
+    async def handle_RCPT(self, srv, session, envelope, address, rcpt_options):  # noqa: N802
+        if self.server.on_rcpt:
+            reply = self.server.on_rcpt(address)
+            if reply:
+                return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, srv, session, envelope):  # noqa: N802
+        rec = Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content))
+        if self.server.on_data:
+            reply = self.server.on_data(rec)
+            if reply:
+                return reply
+        with self.server.lock:
+            self.server.received.append(rec)
+        if any(a in self.server.drop_after_data for a in rec.rcpt_tos):
+            # Reply 250, then cut the line: the client never learns the message was accepted.
+            await srv.push("250 OK")
+            srv.transport.close()
+            return None
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 at a free port, stopped after the test."""
+    from aiosmtpd.controller import Controller
+
+    server = SmtpServer("127.0.0.1", free_port())
+    controller = Controller(
+        _Handler(server),
+        hostname="127.0.0.1",
+        port=server.port,
+        decode_data=False,
+        ready_timeout=10,
+    )
+    controller.start()
+    try:
+        yield server
+    finally:
+        controller.stop()
+
+
+# --- a real browser ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Debian's chromium driven by Playwright (no `playwright install` on these machines)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no chromium at {CHROMIUM}: apt-get install chromium (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser: object) -> Iterator[object]:
+    context = browser.new_context()  # type: ignore[attr-defined]
+    pg = context.new_page()
+    pg.set_default_timeout(10_000)
+    try:
+        yield pg
+    finally:
+        context.close()
