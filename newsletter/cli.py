@@ -110,7 +110,7 @@ def send(cfg: Config, alert: Path, to_csv: Path, **options: object) -> None:
 @pass_config
 def status(cfg: Config, alert: Path) -> None:
     """Counts per state for ALERT; failures and uncertain recipients listed."""
-    from newsletter.campaign import run_status
+    from newsletter.journal import run_status
 
     run_status(cfg, alert)
 
@@ -123,7 +123,7 @@ def status(cfg: Config, alert: Path) -> None:
 @pass_config
 def suppress(cfg: Config, addresses: tuple[str, ...], csv_path: Path | None) -> None:
     """Never send to these addresses again (unsubscribe by hand)."""
-    from newsletter.campaign import run_suppress
+    from newsletter.journal import run_suppress
 
     run_suppress(cfg, addresses, csv_path)
 
