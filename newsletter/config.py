@@ -57,6 +57,7 @@ class Paths:
     outbox: str = "outbox"
     build: str = "build"
     templates: str = "templates"
+    locale: str = "locale"
     alerts: str = "alerts"
 
 
@@ -125,7 +126,7 @@ class Config:
         if not s or len(s) < 16:
             raise NewsletterError(
                 f"{SECRET_ENV} is not set (or shorter than 16 characters): links with tokens need "
-                f'it. Set it, e.g. export {SECRET_ENV}="$(python3 -c \'import secrets; '
+                f"it. Set it, e.g. export {SECRET_ENV}=\"$(python3 -c 'import secrets; "
                 f"print(secrets.token_urlsafe(32))')\""
             )
         return s

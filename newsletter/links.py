@@ -56,7 +56,11 @@ def read_token(secret: str, purpose: str, token: str, *, now: float | None = Non
     """Check a token's signature, purpose and age; raise BadToken otherwise."""
     s = _serializer(secret, purpose)
     try:
-        data = s.loads(token, max_age=MAX_AGE[purpose]) if now is None else _loads_at(s, token, purpose, now)
+        data = (
+            s.loads(token, max_age=MAX_AGE[purpose])
+            if now is None
+            else _loads_at(s, token, purpose, now)
+        )
     except SignatureExpired:
         raise BadToken("expired") from None
     except (BadSignature, UnicodeDecodeError, ValueError):
@@ -131,7 +135,9 @@ def member_links(
     return {
         tokens.FORWARD_URL: mailto("", subject, forward_body),
         tokens.LANGUAGE_URL: (
-            mailto(cfg.sender.language_mailto, language_subject) if cfg.sender.language_mailto else ""
+            mailto(cfg.sender.language_mailto, language_subject)
+            if cfg.sender.language_mailto
+            else ""
         ),
         tokens.UNSUBSCRIBE_URL: (
             mailto(cfg.sender.unsubscribe_mailto, unsubscribe_subject)

@@ -1,0 +1,111 @@
+"""The link model: signed opaque tokens, and mailto fallbacks without a server."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from newsletter import links, tokens
+from newsletter.config import load_config
+
+SECRET = "test-secret-0123456789abcdef"
+
+
+def test_token_round_trip_and_opacity() -> None:
+    t = links.make_token(SECRET, "unsubscribe", 42, "2011-08-12-secure-communities", "es")
+    data = links.read_token(SECRET, "unsubscribe", t)
+    assert data == links.TokenData(42, "2011-08-12-secure-communities", "es")
+    assert "@" not in t
+
+
+@pytest.mark.parametrize("mangle", ["tamper", "foreign-purpose", "other-secret", "garbage"])
+def test_bad_tokens_are_refused(mangle: str) -> None:
+    t = links.make_token(SECRET, "unsubscribe", 42, "a", "es")
+    secret, purpose = SECRET, "unsubscribe"
+    if mangle == "tamper":
+        t = t[:-3] + ("AAA" if not t.endswith("AAA") else "BBB")
+    elif mangle == "foreign-purpose":
+        purpose = "forward"
+    elif mangle == "other-secret":
+        secret = "another-secret-0123456789"
+    else:
+        t = "not-a-token"
+    with pytest.raises(links.BadToken) as err:
+        links.read_token(secret, purpose, t)
+    assert err.value.reason == "invalid"
+
+
+def test_expired_token() -> None:
+    t = links.make_token(SECRET, "forward", 1, "a", "en")
+    later = time.time() + links.MAX_AGE["forward"] + 60
+    with pytest.raises(links.BadToken) as err:
+        links.read_token(SECRET, "forward", t, now=later)
+    assert err.value.reason == "expired"
+    assert links.read_token(SECRET, "forward", t, now=time.time() + 60).contact_id == 1
+
+
+def test_member_links_with_base_url(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (project / "newsletter.toml").write_text('[web]\nbase_url = "https://alerts.example.org/"\n')
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    cfg = load_config(project / "newsletter.toml")
+    got = links.member_links(
+        cfg,
+        alert_id="a1",
+        lang="en",
+        contact_id=7,
+        subject="S",
+        forward_body="B",
+        language_subject="L",
+        unsubscribe_subject="U",
+    )
+    assert got[tokens.VIEW_URL] == "https://alerts.example.org/a/a1/en"
+    unsub = got[tokens.UNSUBSCRIBE_URL]
+    assert unsub.startswith("https://alerts.example.org/u/")
+    assert links.read_token(SECRET, "unsubscribe", unsub.rsplit("/", 1)[1]).contact_id == 7
+    headers = links.list_unsubscribe_headers(cfg, unsub)
+    assert headers["List-Unsubscribe"] == f"<{unsub}>"
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_member_links_without_server_fall_back_to_mailto(project: Path) -> None:
+    (project / "newsletter.toml").write_text(
+        '[sender]\nunsubscribe_mailto = "baja@example.org"\nlanguage_mailto = "lista@example.org"\n'
+    )
+    cfg = load_config(project / "newsletter.toml")
+    got = links.member_links(
+        cfg,
+        alert_id="a1",
+        lang="es",
+        contact_id=None,
+        subject="Acción ya",
+        forward_body="Lee esto: ñ & más",
+        language_subject="English please",
+        unsubscribe_subject="Baja",
+    )
+    fwd = urlparse(got[tokens.FORWARD_URL])
+    assert fwd.scheme == "mailto"
+    assert parse_qs(fwd.query) == {"subject": ["Acción ya"], "body": ["Lee esto: ñ & más"]}
+    assert got[tokens.LANGUAGE_URL].startswith("mailto:lista@example.org?subject=English")
+    assert got[tokens.UNSUBSCRIBE_URL].startswith("mailto:baja@example.org?")
+    assert got[tokens.VIEW_URL] == ""
+    headers = links.list_unsubscribe_headers(cfg, got[tokens.UNSUBSCRIBE_URL])
+    assert headers == {"List-Unsubscribe": "<mailto:baja@example.org?subject=unsubscribe>"}
+
+
+def test_fill_escapes_html_and_does_not_reexpand() -> None:
+    tpl = f'<p>{tokens.NAME}</p><a href="{tokens.FORWARD_URL}">x</a>'
+    out = tokens.fill(
+        tpl,
+        {
+            tokens.NAME: "<b>Ana</b> __NL_FORWARD_URL__",
+            tokens.FORWARD_URL: "https://e.org/?a=1&b=2",
+        },
+        escape_html=True,
+    )
+    assert out == (
+        '<p>&lt;b&gt;Ana&lt;/b&gt; __NL_FORWARD_URL__</p><a href="https://e.org/?a=1&amp;b=2">x</a>'
+    )
+    assert tokens.leftover(tokens.fill("__NL_FIELD_CITY__", {}, escape_html=False)) == []
