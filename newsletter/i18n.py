@@ -1,0 +1,142 @@
+"""Translations and the Jinja environments: one environment per language, catalogs checked.
+
+Catalogs live at `locale/<lang>/LC_MESSAGES/<domain>.po` (`[paths] locale`) and are compiled in
+memory when loaded, so there is no .mo file to forget to rebuild. `Translations.load` would fall
+back silently to untranslated text when a catalog is missing; here that is an error naming the file.
+"""
+
+from __future__ import annotations
+
+import io
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+from babel.messages.catalog import Catalog
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import PoFileError, read_po
+from babel.support import Translations
+
+from newsletter.config import Config
+from newsletter.errors import NewsletterError
+
+LANGUAGES = ("es", "en")
+GETTEXT_FUNCS = ("_", "gettext", "ngettext")
+
+
+def catalog_path(cfg: Config, lang: str, domain: str = "messages") -> Path:
+    """Where the .po catalog of one language and domain lives."""
+    return cfg.path("locale") / lang / "LC_MESSAGES" / f"{domain}.po"
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    """A cache key that changes when the file does (live preview edits catalogs)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path), -1, -1)
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=32)
+def _load_catalog(key: tuple[str, int, int], lang: str) -> Catalog:
+    path = Path(key[0])
+    if key[1] < 0:
+        raise NewsletterError(
+            f"{path}: translation catalog missing. Create it (copy another language's "
+            f"{path.name} and translate each msgstr)."
+        )
+    try:
+        with path.open("rb") as fh:
+            return read_po(fh, locale=lang, abort_invalid=True)
+    except PoFileError as err:
+        raise NewsletterError(f"{path}: {err}. Fix the .po syntax.") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise NewsletterError(f"{path}: cannot read the catalog ({err}). Save it as UTF-8 .po.") from None
+
+
+def catalog(cfg: Config, lang: str, domain: str = "messages") -> Catalog:
+    """The parsed catalog of one language and domain (cached until the file changes)."""
+    if lang not in LANGUAGES:
+        raise NewsletterError(f"unknown language {lang!r}; use one of {', '.join(LANGUAGES)}.")
+    return _load_catalog(_stamp(catalog_path(cfg, lang, domain)), lang)
+
+
+def translations(cfg: Config, lang: str, domain: str = "messages") -> Translations:
+    """gettext translations compiled in memory from the .po catalog."""
+    buf = io.BytesIO()
+    write_mo(buf, catalog(cfg, lang, domain))
+    buf.seek(0)
+    return Translations(fp=buf, domain=domain)
+
+
+_ENVS: dict[tuple[str, str, str, tuple[str, int, int]], jinja2.Environment] = {}
+
+
+def jinja_env(
+    cfg: Config, lang: str, domain: str = "messages", subdir: str = "email"
+) -> jinja2.Environment:
+    """The Jinja environment for one language: i18n installed, strict, autoescaped for HTML."""
+    translations_ = translations(cfg, lang, domain)  # raises first when the catalog is bad
+    folder = cfg.path("templates") / subdir
+    key = (str(folder), lang, domain, _stamp(catalog_path(cfg, lang, domain)))
+    env = _ENVS.get(key)
+    if env is None:
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(folder)),
+            autoescape=jinja2.select_autoescape(["html", "htm", "xml"], default_for_string=True),
+            undefined=jinja2.StrictUndefined,
+            extensions=["jinja2.ext.i18n"],
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+        # install_gettext_translations mutates the environment: hence one per language.
+        env.install_gettext_translations(translations_, newstyle=True)  # type: ignore[attr-defined]
+        env.globals["lang"] = lang
+        if len(_ENVS) > 64:  # bounded: a long preview session edits catalogs many times
+            _ENVS.clear()
+        _ENVS[key] = env
+    return env
+
+
+def template_msgids(cfg: Config, domain: str = "messages", subdir: str = "email") -> dict[str, str]:
+    """Every literal msgid the templates under templates/<subdir> use -> "file:line" of its first use."""
+    folder = cfg.path("templates") / subdir
+    env = jinja2.Environment(extensions=["jinja2.ext.i18n"])
+    found: dict[str, str] = {}
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.suffix not in (".html", ".txt", ".htm", ".xml", ".j2"):
+            continue
+        source = path.read_text(encoding="utf-8")
+        try:
+            items = list(env.extract_translations(source, GETTEXT_FUNCS))  # type: ignore[attr-defined]
+        except jinja2.TemplateSyntaxError as err:
+            raise NewsletterError(f"{path}:{err.lineno}: {err.message}. Fix the template.") from None
+        for lineno, _func, message in items:
+            msgs = message if isinstance(message, tuple) else (message,)
+            for msgid in msgs[:1]:  # the singular; ngettext's plural shares its catalog entry
+                if isinstance(msgid, str) and msgid not in found:
+                    found[msgid] = f"{path.relative_to(cfg.path('templates'))}:{lineno}"
+    return found
+
+
+def missing_translations(
+    cfg: Config, lang: str, domain: str = "messages", subdir: str | None = None
+) -> list[str]:
+    """Msgids the templates use that the catalog of `lang` lacks, leaves empty or marks fuzzy."""
+    subdir = subdir or ("web" if domain == "web" else "email")
+    cat = catalog(cfg, lang, domain)
+    missing = []
+    for msgid in template_msgids(cfg, domain, subdir):
+        msg = cat.get(msgid)
+        if msg is None:
+            missing.append(msgid)
+            continue
+        strings = msg.string if isinstance(msg.string, tuple) else (msg.string,)
+        # write_mo skips fuzzy entries, so a fuzzy one shows untranslated too.
+        if msg.fuzzy or not all(strings):
+            missing.append(msgid)
+    return sorted(missing)
