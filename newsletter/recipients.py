@@ -1,0 +1,393 @@
+"""Recipient CSVs read into validated recipients; every bad row reported with its line, then skipped.
+
+Real-world files work: UTF-8 with or without BOM, else Windows-1252 (with a warning); `,` `;` or
+tab; header names in any case with stray spaces; blank lines; quoted fields with commas and
+newlines. Line numbers are the physical line where a record starts, as an editor shows it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+from email_validator import EmailNotValidError, validate_email
+
+from newsletter.config import Config
+from newsletter.errors import NewsletterError
+
+LANGUAGES = ("es", "en")
+
+# What people write in a language column, folded to lower case. Region tags (es-MX, en_US) are
+# cut to their first part before the lookup.
+LANGUAGE_NAMES = {
+    "es": "es",
+    "spa": "es",
+    "spanish": "es",
+    "español": "es",
+    "espanol": "es",
+    "castellano": "es",
+    "en": "en",
+    "eng": "en",
+    "english": "en",
+    "inglés": "en",
+    "ingles": "en",
+}
+
+# Header names (after normalising) that mean one of the known columns.
+COLUMN_ALIASES = {
+    "email": "email",
+    "e_mail": "email",
+    "email_address": "email",
+    "mail": "email",
+    "correo": "email",
+    "correo_electronico": "email",
+    "correo_electrónico": "email",
+    "name": "name",
+    "full_name": "name",
+    "nombre": "name",
+    "first_name": "first_name",
+    "firstname": "first_name",
+    "last_name": "last_name",
+    "lastname": "last_name",
+    "surname": "last_name",
+    "language": "language",
+    "lang": "language",
+    "idioma": "language",
+    "lengua": "language",
+}
+
+DELIMITERS = (",", ";", "\t")
+# Control characters (C0, DEL, C1) and the Unicode line/paragraph separators: any of them in a
+# name could end a header line or break the text part, so they become a space.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One valid row: address as written (trimmed), its lowercase key, name, language, fields."""
+
+    email: str
+    key: str
+    name: str
+    language: str
+    fields: dict[str, str]
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A row that is skipped (or a duplicate sent once): where, which address, and why."""
+
+    line: int
+    email: str
+    reason: str
+
+
+@dataclass
+class RecipientReport:
+    """What a CSV held: the recipients to send to, and everything wrong with the rest."""
+
+    path: Path
+    recipients: list[Recipient] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    duplicates: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+
+    def by_language(self) -> dict[str, int]:
+        """Recipients per language, in LANGUAGES order."""
+        counts = dict.fromkeys(LANGUAGES, 0)
+        for r in self.recipients:
+            counts[r.language] += 1
+        return counts
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One raw record: its starting line and its cells by normalised column name."""
+
+    line: int
+    cells: dict[str, str]
+    error: str = ""  # set when the record cannot be read into the columns
+
+
+def clean_text(value: str) -> str:
+    """A name or field made safe for a header line: control characters and CR/LF become spaces."""
+    if not value:
+        return ""
+    return _SPACES.sub(" ", _CONTROL.sub(" ", value)).strip()
+
+
+def normalise_column(name: str) -> str:
+    """`  First Name ` -> `first_name`; known aliases map to email, name, language…"""
+    key = _SPACES.sub("_", name.replace("\ufeff", "").strip().lower()).replace("-", "_")
+    return COLUMN_ALIASES.get(key, key)
+
+
+def parse_language(value: str, default: str) -> str | None:
+    """`es`/`en` (also `Español`, `english`, `es-MX`…); empty -> default; unknown -> None."""
+    v = value.strip().lower()
+    if not v:
+        return default
+    v = re.split(r"[-_]", v, maxsplit=1)[0]
+    return LANGUAGE_NAMES.get(v)
+
+
+def check_address(address: str) -> tuple[str, str]:
+    """(address to send to, lowercase key) or ValueError with the reason.
+
+    No DNS: syntax only. Internationalised domains are sent in their ASCII (punycode) form;
+    non-ASCII local parts are refused because they need SMTPUTF8, which relays rarely offer.
+    """
+    address = address.strip()
+    if not address:
+        raise ValueError("empty email")
+    try:
+        v = validate_email(address, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as err:
+        raise ValueError(f"invalid address {address!r}: {err}") from None
+    send_to = address if address.isascii() else str(v.ascii_email)
+    return send_to, send_to.lower()
+
+
+def decode(path: Path, data: bytes) -> tuple[str, list[str]]:
+    """The file's text and any warning: UTF-8 (BOM or not), else Windows-1252, else Latin-1."""
+    try:
+        return data.decode("utf-8-sig"), []
+    except UnicodeDecodeError as err:
+        bad_line = data.count(b"\n", 0, err.start) + 1
+    try:
+        text = data.decode("cp1252")
+        name = "Windows-1252 (cp1252)"
+    except UnicodeDecodeError:  # bytes cp1252 leaves undefined: Latin-1 maps every byte
+        text = data.decode("latin-1")
+        name = "Latin-1"
+    warning = (
+        f"{path}:{bad_line}: not UTF-8; read as {name}. Check the accents, or save the file "
+        "as UTF-8 (in a spreadsheet: CSV UTF-8)."
+    )
+    return text, [warning]
+
+
+def _delimiter(header: str) -> str:
+    """The header line's most frequent of , ; TAB outside quotes (`,` when none).
+
+    csv.Sniffer guesses from several data lines and can be fooled by commas inside names;
+    a header line rarely holds a delimiter character inside a name, so counting it is exact.
+    """
+    counts = dict.fromkeys(DELIMITERS, 0)
+    quoted = False
+    for ch in header:
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch in counts:
+            counts[ch] += 1
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def read_rows(path: str | Path) -> tuple[list[str], Iterator[Row], list[str]]:
+    """Open a CSV: (normalised columns, the records, warnings). Stops if there is no email column.
+
+    The shared reader for recipient lists and suppression imports.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise NewsletterError(f"{path}: no such file. Check the path.") from None
+    except IsADirectoryError:
+        raise NewsletterError(f"{path}: is a folder; give a CSV file.") from None
+    except OSError as err:
+        raise NewsletterError(f"{path}: cannot read it ({err.strerror}).") from None
+    text, warnings = decode(path, data)
+
+    # Same line splitting as the csv module (\n, \r\n, \r), so line numbers agree with it.
+    buf = io.StringIO(text, newline="")
+    offset = 0  # physical lines before the header: blank ones, and Excel's `sep=;` hint
+    delimiter = None
+    while True:
+        pos = buf.tell()
+        line = buf.readline()
+        if not line:
+            raise NewsletterError(
+                f"{path}: no header row. Add one with an 'email' column, then one row per "
+                "recipient."
+            )
+        bare = line.rstrip("\r\n")
+        if delimiter is None and bare.lower().startswith("sep=") and len(bare) == 5:
+            delimiter = bare[4]
+        elif bare.strip():
+            break
+        offset += 1
+    if delimiter is None:
+        delimiter = _delimiter(line)
+    buf.seek(pos)
+    reader = csv.reader(buf, delimiter=delimiter, strict=True)
+    header = _next_record(reader, path, offset + 1)
+    header_line = offset + 1
+    if header is None:  # only a sep= line
+        raise NewsletterError(f"{path}: no header row after the sep= line.")
+    raw = [h.strip() for h in header]
+    columns = [normalise_column(h) if h else "" for h in raw]
+
+    seen: dict[str, int] = {}
+    for i, col in enumerate(columns):
+        if not col:
+            continue
+        if col in seen:
+            raise NewsletterError(
+                f"{path}:{header_line}: columns {seen[col] + 1} ({raw[seen[col]]!r}) and "
+                f"{i + 1} ({raw[i]!r}) both mean {col!r}. Rename or remove one."
+            )
+        seen[col] = i
+    if "email" not in seen:
+        found = ", ".join(repr(h) for h in raw) or "none"
+        looks_like_data = any("@" in h for h in raw)
+        hint_text = (
+            " The first line looks like data: add a header row above it."
+            if looks_like_data
+            else " Name the column of addresses 'email'."
+        )
+        raise NewsletterError(
+            f"{path}:{header_line}: no 'email' column (found {found}; read with delimiter "
+            f"{_delimiter_name(delimiter)}).{hint_text}"
+        )
+
+    def records() -> Iterator[Row]:
+        ignored_column_data = False
+        while True:
+            start = offset + reader.line_num + 1
+            record = _next_record(reader, path, start)
+            if record is None:
+                break
+            if not any(cell.strip() for cell in record):
+                continue  # a blank line, or a row of empty cells
+            if len(record) > len(columns) and any(c.strip() for c in record[len(columns) :]):
+                # Shifted values would put a name in the language column: skip, don't guess.
+                yield Row(
+                    start,
+                    {"email": record[seen["email"]]},
+                    f"{len(record)} values but the header has {len(columns)} columns; "
+                    f"quote values that contain a {_delimiter_name(delimiter)}",
+                )
+                continue
+            cells: dict[str, str] = {}
+            for i, col in enumerate(columns):
+                value = record[i] if i < len(record) else ""
+                if col:
+                    cells[col] = value
+                elif value.strip():
+                    ignored_column_data = True
+            yield Row(start, cells)
+        if ignored_column_data:
+            warnings.append(f"{path}: values under a column with no header name were ignored.")
+
+    return [c for c in columns if c], records(), warnings
+
+
+def _delimiter_name(d: str) -> str:
+    return {",": "comma", ";": "semicolon", "\t": "tab"}.get(d, repr(d))
+
+
+def _next_record(reader: csv.Reader, path: Path, start: int) -> list[str] | None:
+    try:
+        return next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as err:
+        why = str(err)
+        fix = (
+            "a quoted value opened here is never closed; add the closing quote"
+            if "unexpected end of data" in why
+            else f"malformed quotes ({why}); double a quote inside a quoted value (\"\")"
+        )
+        raise NewsletterError(f"{path}:{start}: {fix}.") from None
+
+
+def read_csv(path: str | Path, default_language: str = "es") -> RecipientReport:
+    """Read a recipient CSV: valid recipients in file order; bad rows and duplicates reported."""
+    if default_language not in LANGUAGES:
+        raise NewsletterError(f"default language must be es or en, not {default_language!r}.")
+    columns, rows, warnings = read_rows(path)
+    report = RecipientReport(path=Path(path), columns=columns, warnings=warnings)
+    first_line: dict[str, int] = {}
+    for row in rows:
+        cells = row.cells
+        written = clean_text(cells.get("email", ""))
+        if row.error:
+            report.problems.append(Problem(row.line, written, row.error))
+            continue
+        try:
+            email, key = check_address(written)
+        except ValueError as err:
+            report.problems.append(Problem(row.line, written, str(err)))
+            continue
+        language = parse_language(cells.get("language", ""), default_language)
+        if language is None:
+            report.problems.append(
+                Problem(
+                    row.line,
+                    email,
+                    f"unknown language {clean_text(cells['language'])!r}; use es or en "
+                    "(or leave it empty for the default)",
+                )
+            )
+            continue
+        if key in first_line:
+            report.duplicates.append(
+                Problem(row.line, email, f"duplicate of line {first_line[key]}; sent once")
+            )
+            continue
+        first_line[key] = row.line
+        name = clean_text(cells.get("name", ""))
+        if not name:
+            name = clean_text(f"{cells.get('first_name', '')} {cells.get('last_name', '')}")
+        fields = {
+            col: clean_text(value)
+            for col, value in cells.items()
+            if col not in ("email", "name", "language")
+        }
+        report.recipients.append(Recipient(email, key, name, language, fields, row.line))
+    return report
+
+
+def plural(n: int, word: str) -> str:
+    """`1 recipient`, `2 recipients`."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def format_report(report: RecipientReport) -> list[str]:
+    """The report as lines: a summary, then `FILE:LINE: reason` for each problem, then warnings."""
+    langs = ", ".join(f"{n} {lang}" for lang, n in report.by_language().items())
+    summary = (
+        f"{report.path}: {plural(len(report.recipients), 'recipient')} ({langs}), "
+        f"{plural(len(report.problems), 'bad row')} skipped, "
+        f"{plural(len(report.duplicates), 'duplicate')} sent once"
+    )
+    out = [summary]
+    for p in sorted(report.problems + report.duplicates, key=lambda p: p.line):
+        out.append(f"{report.path}:{p.line}: {p.reason}")
+    out += [f"warning: {w}" for w in report.warnings]
+    return out
+
+
+def run_check(cfg: Config, csv_path: Path) -> None:
+    """`newsletter recipients check CSV`: print the report; exit 1 when rows would be skipped."""
+    report = read_csv(csv_path, cfg.defaults.language)
+    lines = format_report(report)
+    click.echo(lines[0])
+    for line in lines[1:]:
+        click.echo(line, err=line.startswith("warning: "))
+    if report.problems:
+        # Like `newsletter check`: non-zero so a script (or CI) notices rows that send would skip.
+        raise NewsletterError(
+            f"{plural(len(report.problems), 'bad row')} in {report.path}: send would skip "
+            "them. Fix them and check again."
+        )
