@@ -1,0 +1,697 @@
+"""The public pages (`newsletter serve`): archive, forward to a friend, language switch, unsubscribe.
+
+Every page that changes state does so only on POST: mail scanners follow every link in a message
+with GET. The signed token in the URL is the authority (it names a contact id, never an address);
+forms that send mail also carry a CSRF field signed for that token and a time, so no cookie is
+needed. `newsletter forward` sends the same forward-safe copy from the terminal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import sys
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from flask import Flask, Response, request
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from markupsafe import Markup
+
+from newsletter import i18n, links, message, tokens
+from newsletter.config import Config
+from newsletter.errors import NewsletterError
+
+# Abuse limits on forwarding, counted in friends (messages), over the last 24 hours.
+MAX_FRIENDS = 5  # per submission
+NOTE_MAX = 500  # characters
+NAME_MAX = 100
+FORWARDS_PER_TOKEN_PER_DAY = 20  # one member (forward token) across submissions
+FORWARDS_PER_IP_PER_DAY = 50  # one client address, whatever the tokens
+CSRF_MAX_AGE = 6 * 3600  # a form left open this long must be reloaded
+DAY = 86400
+
+ALERT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,120}")
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def other_language(lang: str) -> str:
+    """The language a member switches to from `lang` (two languages: es and en)."""
+    return "en" if lang == "es" else "es"
+
+
+# --- forwarding: validation and the forward-safe copy, shared by the page and the command ----------
+
+
+@dataclass(frozen=True)
+class ForwardRequest:
+    """A checked forward: friends' normalised addresses, the sender's name, the note, a language."""
+
+    friends: tuple[str, ...]
+    name: str
+    note: str
+    lang: str
+
+
+def clean_name(name: str) -> str:
+    """A display name with control characters (CR/LF, tabs) turned into single spaces."""
+    cleaned = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in name)
+    return " ".join(cleaned.split())
+
+
+def clean_note(note: str) -> str:
+    """The note with line endings normalised to LF and other control characters dropped.
+
+    Browsers count a line break as one character for `maxlength` but submit CRLF, so the limit is
+    checked after normalising, or a note the form accepted would be refused.
+    """
+    note = note.replace("\r\n", "\n").replace("\r", "\n")
+    return "".join(c for c in note if c == "\n" or unicodedata.category(c)[0] != "C").strip()
+
+
+def check_forward(
+    to: Sequence[str], name: str, note: str, lang: str, languages: Sequence[str]
+) -> tuple[ForwardRequest | None, list[tuple[str, Any]]]:
+    """Validate a forward; return the request, or None and every problem as (code, argument)."""
+    errors: list[tuple[str, Any]] = []
+    given = [a.strip() for a in to if a and a.strip()]
+    friends: list[str] = []
+    if not given:
+        errors.append(("no_friend", None))
+    if len(given) > MAX_FRIENDS:
+        errors.append(("too_many", MAX_FRIENDS))
+    for address in given[: MAX_FRIENDS + 1]:
+        try:
+            # ASCII only: the address goes into an SMTP envelope and a To header as it is.
+            v = validate_email(address, check_deliverability=False, allow_smtputf8=False)
+            ok = message.check_address(v.ascii_email or v.normalized)
+        except (EmailNotValidError, NewsletterError):
+            errors.append(("bad_address", address[:254]))
+            continue
+        if ok.lower() not in (f.lower() for f in friends):
+            friends.append(ok)
+    name = clean_name(name)
+    if not name:
+        errors.append(("no_name", None))
+    elif len(name) > NAME_MAX:
+        errors.append(("name_too_long", NAME_MAX))
+    note = clean_note(note)
+    if len(note) > NOTE_MAX:
+        errors.append(("note_too_long", NOTE_MAX))
+    if lang not in languages:
+        errors.append(("bad_language", lang))
+    if errors:
+        return None, errors
+    return ForwardRequest(tuple(friends), name, note, lang), []
+
+
+def forward_intro(cfg: Config, lang: str, name: str) -> str:
+    """ "NAME forwarded you this alert", in the edition's language (plain text, not escaped)."""
+    t = i18n.translations(cfg, lang, "web")
+    return t.gettext("%(name)s forwarded you this alert") % {"name": name}
+
+
+@dataclass(frozen=True)
+class Friend:
+    """A forward's recipient: an address only (no name, no merge fields, never stored)."""
+
+    email: str
+    name: str = ""
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+def forward_messages(
+    cfg: Config, alert: Any, fwd: ForwardRequest, reply_to: str | None, edition: Any = None
+) -> list[tuple[str, bytes]]:
+    """(friend, message bytes) for each friend: the forward variant, intro and note filled.
+
+    `reply_to` (the member's address, when known) replaces `[sender] reply_to` so a friend's
+    answer reaches the member; the From stays the organisation's (DMARC alignment).
+    """
+    from newsletter import render
+
+    if edition is None:
+        edition = render.render_edition(cfg, alert, fwd.lang, variant="forward")
+    if reply_to:
+        cfg = replace(cfg, sender=replace(cfg.sender, reply_to=reply_to))
+    prepared = message.prepare(cfg, edition)
+    values = {
+        tokens.FORWARD_INTRO: forward_intro(cfg, fwd.lang, fwd.name),
+        tokens.FORWARD_NOTE: fwd.note,
+        tokens.VIEW_URL: links.archive_url(cfg, alert.id, fwd.lang),
+    }
+    return [(friend, prepared.build(Friend(friend), values)[1]) for friend in fwd.friends]
+
+
+def deliver_all(cfg: Config, alert_id: str, messages: list[tuple[str, bytes]]) -> list[str]:
+    """Send prepared messages over one connection of the configured transport; who got them.
+
+    The same transports as `send` (SMTP, else the outbox, in a `forwards` folder so forwards do
+    not mix with members' copies). A copy the server may have taken before the line dropped counts
+    as reached: counting it against the caps is the safe side.
+    """
+    from newsletter import deliver
+
+    mail_from = message.sender_address(cfg)[1]
+    transport = deliver.make_transport(cfg, f"{alert_id}/forwards")
+    reached: list[str] = []
+    try:
+        transport.open()
+        for rcpt, data in messages:
+            try:
+                code, _text = transport.send(mail_from, rcpt, data)
+            except deliver.Uncertain:
+                reached.append(rcpt)
+                continue
+            if code < 300:
+                reached.append(rcpt)
+    except deliver.Retry as err:
+        if not reached:
+            raise NewsletterError(f"{err}; nothing was forwarded. Try again later.") from None
+    finally:
+        transport.close()
+    return reached
+
+
+def run_forward(
+    cfg: Config,
+    alert_path: Path,
+    to: Sequence[str],
+    from_name: str,
+    note: str,
+    lang: str | None,
+) -> None:
+    """`newsletter forward`: the forward-safe copy to friends, through the same delivery path."""
+    import click
+
+    from newsletter import content
+
+    alert = content.load_alert(cfg, alert_path)
+    lang = lang or alert.languages[0]
+    fwd, errors = check_forward(to, from_name, note, lang, alert.languages)
+    if fwd is None:
+        raise NewsletterError(
+            "; ".join(_error_line(code, arg, where="command") for code, arg in errors) + "."
+        )
+    reached = deliver_all(cfg, alert.id, forward_messages(cfg, alert, fwd, reply_to=None))
+    click.echo(f"Forwarded {alert.id} ({lang}) to {len(reached)} of {len(fwd.friends)} friends.")
+    if len(reached) < len(fwd.friends):
+        missed = ", ".join(f for f in fwd.friends if f not in reached)
+        raise NewsletterError(f"not delivered to {missed}; the transport refused them. Try again.")
+
+
+def _error_line(code: str, arg: Any, *, where: str) -> str:
+    """English one-liners for the command (the web page localises the same codes)."""
+    return {
+        "no_friend": "give at least one --to ADDRESS",
+        "too_many": f"at most {MAX_FRIENDS} friends at a time (--to given more often)",
+        "bad_address": f"--to {arg!r} is not a valid email address",
+        "no_name": "--from-name is empty",
+        "name_too_long": f"--from-name is longer than {NAME_MAX} characters",
+        "note_too_long": f"--note is longer than {NOTE_MAX} characters; shorten it",
+        "bad_language": f"--lang {arg}: the alert has no such edition",
+    }.get(code, code)
+
+
+# --- CSRF: a signed value bound to one page's token and a time -----------------------------------
+
+
+def _csrf_serializer(secret: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(secret, salt="newsletter/csrf")
+
+
+def _bind(purpose: str, token: str) -> str:
+    return hashlib.sha256(f"{purpose}:{token}".encode()).hexdigest()[:32]
+
+
+def make_csrf(secret: str, purpose: str, token: str) -> str:
+    """A form field that proves the form was served by us, for this token, recently."""
+    return str(_csrf_serializer(secret).dumps(_bind(purpose, token)))
+
+
+def check_csrf(secret: str, purpose: str, token: str, value: str, now: float) -> bool:
+    """True when `value` was made by make_csrf for this token within CSRF_MAX_AGE of `now`."""
+    try:
+        bound, signed_at = _csrf_serializer(secret).loads(value, return_timestamp=True)
+    except (BadSignature, UnicodeDecodeError, ValueError):
+        return False
+    age = now - signed_at.timestamp()
+    return (
+        isinstance(bound, str)
+        and hmac.compare_digest(bound, _bind(purpose, token))
+        and -300 <= age <= CSRF_MAX_AGE
+    )
+
+
+# --- the app -------------------------------------------------------------------------------------
+
+
+class _Pages:
+    """What the views share: config, secret, clock, template environments, the edition cache."""
+
+    def __init__(self, cfg: Config, secret: str, clock: Callable[[], float]) -> None:
+        self.cfg = cfg
+        self.secret = secret
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._editions: dict[tuple[str, str, str], tuple[tuple[int, int], Any]] = {}
+
+    # templates
+    def render(self, lang: str, name: str, **values: Any) -> str:
+        env = i18n.jinja_env(self.cfg, lang, domain="web", subdir="web")
+        return env.get_template(name).render(
+            org_name=self.cfg.org.name,
+            postal_address=self.cfg.sender.postal_address,
+            **values,
+        )
+
+    def notice(self, kind: str, status: int, first: str | None = None) -> Response:
+        """A page that says the same thing in both languages (we may not know the reader's)."""
+        first = first if first in i18n.LANGUAGES else self.cfg.defaults.language
+        order = [first, other_language(first)]
+        contact = self.cfg.sender.unsubscribe_mailto or _address(self.cfg.sender.reply_to)
+        parts = [
+            {
+                "lang": lang,
+                "html": Markup(self.render(lang, "notice.html", kind=kind, contact=contact)),
+            }
+            for lang in order
+        ]
+        title = "Newsletter"
+        return self.page(self.render(first, "message.html", parts=parts, title=title), status)
+
+    @staticmethod
+    def page(html: str, status: int = 200) -> Response:
+        return Response(html, status=status, mimetype="text/html")
+
+    # alerts and editions
+    def alert_dir(self, alert_id: str) -> Path | None:
+        if not ALERT_ID_RE.fullmatch(alert_id):
+            return None
+        path = self.cfg.path("alerts") / alert_id
+        return path if path.is_dir() else None
+
+    def edition(self, alert_id: str, lang: str, variant: str) -> Any:
+        """A rendered edition, cached until a file of the alert or the templates changes."""
+        from newsletter import content, render
+
+        folder = self.alert_dir(alert_id)
+        if folder is None:
+            return None
+        stamp = _tree_stamp(folder, self.cfg.path("templates"), self.cfg.path("locale"))
+        key = (alert_id, lang, variant)
+        with self._lock:
+            hit = self._editions.get(key)
+        if hit and hit[0] == stamp:
+            return hit[1]
+        alert = content.load_alert(self.cfg, folder)
+        if lang not in alert.languages:
+            return None
+        ed = render.render_edition(self.cfg, alert, lang, variant=variant)
+        with self._lock:
+            self._editions[key] = (stamp, ed)
+        return ed
+
+    def alert(self, alert_id: str) -> Any:
+        from newsletter import content
+
+        folder = self.alert_dir(alert_id)
+        return None if folder is None else content.load_alert(self.cfg, folder)
+
+    # tokens
+    def token(self, purpose: str, token: str) -> links.TokenData:
+        return links.read_token(self.secret, purpose, token, now=self.clock())
+
+    def journal(self) -> Any:
+        from newsletter.journal import Journal
+
+        return Journal(self.cfg.path("state"))
+
+
+def _address(value: str) -> str:
+    from email.utils import parseaddr
+
+    return parseaddr(value)[1] if value else ""
+
+
+def _tree_stamp(*folders: Path) -> tuple[int, int]:
+    """(newest mtime, file count) over folders: changes when an editor saves or adds a file."""
+    newest, count = 0, 0
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for p in folder.rglob("*"):
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            newest = max(newest, st.st_mtime_ns)
+            count += 1
+    return newest, count
+
+
+def _client_key(secret: str, addr: str | None) -> str:
+    """The client's address as an HMAC: counted per day, never stored in the clear."""
+    digest = hmac.new(secret.encode(), (addr or "?").encode(), hashlib.sha256).hexdigest()
+    return f"ip:{digest[:24]}"
+
+
+def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
+    """The public pages as a Flask app. `clock` is for tests (token and CSRF ages, daily caps)."""
+    secret = cfg.require_secret()
+    app = Flask(__name__)
+    app.config.update(
+        FORWARDS_PER_TOKEN_PER_DAY=FORWARDS_PER_TOKEN_PER_DAY,
+        FORWARDS_PER_IP_PER_DAY=FORWARDS_PER_IP_PER_DAY,
+        MAX_CONTENT_LENGTH=64 * 1024,
+    )
+    pages = _Pages(cfg, secret, clock)
+    app.extensions["newsletter"] = pages
+
+    @app.after_request
+    def security_headers(resp: Response) -> Response:
+        resp.headers["Content-Security-Policy"] = CSP
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        # Token URLs must not leak to the sites a page links to.
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers["X-Frame-Options"] = "DENY"
+        if request.path.startswith(("/f/", "/l/", "/u/")):
+            resp.headers["Cache-Control"] = "no-store"
+            resp.headers["X-Robots-Tag"] = "noindex"
+        return resp
+
+    @app.errorhandler(404)
+    def not_found(_err: Exception) -> Response:
+        return pages.notice("not_found", 404)
+
+    @app.errorhandler(405)
+    def not_allowed(_err: Exception) -> Response:
+        return pages.notice("error", 405)
+
+    @app.errorhandler(413)
+    def too_large(_err: Exception) -> Response:
+        return pages.notice("error", 413)
+
+    @app.errorhandler(NewsletterError)
+    def broken_alert(err: NewsletterError) -> Response:
+        # A broken alert or template: the editor sees it in the server log, readers a plain page.
+        app.logger.error("%s", err.message)
+        return pages.notice("error", 500)
+
+    def bad_token(err: links.BadToken) -> Response:
+        return pages.notice("expired" if err.reason == "expired" else "invalid", 400)
+
+    # archive ------------------------------------------------------------------------------
+    @app.get("/")
+    def index() -> Response:
+        from newsletter import content
+
+        lang = cfg.defaults.language
+        alerts = []
+        root = cfg.path("alerts")
+        folders = (
+            sorted((p for p in root.iterdir() if p.is_dir()), reverse=True) if root.is_dir() else []
+        )
+        for folder in folders:
+            if not ALERT_ID_RE.fullmatch(folder.name):
+                continue
+            try:
+                alert = content.load_alert(cfg, folder)
+            except NewsletterError as err:
+                app.logger.warning("index: skipping %s: %s", folder.name, err.message)
+                continue
+            entry = {
+                "date": alert.date.isoformat(),
+                "links": [
+                    {"url": f"/a/{alert.id}/{code}", "lang": code, "subject": text.subject}
+                    for code in alert.languages
+                    if (text := alert.texts.get(code)) is not None
+                ],
+            }
+            alerts.append(entry)
+        return pages.page(pages.render(lang, "index.html", alerts=alerts))
+
+    @app.get("/a/<alert_id>/<lang>")
+    def archive(alert_id: str, lang: str) -> Response:
+        if lang not in i18n.LANGUAGES:
+            return pages.notice("not_found", 404)
+        ed = pages.edition(alert_id, lang, "archive")
+        if ed is None:
+            return pages.notice("not_found", 404, lang)
+        # The archive variant has no member link; blank any token left so nothing leaks.
+        html = tokens.fill(
+            ed.html, {tokens.VIEW_URL: links.archive_url(cfg, alert_id, lang)}, escape_html=True
+        )
+        return pages.page(html)
+
+    # forward ------------------------------------------------------------------------------
+    def forward_form(
+        token: str,
+        data: links.TokenData,
+        alert: Any,
+        *,
+        errors: Sequence[tuple[str, Any]] = (),
+        friends: Sequence[str] = (),
+        name: str = "",
+        note: str = "",
+        chosen: str | None = None,
+        status: int = 200,
+    ) -> Response:
+        ed = pages.edition(alert.id, data.lang, "archive")
+        html = pages.render(
+            data.lang,
+            "forward.html",
+            action=f"/f/{token}",
+            csrf=make_csrf(secret, "forward", token),
+            subject=ed.subject,
+            archive_url=f"/a/{alert.id}/{data.lang}",
+            errors=list(errors),
+            friends=list(friends)[:MAX_FRIENDS],
+            name=name,
+            note=note,
+            chosen=chosen or data.lang,
+            languages=[(code, links.LANG_NAMES[code]) for code in alert.languages],
+            max_friends=MAX_FRIENDS,
+            note_max=NOTE_MAX,
+            name_max=NAME_MAX,
+        )
+        return pages.page(html, status)
+
+    def forward_context(token: str) -> tuple[links.TokenData, Any, Any] | Response:
+        try:
+            data = pages.token("forward", token)
+        except links.BadToken as err:
+            return bad_token(err)
+        alert = pages.alert(data.alert_id)
+        if alert is None:
+            return pages.notice("not_found", 404, data.lang)
+        with pages.journal() as j:
+            contact = j.get_contact(data.contact_id)
+        return data, alert, contact
+
+    @app.get("/f/<token>")
+    def forward_get(token: str) -> Response:
+        ctx = forward_context(token)
+        if isinstance(ctx, Response):
+            return ctx
+        data, alert, contact = ctx
+        name = contact.name if contact is not None else ""
+        return forward_form(token, data, alert, name=name)
+
+    @app.post("/f/<token>")
+    def forward_post(token: str) -> Response:
+        ctx = forward_context(token)
+        if isinstance(ctx, Response):
+            return ctx
+        data, alert, contact = ctx
+        form = request.form
+        given = {
+            "friends": form.getlist("to"),
+            "name": form.get("name", ""),
+            "note": form.get("note", ""),
+            "chosen": form.get("lang", data.lang),
+        }
+        if not check_csrf(secret, "forward", token, form.get("csrf", ""), pages.clock()):
+            return forward_form(
+                token, data, alert, errors=[("form_expired", None)], status=400, **given
+            )
+        fwd, errors = check_forward(
+            given["friends"], given["name"], given["note"], given["chosen"], alert.languages
+        )
+        if fwd is None:
+            return forward_form(token, data, alert, errors=errors, status=400, **given)
+        since = pages.clock() - DAY
+        token_key = f"contact:{data.contact_id}"
+        ip_key = _client_key(secret, request.remote_addr)
+        with pages.journal() as j:
+            if (
+                j.forwards_since(token_key, since) + len(fwd.friends)
+                > app.config["FORWARDS_PER_TOKEN_PER_DAY"]
+            ):
+                errors = [("limit_token", app.config["FORWARDS_PER_TOKEN_PER_DAY"])]
+            elif (
+                j.forwards_since(ip_key, since) + len(fwd.friends)
+                > app.config["FORWARDS_PER_IP_PER_DAY"]
+            ):
+                errors = [("limit_ip", None)]
+        if errors:
+            return forward_form(token, data, alert, errors=errors, status=429, **given)
+        reply_to = contact.email if contact is not None else None
+        messages = forward_messages(
+            cfg, alert, fwd, reply_to, pages.edition(alert.id, fwd.lang, "forward")
+        )
+        try:
+            reached = deliver_all(cfg, alert.id, messages)
+        except NewsletterError as err:
+            app.logger.error("forward: %s", err.message)
+            reached = []
+        if reached:
+            with pages.journal() as j:
+                at = pages.clock()
+                j.record_forward(token_key, len(reached), at)
+                j.record_forward(ip_key, len(reached), at)
+        if not reached:
+            return forward_form(
+                token, data, alert, errors=[("send_failed", None)], status=503, **given
+            )
+        html = pages.render(
+            data.lang,
+            "forward_done.html",
+            sent=len(reached),
+            subject=pages.edition(alert.id, data.lang, "archive").subject,
+            archive_url=f"/a/{alert.id}/{data.lang}",
+        )
+        return pages.page(html)
+
+    # language -----------------------------------------------------------------------------
+    @app.route("/l/<token>", methods=["GET", "POST"])
+    def language(token: str) -> Response:
+        try:
+            data = pages.token("language", token)
+        except links.BadToken as err:
+            return bad_token(err)
+        target = other_language(data.lang)
+        values = {
+            "target_name": links.LANG_NAMES[target],
+            "archive_url": f"/a/{data.alert_id}/{target}",
+        }
+        if request.method == "GET":
+            html = pages.render(
+                target,
+                "language.html",
+                action=f"/l/{token}",
+                csrf=make_csrf(secret, "language", token),
+                **values,
+            )
+            return pages.page(html)
+        if not check_csrf(secret, "language", token, request.form.get("csrf", ""), pages.clock()):
+            return pages.notice("form_expired", 400, target)
+        with pages.journal() as j:
+            if j.get_contact(data.contact_id) is None:
+                return pages.notice("no_contact", 404, target)
+            j.set_language(data.contact_id, target)
+        return pages.page(pages.render(target, "language_done.html", **values))
+
+    # unsubscribe --------------------------------------------------------------------------
+    @app.route("/u/<token>", methods=["GET", "POST"])
+    def unsubscribe(token: str) -> Response:
+        try:
+            data = pages.token("unsubscribe", token)
+        except links.BadToken as err:
+            return bad_token(err)
+        lang = data.lang
+        if request.method == "GET":
+            other = other_language(lang)
+            t_other = i18n.translations(cfg, other, "web")
+            language_token = links.make_token(
+                secret, "language", data.contact_id, data.alert_id, lang
+            )
+            html = pages.render(
+                lang,
+                "unsubscribe.html",
+                action=f"/u/{token}",
+                other=other,
+                other_heading=t_other.gettext("Would you rather read us in %(language)s?")
+                % {"language": links.LANG_NAMES[other]},
+                other_link=t_other.gettext("Get our emails in %(language)s")
+                % {"language": links.LANG_NAMES[other]},
+                language_url=f"/l/{language_token}",
+            )
+            return pages.page(html)
+        one_click = request.form.get("List-Unsubscribe") == "One-Click"
+        if not one_click and request.form.get("confirm") != "1":
+            return pages.notice("error", 400, lang)
+        with pages.journal() as j:
+            contact = j.get_contact(data.contact_id)
+            if contact is None:
+                return pages.notice("no_contact", 404, lang)
+            j.suppress(contact.email, "one-click" if one_click else "unsubscribe page")
+        html = pages.render(
+            lang,
+            "unsubscribed.html",
+            resubscribe_action=f"/u/{token}/resubscribe",
+            csrf=make_csrf(secret, "resubscribe", token),
+        )
+        return pages.page(html)
+
+    @app.post("/u/<token>/resubscribe")
+    def resubscribe(token: str) -> Response:
+        try:
+            data = pages.token("unsubscribe", token)
+        except links.BadToken as err:
+            return bad_token(err)
+        if not check_csrf(
+            secret, "resubscribe", token, request.form.get("csrf", ""), pages.clock()
+        ):
+            return pages.notice("form_expired", 400, data.lang)
+        with pages.journal() as j:
+            contact = j.get_contact(data.contact_id)
+            if contact is None:
+                return pages.notice("no_contact", 404, data.lang)
+            j.unsuppress(contact.email)
+        return pages.page(pages.render(data.lang, "resubscribed.html"))
+
+    return app
+
+
+def run_serve(cfg: Config, host: str, port: int) -> None:
+    """`newsletter serve`: the public pages on host:port until Ctrl+C."""
+    import click
+    from werkzeug.serving import make_server
+
+    base = links.base_url(cfg)
+    if not base:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            links.require_base_url(cfg)
+        click.echo(
+            f"warning: {cfg.source}: [web] base_url is not set, so emails carry no links to these "
+            "pages; serving for local use only.",
+            err=True,
+        )
+    app = create_app(cfg)
+    try:
+        server = make_server(host, port, app, threaded=True)
+    except OSError as err:
+        raise NewsletterError(
+            f"cannot listen on {host}:{port} ({err.strerror}). Pick another --port."
+        ) from None
+    click.echo(f"Serving the public pages on http://{host}:{server.port}/ (Ctrl+C to stop)")
+    if base:
+        click.echo(f"Emails link here as {base}/")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    sys.stdout.flush()
