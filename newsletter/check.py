@@ -593,11 +593,12 @@ def check_examples(root: etree._Element, place: Place) -> list[Problem]:
             and _is_example(url)
         ):
             seen.add(url)
+            value = unquote(url[7:].split("?")[0]) if url.startswith("mailto:") else url
             problems.append(
                 Problem(
                     "W-EXAMPLE",
                     place.at(el.sourceline, _describe(el)),
-                    f"{_short(url)} is an example value standing in for a fact the source lost",
+                    f"{_short(value)} is an example value standing in for a fact the source lost",
                     "set the real address in newsletter.toml or the alert's content",
                 )
             )
@@ -622,6 +623,24 @@ def check_config(cfg: Config) -> list[Problem]:
                     )
                 )
     return problems
+
+
+def check_alert_examples(alert: object) -> list[Problem]:
+    """Links and contact addresses in alert.toml that are still example values."""
+    toml = Path(alert.path) / "alert.toml"  # type: ignore[attr-defined]
+    found = [(f"[links] {k}", v) for k, v in alert.links.items()]  # type: ignore[attr-defined]
+    for cid, c in alert.contacts.items():  # type: ignore[attr-defined]
+        found += [(f"[contacts.{cid}] phone", c.phone), (f"[contacts.{cid}] email", c.email)]
+    return [
+        Problem(
+            "W-EXAMPLE",
+            f"{toml} {key}",
+            f"{_short(value)} is an example value standing in for a fact the source lost",
+            "write the real value before sending",
+        )
+        for key, value in found
+        if value and _is_example(value)
+    ]
 
 
 def _addr(value: str) -> str:
@@ -721,6 +740,8 @@ def collect(cfg: Config, alert_path: Path) -> list[Problem]:
     alert = content.load_alert(cfg, alert_path)
     problems = content_marks(Path(alert.path))
     problems += check_config(cfg)
+    sources = check_alert_examples(alert)
+    problems += sources
     problems += check_translations(cfg, alert.languages)
     for lang in alert.languages:
         for variant in VARIANTS:
@@ -736,6 +757,15 @@ def collect(cfg: Config, alert_path: Path) -> list[Problem]:
                     filled=True,
                     unsubscribe_url=values[tokens.UNSUBSCRIBE_URL],  # type: ignore[arg-type]
                 )
+    # An example URL already reported where it is set needs no second line per element.
+    reported = {p.message.split(" is an example")[0] for p in sources}
+    problems = [
+        p
+        for p in problems
+        if not (
+            p.id == "W-EXAMPLE" and p.variants and p.message.split(" is an example")[0] in reported
+        )
+    ]
     return merge(problems)
 
 

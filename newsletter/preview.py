@@ -1,0 +1,339 @@
+"""`newsletter preview`: the alert served on 127.0.0.1, re-rendered when a template or content changes.
+
+A watcher thread polls file times every quarter second; on a change it renders every edition once
+and bumps a version counter. The index page long-polls `/events?since=N` and reloads itself when
+the version moves, so a saved file shows within a second. A render error (template syntax, bad
+content) is kept and shown in the page with file and line; the server keeps running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import threading
+import traceback
+import webbrowser
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import click
+import jinja2
+
+from newsletter.config import Config
+from newsletter.errors import NewsletterError
+
+POLL_SECONDS = 0.25  # file watch interval: a save shows in well under a second
+LONG_POLL_SECONDS = 20.0  # an idle /events request returns after this, and the page asks again
+MAX_WATCHED_FILES = 5000  # bounded walk: a stray huge folder must not stall the watcher
+PHONE_WIDTH = 375
+DESKTOP_WIDTH = 680  # room for the 600 px layout and its margins
+
+
+@dataclass(frozen=True)
+class RenderError:
+    """A problem that stopped rendering, with the file and line to fix when known."""
+
+    message: str
+    file: str = ""
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}, line {self.line}" if self.file and self.line else self.file
+        return f"{where}: {self.message}" if where else self.message
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One language's rendered email, as a member would get it (sample links filled)."""
+
+    lang: str
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    edition: Any = None  # the raw render.Edition, for filling a picked recipient's copy
+
+
+@dataclass
+class Snapshot:
+    version: int = 0
+    copies: dict[str, Copy] = field(default_factory=dict)
+    error: RenderError | None = None
+    alert_id: str = ""
+
+
+def describe_error(cfg: Config, err: BaseException) -> RenderError:
+    """File and line of a template or content error, relative to the project when possible."""
+
+    def rel(path: str | None) -> str:
+        if not path:
+            return ""
+        with contextlib.suppress(ValueError):
+            return str(Path(path).resolve().relative_to(cfg.root))
+        return path
+
+    if isinstance(err, jinja2.TemplateSyntaxError):
+        return RenderError(err.message or str(err), rel(err.filename or err.name), err.lineno)
+    if isinstance(err, NewsletterError):
+        return RenderError(err.format_message())
+    # Jinja rewrites tracebacks so that template frames carry the template's file and line.
+    templates = str(cfg.path("templates").resolve())
+    for frame in reversed(traceback.extract_tb(err.__traceback__)):
+        if frame.filename.startswith(templates):
+            return RenderError(f"{type(err).__name__}: {err}", rel(frame.filename), frame.lineno)
+    return RenderError(f"{type(err).__name__}: {err}")
+
+
+class PreviewServer:
+    """The preview: `PreviewServer(cfg, alert_path, port=0).start()`, then `.url`, then `.stop()`."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        alert_path: Path,
+        *,
+        port: int = 0,
+        recipients_csv: Path | None = None,
+    ) -> None:
+        if not Path(alert_path).is_dir():
+            raise NewsletterError(f"{alert_path}: no such alert folder. Give the alert's folder.")
+        self.cfg = cfg
+        self.alert_path = Path(alert_path)
+        self.recipients_csv = recipients_csv
+        self.snapshot = Snapshot()
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._pages = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(cfg.path("templates") / "preview")),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        try:
+            self.httpd = _HTTPServer(("127.0.0.1", port), _Handler)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise NewsletterError(
+                    f"127.0.0.1:{port} is in use. Stop the other server or pass --port 0 "
+                    "(any free port)."
+                ) from None
+            raise NewsletterError(f"127.0.0.1:{port}: cannot listen ({err}).") from None
+        self.httpd.preview = self
+        self._signature = self._watch_signature()
+        self.render()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+
+    # --- rendering ------------------------------------------------------------------------------
+
+    def render(self) -> Snapshot:
+        """Render every edition once; keep the error instead on failure. Bumps the version."""
+        copies: dict[str, Copy] = {}
+        error = None
+        alert_id = self.snapshot.alert_id
+        try:
+            from newsletter import check, content, render
+
+            alert = content.load_alert(self.cfg, self.alert_path)
+            alert_id = alert.id
+            for lang in alert.languages:
+                edition = render.render_edition(self.cfg, alert, lang, variant="member")
+                filled = check.fill_edition(
+                    edition, check.sample_values(self.cfg, edition, alert.id)
+                )
+                copies[lang] = Copy(
+                    lang,
+                    edition.subject,
+                    edition.preheader,
+                    filled.html,  # type: ignore[attr-defined]
+                    filled.text,  # type: ignore[attr-defined]
+                    edition,
+                )
+        except Exception as err:  # any failure is shown in the page; the server must keep running
+            error = describe_error(self.cfg, err)
+            click.echo(f"preview: {error}", err=True)
+        with self._changed:
+            self.snapshot = Snapshot(
+                self.snapshot.version + 1, copies if error is None else {}, error, alert_id
+            )
+            self._changed.notify_all()
+        return self.snapshot
+
+    def _watched_roots(self) -> list[Path]:
+        roots = [self.cfg.path("templates"), self.alert_path]
+        with contextlib.suppress(AttributeError):
+            roots.append(self.cfg.path("locale"))
+        return roots
+
+    def _watch_signature(self) -> tuple[tuple[str, int, int], ...]:
+        sig = []
+        for root in self._watched_roots():
+            for dirpath, dirnames, filenames in os.walk(root):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__pycache__"]
+                for name in filenames:
+                    if name.startswith(".") or name.endswith(("~", ".swp", ".tmp")):
+                        continue  # editors' temp files appear and vanish while saving
+                    p = os.path.join(dirpath, name)
+                    with contextlib.suppress(OSError):
+                        st = os.stat(p)
+                        sig.append((p, st.st_mtime_ns, st.st_size))
+                    if len(sig) >= MAX_WATCHED_FILES:
+                        return tuple(sorted(sig))
+        return tuple(sorted(sig))
+
+    def _watch(self) -> None:
+        while not self._stop.wait(POLL_SECONDS):
+            sig = self._watch_signature()
+            if sig != self._signature:
+                self._signature = sig
+                self.render()
+
+    def wait_for_change(self, since: int, timeout: float) -> int:
+        """Block until the version differs from `since` (or timeout / stop); return the version."""
+        with self._changed:
+            self._changed.wait_for(
+                lambda: self.snapshot.version != since or self._stop.is_set(), timeout=timeout
+            )
+            return self.snapshot.version
+
+    # --- pages ----------------------------------------------------------------------------------
+
+    def index_page(self, lang: str | None) -> str:
+        snap = self.snapshot
+        languages = list(snap.copies) or ["es", "en"]
+        lang = lang if lang in languages else languages[0]
+        copy = snap.copies.get(lang)
+        template = self._pages.get_template("index.html")
+        return template.render(
+            snap=snap,
+            lang=lang,
+            languages=languages,
+            copy=copy,
+            error=snap.error,
+            alert_path=str(self.alert_path),
+            phone_width=PHONE_WIDTH,
+            desktop_width=DESKTOP_WIDTH,
+        )
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> PreviewServer:
+        """Serve and watch in background threads."""
+        for target in (self.httpd.serve_forever, self._watch):
+            t = threading.Thread(target=target, name=f"preview-{target.__name__}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        """Stop watching and serving; release the port."""
+        self._stop.set()
+        with self._changed:
+            self._changed.notify_all()  # long-polls return at once
+        if self._threads:
+            self.httpd.shutdown()
+        self.httpd.server_close()
+        for t in self._threads:
+            t.join(timeout=5)
+        self._threads.clear()
+
+    def __enter__(self) -> PreviewServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True  # a browser's pending long-poll must not hold up Ctrl-C
+    allow_reuse_address = True
+    preview: PreviewServer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (stdlib's signature)
+        """Quiet: a page long-polls every 20 s and would flood the terminal."""
+
+    def do_GET(self) -> None:  # noqa: N802  (stdlib's name)
+        preview = self.server.preview
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        path = url.path
+        try:
+            if path == "/":
+                self._send(HTTPStatus.OK, "text/html", preview.index_page(query.get("lang")))
+            elif path == "/events":
+                try:
+                    since = int(query.get("since", "-1"))
+                except ValueError:
+                    since = -1
+                version = preview.wait_for_change(since, LONG_POLL_SECONDS)
+                self._send(HTTPStatus.OK, "application/json", json.dumps({"version": version}))
+            elif path.startswith("/email/") and path.endswith((".html", ".txt")):
+                self._send_email(path.removeprefix("/email/"))
+            else:
+                self._send(HTTPStatus.NOT_FOUND, "text/plain", "not found\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the browser went away mid-reply (a reload): nothing to do
+        except Exception as err:  # a broken preview template must not kill the server either
+            msg = str(describe_error(preview.cfg, err))
+            with contextlib.suppress(OSError):
+                self._send(
+                    HTTPStatus.INTERNAL_SERVER_ERROR, "text/plain", f"preview error: {msg}\n"
+                )
+
+    def _send_email(self, name: str) -> None:
+        snap = self.server.preview.snapshot
+        lang, _, ext = name.partition(".")
+        copy = snap.copies.get(lang)
+        if snap.error is not None:
+            body = f"{snap.error}\n"
+            self._send(HTTPStatus.OK, "text/plain", body)
+        elif copy is None:
+            self._send(HTTPStatus.NOT_FOUND, "text/plain", f"no {lang} edition\n")
+        elif ext == "html":
+            self._send(HTTPStatus.OK, "text/html", copy.html)
+        else:
+            self._send(HTTPStatus.OK, "text/plain", copy.text)
+
+    def _send(self, status: HTTPStatus, ctype: str, body: str) -> None:
+        data = body.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", f"{ctype}; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def run_preview(
+    cfg: Config,
+    alert_path: Path,
+    *,
+    port: int = 8025,
+    open_browser: bool = True,
+    recipients_csv: Path | None = None,
+) -> None:
+    """Serve the preview until Ctrl-C."""
+    server = PreviewServer(cfg, alert_path, port=port, recipients_csv=recipients_csv).start()
+    click.echo(f"Preview of {alert_path} at {server.url}  (Ctrl-C stops)")
+    if open_browser:
+        webbrowser.open(server.url)
+    try:
+        while not server._stop.wait(3600):
+            pass
+    except KeyboardInterrupt:
+        click.echo("\npreview stopped.")
+    finally:
+        server.stop()
