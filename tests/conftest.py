@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import inspect
 import shutil
 import socket
 import threading
@@ -77,6 +78,7 @@ class SmtpServer:
     port: int
     received: list[Received] = field(default_factory=list)
     # Called for each RCPT with the address; return an SMTP reply string to refuse, or None.
+    # Hooks may be coroutines (async def): `await asyncio.sleep(…)` makes a slow server.
     on_rcpt: Callable[[str], str | None] | None = None
     # Called for each DATA; return a reply to refuse, or None. May also sleep (slow server).
     on_data: Callable[[Received], str | None] | None = None
@@ -107,7 +109,7 @@ class _Handler:
 
     async def handle_RCPT(self, srv, session, envelope, address, rcpt_options):  # noqa: N802
         if self.server.on_rcpt:
-            reply = self.server.on_rcpt(address)
+            reply = await _maybe_await(self.server.on_rcpt(address))
             if reply:
                 return reply
         envelope.rcpt_tos.append(address)
@@ -116,22 +118,47 @@ class _Handler:
     async def handle_DATA(self, srv, session, envelope):  # noqa: N802
         rec = Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content))
         if self.server.on_data:
-            reply = self.server.on_data(rec)
+            reply = await _maybe_await(self.server.on_data(rec))
             if reply:
                 return reply
         with self.server.lock:
             self.server.received.append(rec)
         if any(a in self.server.drop_after_data for a in rec.rcpt_tos):
-            # Reply 250, then cut the line: the client never learns the message was accepted.
-            await srv.push("250 OK")
-            srv.transport.close()
-            return None
+            # The message is accepted (kept), but the line is cut before the client reads the
+            # 250: exactly what a client sees when the reply is lost. abort() discards the
+            # 250 that aiosmtpd still writes after this hook returns.
+            srv.transport.abort()
         return "250 OK"
+
+
+async def _maybe_await(value: object) -> object:
+    """Hooks may be plain functions or coroutines (to be slow without blocking the server)."""
+    return await value if inspect.isawaitable(value) else value
+
+
+def _authenticator(server: SmtpServer) -> Callable[..., object]:
+    """Accept any login unless `server.auth` names the one (user, password) to accept."""
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    def check(srv, session, envelope, mechanism, auth_data) -> AuthResult:
+        if server.auth is None:
+            return AuthResult(success=True)
+        ok = isinstance(auth_data, LoginPassword) and (
+            auth_data.login.decode(),
+            auth_data.password.decode(),
+        ) == server.auth
+        return AuthResult(success=ok, handled=False)
+
+    return check
 
 
 @pytest.fixture
 def smtp_server() -> Iterator[SmtpServer]:
-    """A real SMTP server (aiosmtpd) on 127.0.0.1 at a free port, stopped after the test."""
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 at a free port, stopped after the test.
+
+    It offers AUTH over plaintext (loopback only) and accepts any login unless a test sets
+    `smtp_server.auth = (user, password)`.
+    """
     from aiosmtpd.controller import Controller
 
     server = SmtpServer("127.0.0.1", free_port())
@@ -141,6 +168,8 @@ def smtp_server() -> Iterator[SmtpServer]:
         port=server.port,
         decode_data=False,
         ready_timeout=10,
+        authenticator=_authenticator(server),
+        auth_require_tls=False,
     )
     controller.start()
     try:

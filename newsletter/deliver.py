@@ -1,0 +1,285 @@
+"""Transports: SMTP (yagmail connects and logs in once; prepared bytes go over its smtplib), outbox.
+
+A transport has `open()`, `send(mail_from, rcpt, data) -> (code, text)` and `close()`. `send`
+returns the server's reply for the recipient (250, 4xx, 5xx); it raises `Retry` when the
+connection failed before the message was handed over (safe to send again), `Uncertain` when it
+failed after (the server may have it: sending again could deliver it twice), and `AuthFailed`
+when the login is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import re
+import smtplib
+import ssl
+import tempfile
+import threading
+from pathlib import Path
+from typing import Protocol
+
+import click
+
+from newsletter.config import Config
+from newsletter.errors import NewsletterError
+
+Reply = tuple[int, str]
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+class Retry(Exception):
+    """The connection failed before the message was accepted: send it again later."""
+
+
+class Uncertain(Exception):
+    """The connection failed after the message was handed over: the server may have it."""
+
+
+class AuthFailed(NewsletterError):
+    """The server refused the login: stop, resending will not help."""
+
+
+class Transport(Protocol):
+    """What a send run needs of a transport; one per connection (not thread-safe)."""
+
+    description: str
+
+    def open(self) -> None: ...
+
+    def send(self, mail_from: str, rcpt: str, data: bytes) -> Reply: ...
+
+    def close(self) -> None: ...
+
+
+def _text(reply: bytes | str) -> str:
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    return " ".join(text.split())
+
+
+class SmtpTransport:
+    """One SMTP connection through yagmail: login once, then many messages; reconnect on drops."""
+
+    def __init__(self, cfg: Config) -> None:
+        s = cfg.smtp
+        self.host, self.port, self.security = s.host, s.port, s.security
+        self.where = f"{s.host}:{s.port}"
+        self.description = f"SMTP {self.where}"
+        self.username = s.username
+        self.timeout = s.timeout
+        self.password: str | None = None
+        if self.username:
+            if s.security == "none" and not cfg.smtp_is_loopback():
+                raise NewsletterError(
+                    f"{cfg.source}: [smtp] security = none with a username would send the "
+                    f"password unencrypted to {self.where}. Use security = starttls (port 587) "
+                    "or ssl (port 465)."
+                )
+            self.password = cfg.smtp_password
+            if not self.password:
+                raise NewsletterError(
+                    f"no SMTP password for [smtp] username {self.username!r}: set "
+                    "NEWSLETTER_SMTP_PASSWORD or store it with `keyring set newsletter "
+                    f"{self.username}`."
+                )
+        self._yag: object | None = None
+        self._smtp: smtplib.SMTP | None = None
+        self._esmtp_size = False
+
+    def open(self) -> None:
+        """Connect (TLS as configured, certificates verified) and log in once."""
+        import yagmail
+
+        self.close()
+        # yagmail would start TLS without checking the certificate; pass a verifying context.
+        context = ssl.create_default_context()
+        kwargs: dict[str, object] = {"timeout": self.timeout}
+        if self.security == "ssl":
+            kwargs["context"] = context
+        try:
+            yag = yagmail.SMTP(
+                self.username or None,
+                self.password,
+                host=self.host,
+                port=self.port,
+                smtp_ssl=self.security == "ssl",
+                smtp_starttls={"context": context} if self.security == "starttls" else False,
+                smtp_skip_login=not self.username,
+                soft_email_validation=False,
+                **kwargs,
+            )
+            self._yag = yag
+            # yagmail turns a username without "@" into "name@gmail.com"; log in as configured.
+            yag.user = self.username
+            yag.login()
+            # Without TLS or login, yagmail never greets the server; smtplib.sendmail would.
+            yag.smtp.ehlo_or_helo_if_needed()
+        except smtplib.SMTPAuthenticationError as err:
+            self._drop()
+            raise AuthFailed(
+                f"{self.where} refused the login for [smtp] username {self.username!r} "
+                f"({err.smtp_code} {_text(err.smtp_error)}). Check the username and "
+                "NEWSLETTER_SMTP_PASSWORD."
+            ) from None
+        except smtplib.SMTPNotSupportedError as err:
+            self._drop()
+            raise NewsletterError(
+                f"{self.where}: {err}. Check [smtp] security and port (587 starttls, 465 ssl)."
+            ) from None
+        except ssl.SSLCertVerificationError as err:
+            self._drop()
+            raise NewsletterError(
+                f"{self.where}: the TLS certificate does not verify ({err.verify_message}). "
+                "Check [smtp] host."
+            ) from None
+        except (smtplib.SMTPException, OSError) as err:
+            self._drop()
+            raise Retry(f"{self.where}: cannot connect: {_describe(err)}") from None
+        self._smtp = yag.smtp
+        self._esmtp_size = self._smtp.has_extn("size")
+
+    def send(self, mail_from: str, rcpt: str, data: bytes) -> Reply:
+        """MAIL, RCPT, DATA by hand: only a failure after the data went out is uncertain."""
+        if self._smtp is None:
+            self.open()
+        smtp = self._smtp
+        assert smtp is not None
+        handed_over = False
+        try:
+            options = [f"SIZE={len(data)}"] if self._esmtp_size else []
+            code, text = smtp.mail(mail_from, options)
+            if code == 250:
+                code, text = smtp.rcpt(rcpt)
+            if code in (250, 251):
+                smtp.putcmd("data")
+                code, text = smtp.getreply()
+            if code == 354:
+                handed_over = True
+                # Dot-stuffing (RFC 5321 4.5.2); message bytes from `message` end in CRLF.
+                body = _LEADING_DOT.sub(b"..", data)
+                if not body.endswith(b"\r\n"):
+                    body += b"\r\n"
+                smtp.send(body + b".\r\n")
+                code, text = smtp.getreply()
+            elif code >= 400:
+                self._reset(code)
+        except (smtplib.SMTPException, OSError) as err:
+            self._drop()
+            what = f"{self.where}: {_describe(err)}"
+            if handed_over:
+                raise Uncertain(what + " after the message was sent") from None
+            raise Retry(what) from None
+        if code == 421:  # the server is closing this connection: reconnect for the next one
+            self._drop()
+        return code, _text(text)
+
+    def _reset(self, code: int) -> None:
+        """Forget a refused transaction so the connection can carry the next message."""
+        if code == 421:
+            return
+        try:
+            self._smtp.rset()  # type: ignore[union-attr]
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+
+    def _drop(self) -> None:
+        """Forget a broken connection without talking to it (QUIT could hang or fail)."""
+        yag, self._yag, self._smtp = self._yag, None, None
+        if yag is not None:
+            yag.is_closed = True  # type: ignore[attr-defined]
+            sock = getattr(yag, "smtp", None)
+            if sock is not None:
+                sock.close()
+
+    def close(self) -> None:
+        """QUIT politely when the connection is still up."""
+        smtp = self._smtp
+        if smtp is not None:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                smtp.quit()
+        self._drop()
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]+")
+
+
+class OutboxTransport:
+    """With no `[smtp] host`: one `.eml` per recipient under `outbox/<alert-id>/`."""
+
+    def __init__(self, cfg: Config, alert_id: str) -> None:
+        self.folder = cfg.path("outbox") / alert_id
+        self.description = f"the outbox {self.folder}"
+        self._lock = threading.Lock()
+        self._numbers: itertools.count[int] | None = None
+
+    def open(self) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise NewsletterError(
+                f"{self.folder}: cannot create the outbox ({err.strerror}). Check [paths] outbox."
+            ) from None
+        with self._lock:
+            if self._numbers is None:
+                # Number on from what a previous run left, so a resume never overwrites a file.
+                self._numbers = itertools.count(len(list(self.folder.glob("*.eml"))) + 1)
+
+    def send(self, mail_from: str, rcpt: str, data: bytes) -> Reply:
+        if self._numbers is None:
+            self.open()
+        with self._lock:
+            n = next(self._numbers)  # type: ignore[arg-type]
+        path = self.folder / f"{n:06d}-{_UNSAFE.sub('_', rcpt)}.eml"
+        write_atomic(path, data)
+        return 250, f"written to {path}"
+
+    def close(self) -> None:
+        pass
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: never a half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".eml")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise NewsletterError(f"{path}: cannot write ({err.strerror}).") from None
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, TimeoutError):
+        return "timed out"
+    if isinstance(err, smtplib.SMTPServerDisconnected):
+        return "connection closed by the server"
+    return str(err) or type(err).__name__
+
+
+def make_transport(cfg: Config, alert_id: str) -> Transport:
+    """SMTP when `[smtp] host` is set, else the outbox."""
+    if cfg.smtp.host:
+        return SmtpTransport(cfg)
+    return OutboxTransport(cfg, alert_id)
+
+
+def send_one(cfg: Config, alert_id: str, rcpt: str, data: bytes) -> str:
+    """Deliver one prepared message (a test copy, a forward); a clear error unless accepted."""
+    from newsletter.message import sender_address
+
+    mail_from = sender_address(cfg)[1]
+    transport = make_transport(cfg, alert_id)
+    try:
+        transport.open()
+        code, text = transport.send(mail_from, rcpt, data)
+    except (Retry, Uncertain) as err:
+        raise NewsletterError(f"{err}; try again later.") from None
+    finally:
+        transport.close()
+    if code >= 300:
+        raise NewsletterError(f"{transport.description} refused {rcpt}: {code} {text}")
+    if isinstance(transport, OutboxTransport):
+        click.echo(f"No [smtp] host configured: {text}", err=True)
+    return text
