@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
 import re
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from newsletter import links, web
-from newsletter.cli import cli
 from newsletter.config import load_config
 from tests.conftest import ALERT_ID
 
