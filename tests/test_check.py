@@ -1,0 +1,213 @@
+"""`newsletter check`: each rule on a small edition, then the real alert and a broken fixture alert."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import pytest
+
+from newsletter import check, tokens
+from newsletter.config import Config
+
+ADDRESS = "123 Main St, Chicago, IL 60601"
+
+
+@dataclass(frozen=True)
+class Ed:
+    lang: str
+    variant: str
+    subject: str
+    preheader: str
+    html: str
+    text: str
+
+
+GOOD_HTML = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><style>@media (max-width: 620px) {{ .w {{ width: 100% !important; }} }}</style></head>
+<body>
+<div style="display:none;max-height:0;overflow:hidden">Sign the petition today.</div>
+<table class="w" width="600"><tr><td>
+<img src="https://nalacc.test/logo.png" alt="NALACC">
+<p>Call <a href="tel:+13057441951">(305) 744-1951</a> or
+<a href="mailto:carlos@nalacc.test">carlos@nalacc.test</a>.</p>
+<p><a href="https://petition.test/sign">Sign the petition</a></p>
+<p>123 Main St<br>Chicago, IL 60601</p>
+<p><a href="{tokens.UNSUBSCRIBE_URL}">Unsubscribe</a></p>
+</td></tr></table>
+</body></html>
+"""
+GOOD_TEXT = f"""Sign the petition today.
+Call (305) 744-1951 or carlos@nalacc.test.
+Sign the petition: https://petition.test/sign
+123 Main St, Chicago, IL 60601
+Unsubscribe: {tokens.UNSUBSCRIBE_URL}
+"""
+
+
+@pytest.fixture
+def cfg() -> Config:
+    c = Config()
+    c.sender.postal_address = ADDRESS
+    return c
+
+
+def ids(cfg: Config, html: str = GOOD_HTML, text: str = GOOD_TEXT, **kw: object) -> set[str]:
+    ed = Ed("en", "member", "Subject", kw.pop("preheader", "Sign the petition today."), html, text)
+    unsub = kw.pop("unsubscribe_url", tokens.UNSUBSCRIBE_URL)
+    problems = check.check_edition(cfg, ed, unsubscribe_url=unsub, **kw)  # type: ignore[arg-type]
+    return {p.id for p in problems}
+
+
+def test_good_edition_has_no_problem(cfg):
+    assert ids(cfg) == set()
+
+
+def test_filled_good_edition_has_no_problem(cfg):
+    url = "https://alerts.test/u/abc"
+    html = GOOD_HTML.replace(tokens.UNSUBSCRIBE_URL, url)
+    text = GOOD_TEXT.replace(tokens.UNSUBSCRIBE_URL, url)
+    assert ids(cfg, html, text, filled=True, unsubscribe_url=url) == set()
+
+
+def test_size_over_gmail_clip(cfg):
+    big = GOOD_HTML.replace("</body>", "<p>" + "x" * (103 * 1024) + "</p></body>")
+    ed = Ed("en", "member", "S", "Sign the petition today.", big, GOOD_TEXT)
+    [p] = [p for p in check.check_edition(cfg, ed) if p.id == "E-SIZE"]
+    assert "KB" in p.message and "102" in p.message
+
+
+def test_size_warning_before_the_limit(cfg):
+    html = GOOD_HTML.replace("</body>", "<p>" + "x" * (85 * 1024) + "</p></body>")
+    assert ids(cfg, html) == {"W-SIZE"}
+
+
+def test_image_without_alt(cfg):
+    assert ids(cfg, GOOD_HTML.replace(' alt="NALACC"', "")) == {"E-ALT"}
+
+
+def test_missing_lang_and_wrong_lang(cfg):
+    assert ids(cfg, GOOD_HTML.replace(' lang="en"', "")) == {"E-LANG"}
+    assert ids(cfg, GOOD_HTML.replace(' lang="en"', ' lang="es"')) == {"E-LANG"}
+
+
+def test_missing_preheader(cfg):
+    assert ids(cfg, preheader="") == {"E-PREHEADER"}
+    # the text is set but the layout does not draw it hidden
+    assert ids(cfg, GOOD_HTML.replace("display:none;max-height:0;overflow:hidden", "")) == {
+        "E-PREHEADER"
+    }
+
+
+def test_missing_postal_address(cfg):
+    assert ids(cfg, GOOD_HTML.replace("123 Main St", "")) == {"E-POSTAL"}
+    cfg.sender.postal_address = ""
+    problems = check.check_edition(
+        cfg, Ed("en", "member", "S", "Sign the petition today.", GOOD_HTML, GOOD_TEXT)
+    )
+    assert [p.where for p in problems if p.id == "E-POSTAL"] == [
+        "(built-in defaults) [sender] postal_address"
+    ]
+
+
+def test_missing_or_hidden_unsubscribe(cfg):
+    assert ids(
+        cfg, GOOD_HTML.replace(f'<a href="{tokens.UNSUBSCRIBE_URL}">Unsubscribe</a>', "")
+    ) >= {"E-UNSUB"}
+    hidden = GOOD_HTML.replace(
+        f'<a href="{tokens.UNSUBSCRIBE_URL}">',
+        f'<a style="display:none" href="{tokens.UNSUBSCRIBE_URL}">',
+    )
+    assert ids(cfg, hidden) == {"E-UNSUB"}
+    # no base URL and no unsubscribe mailto: the filled link is empty
+    assert "E-UNSUB" in ids(cfg, unsubscribe_url="")
+
+
+def test_relative_and_http_links(cfg):
+    rel = GOOD_HTML.replace("https://petition.test/sign", "/sign")
+    assert ids(cfg, rel, GOOD_TEXT.replace("https://petition.test/sign", "/sign")) == {
+        "E-LINK-RELATIVE"
+    }
+    http = GOOD_HTML.replace("https://petition.test/sign", "http://petition.test/sign")
+    assert ids(cfg, http, GOOD_TEXT.replace("https://", "http://")) == {"E-LINK-HTTP"}
+    img = GOOD_HTML.replace("https://nalacc.test/logo.png", "logo.png")
+    assert ids(cfg, img) == {"E-LINK-RELATIVE"}
+
+
+def test_placeholders_and_leftover_jinja(cfg):
+    for junk in ("[[WRITE: the headline]]", "{{ alert.headline }}", "{% if x %}"):
+        html = GOOD_HTML.replace("<p>Call", f"<p>{junk} Call")
+        assert ids(cfg, html) == {"E-PLACEHOLDER"}, junk
+        assert ids(cfg, GOOD_HTML, GOOD_TEXT + junk + "\n") == {"E-PLACEHOLDER"}, junk
+
+
+def test_tokens_unknown_raw_and_unfilled(cfg):
+    html = GOOD_HTML.replace("<p>Call", "<p>__NL_NMAE__ Call")
+    assert ids(cfg, html) == {"E-TOKEN"}
+    # a known token is fine raw, but not once the copy is filled
+    html = GOOD_HTML.replace("<p>Call", f"<p>{tokens.NAME} Call")
+    assert ids(cfg, html) == set()
+    url = "https://alerts.test/u/abc"
+    filled_html = html.replace(tokens.UNSUBSCRIBE_URL, url)
+    assert ids(
+        cfg,
+        filled_html,
+        GOOD_TEXT.replace(tokens.UNSUBSCRIBE_URL, url),
+        filled=True,
+        unsubscribe_url=url,
+    ) == {"E-TOKEN"}
+
+
+def test_text_part_missing_a_link(cfg):
+    text = GOOD_TEXT.replace("https://petition.test/sign", "")
+    problems = [
+        p
+        for p in check.check_edition(
+            cfg, Ed("en", "member", "S", "Sign the petition today.", GOOD_HTML, text)
+        )
+    ]
+    assert [p.id for p in problems] == ["E-TEXT-LINK"]
+    assert "https://petition.test/sign" in problems[0].message
+    # a phone number counts by its digits, a mailto by its address
+    assert ids(cfg, GOOD_HTML, GOOD_TEXT.replace("(305) 744-1951", "")) == {"E-TEXT-LINK"}
+    assert ids(cfg, GOOD_HTML, GOOD_TEXT.replace("carlos@nalacc.test", "")) == {"E-TEXT-LINK"}
+
+
+def test_javascript_and_external_css(cfg):
+    assert ids(cfg, GOOD_HTML.replace("</head>", "<script>alert(1)</script></head>")) == {"E-JS"}
+    assert ids(cfg, GOOD_HTML.replace("<p>Call", '<p onclick="x()">Call')) == {"E-JS"}
+    css = GOOD_HTML.replace(
+        "</head>", '<link rel="stylesheet" href="https://cdn.test/a.css"></head>'
+    )
+    assert ids(cfg, css) == {"E-CSS"}
+    imp = GOOD_HTML.replace("<style>", "<style>@import url(https://cdn.test/a.css);")
+    assert ids(cfg, imp) == {"E-CSS"}
+
+
+def test_example_values_warn(cfg):
+    html = GOOD_HTML.replace("https://petition.test/sign", "https://example.org/petition")
+    text = GOOD_TEXT.replace("https://petition.test/sign", "https://example.org/petition")
+    assert ids(cfg, html, text) == {"W-EXAMPLE"}
+    cfg.sender.postal_address = "EXAMPLE: set [sender] postal_address"
+    assert "W-EXAMPLE" in {p.id for p in check.check_config(cfg)}
+
+
+def test_problem_line_names_id_place_and_fix(cfg):
+    ed = Ed(
+        "en",
+        "member",
+        "S",
+        "Sign the petition today.",
+        GOOD_HTML.replace(' alt="NALACC"', ""),
+        GOOD_TEXT,
+    )
+    [p] = check.check_edition(cfg, ed)
+    line = p.line()
+    assert "E-ALT" in line and "en html:6 <img" in line and "(member)" in line and "Fix:" in line
+
+
+def test_merge_reports_a_finding_once_with_its_copies():
+    a = check.Problem("E-ALT", "es html:7 <img>", "image without alt text", "fix", ("member",))
+    b = dataclasses.replace(a, where="es html:9 <img>", variants=("forward",))
+    [m] = check.merge([a, b])
+    assert m.variants == ("member", "forward")
