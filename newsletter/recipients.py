@@ -306,7 +306,7 @@ def _next_record(reader: csv.Reader, path: Path, start: int) -> list[str] | None
         fix = (
             "a quoted value opened here is never closed; add the closing quote"
             if "unexpected end of data" in why
-            else f"malformed quotes ({why}); double a quote inside a quoted value (\"\")"
+            else f'malformed quotes ({why}); double a quote inside a quoted value ("")'
         )
         raise NewsletterError(f"{path}:{start}: {fix}.") from None
 
@@ -358,9 +358,9 @@ def read_csv(path: str | Path, default_language: str = "es") -> RecipientReport:
     return report
 
 
-def plural(n: int, word: str) -> str:
-    """`1 recipient`, `2 recipients`."""
-    return f"{n} {word}{'' if n == 1 else 's'}"
+def plural(n: int, word: str, many: str = "") -> str:
+    """`1 recipient`, `2 recipients` (`many` for irregular plurals)."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
 
 
 def format_report(report: RecipientReport) -> list[str]:

@@ -1,0 +1,740 @@
+"""The journal: one SQLite file (`[paths] state`) of contacts, deliveries, suppressions, forwards.
+
+A delivery is marked `in_flight` (committed) before its bytes go to SMTP and `sent` only after
+the server's 250, so a run killed at any point leaves nothing that looks sent but was not; rows
+still `in_flight` on the next run are *uncertain*: reported, resent only when asked.
+
+Durability: WAL with `synchronous=FULL`, so each acknowledged write survives a kill -9 and a power
+cut ("the laptop dies"). That is one fsync per write: measured 3,500 messages/s (two writes each)
+on the build machine, far above any relay's sending rate.
+
+Threads: one connection, guarded by a lock (`check_same_thread=False`). SQLite lets one writer in
+at a time anyway; with a connection per thread the others would sleep-poll on the file lock,
+while a Python lock hands over at once and in order. Other processes (`newsletter serve`
+beside a `send`) wait up to BUSY_TIMEOUT on SQLite's own lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+
+from newsletter.config import Config
+from newsletter.errors import NewsletterError
+from newsletter.recipients import Recipient, check_address, clean_text, plural, read_rows
+
+SCHEMA_VERSION = 1
+STATUSES = ("pending", "in_flight", "sent", "retry", "failed")
+LANGUAGES = ("es", "en")
+BUSY_TIMEOUT = 10.0  # seconds another process may hold the write lock before we give up
+REPLY_MAX = 500  # characters of an SMTP reply worth keeping
+# Hashed IPs are only needed for the daily forward cap; after this they are erased, counts kept.
+IP_HASH_KEEP = timedelta(days=2)
+
+_SCHEMA = """
+CREATE TABLE meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE contacts (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,            -- the address, lower case: identity
+    email TEXT NOT NULL,                 -- as last written in a recipient list
+    name TEXT NOT NULL DEFAULT '',
+    language_pref TEXT CHECK (language_pref IN ('es', 'en')),
+    language_set_at TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE deliveries (
+    alert_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    contact_id INTEGER REFERENCES contacts (id),
+    email TEXT NOT NULL,
+    lang TEXT NOT NULL,
+    status TEXT NOT NULL
+        CHECK (status IN ('pending', 'in_flight', 'sent', 'retry', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_reply TEXT NOT NULL DEFAULT '',
+    message_id TEXT,
+    seq INTEGER NOT NULL,                -- position in the recipient list, for stable listings
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    sent_at TEXT,
+    PRIMARY KEY (alert_id, key)
+) WITHOUT ROWID;
+CREATE INDEX deliveries_status ON deliveries (alert_id, status);
+CREATE TABLE suppressions (
+    key TEXT PRIMARY KEY,
+    email TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL
+);
+CREATE TABLE forwards (
+    id INTEGER PRIMARY KEY,
+    contact_id INTEGER REFERENCES contacts (id),
+    ip_hash TEXT,                        -- keyed hash, erased after IP_HASH_KEEP
+    alert_id TEXT NOT NULL,
+    count INTEGER NOT NULL CHECK (count >= 0),
+    created_at TEXT NOT NULL
+);
+CREATE INDEX forwards_contact ON forwards (contact_id, created_at);
+CREATE INDEX forwards_ip ON forwards (ip_hash, created_at);
+"""
+
+
+def now() -> datetime:
+    """The current time, UTC. The one clock of the journal: tests monkeypatch it."""
+    return datetime.now(UTC)
+
+
+def _ts(dt: datetime | None = None) -> str:
+    """A fixed-width UTC timestamp, so text comparison in SQL is time order."""
+    dt = now() if dt is None else dt
+    if dt.tzinfo is None:  # a naive time is taken as UTC, like everything stored here
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def key_of(email: str) -> str:
+    """The identity of an address: trimmed, lower case."""
+    return email.strip().lower()
+
+
+class JournalError(RuntimeError):
+    """A state change the journal refuses (a bug in the caller, not a user mistake)."""
+
+
+class AlreadySent(JournalError):
+    """begin() on a delivery that is already sent: sending again would make a second copy."""
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A person the organisation writes to; tokens carry the id, never the address."""
+
+    id: int
+    key: str
+    email: str
+    name: str
+    language_pref: str | None
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One alert to one recipient: where it stands."""
+
+    alert_id: str
+    key: str
+    email: str
+    contact_id: int | None
+    lang: str
+    status: str
+    attempts: int
+    last_reply: str
+    message_id: str | None
+    created_at: str
+    updated_at: str
+    sent_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    """An address never to send to: who, why, since when."""
+
+    key: str
+    email: str
+    reason: str
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A recipient of this run with their contact id, edition language and delivery state."""
+
+    recipient: Recipient
+    contact_id: int
+    lang: str  # the contact's stored preference, else the CSV's column
+    status: str  # the state before this run ("pending" for a new one)
+    attempts: int
+    last_reply: str
+
+
+@dataclass
+class Plan:
+    """What a send run must do: `todo` in list order; the rest is skipped and reported."""
+
+    alert_id: str
+    todo: list[Planned] = field(default_factory=list)
+    sent: list[Planned] = field(default_factory=list)  # sent by an earlier run
+    uncertain: list[Planned] = field(default_factory=list)  # in flight when a run died
+    failed: list[Planned] = field(default_factory=list)  # 5xx earlier; --retry-failed
+    suppressed: list[Planned] = field(default_factory=list)  # unsubscribed: never sent
+
+
+class Journal:
+    """The state file. A context manager; safe to share between sender threads."""
+
+    def __init__(self, path: str | Path, *, secret: str | None = None) -> None:
+        """Open (creating if needed) the journal at `path`.
+
+        `secret` keys the hash of forwarders' IP addresses (pass cfg.secret); without it a
+        random key stored in the file is used, which hides IPs from a casual look only.
+        """
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._send_lock: int | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as err:
+            raise NewsletterError(
+                f"{self.path}: cannot open the state file ({err}). Check [paths] state."
+            ) from None
+        try:
+            self._setup()
+        except sqlite3.DatabaseError as err:
+            self._db.close()
+            raise NewsletterError(
+                f"{self.path}: not a usable newsletter state file ({err}). Move it away or "
+                "point [paths] state at another file."
+            ) from None
+        except NewsletterError:
+            self._db.close()
+            raise
+        ip_key = secret or self._meta("ip_salt")
+        self._ip_key = ip_key.encode()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        db = self._db
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise NewsletterError(
+                f"{self.path}: written by a newer newsletter (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}). Upgrade newsletter."
+            )
+        if version == 0:
+            with self._tx():
+                if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                    raise NewsletterError(
+                        f"{self.path}: an SQLite file that is not a newsletter journal. Point "
+                        "[paths] state at another file."
+                    )
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(
+                    "INSERT INTO meta (name, value) VALUES ('ip_salt', ?)",
+                    (secrets.token_hex(32),),
+                )
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextlib.contextmanager
+    def _tx(self, commit: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed before it returns (rolled back on error or if not
+        `commit`)."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as err:
+                raise self._busy(err) from None
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT" if commit else "ROLLBACK")
+
+    def _write(self, sql: str, params: tuple | list = ()) -> sqlite3.Cursor:
+        """One statement in autocommit mode: committed when it returns."""
+        with self._lock:
+            try:
+                return self._db.execute(sql, params)
+            except sqlite3.OperationalError as err:
+                raise self._busy(err) from None
+
+    def _read(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def _busy(self, err: sqlite3.OperationalError) -> Exception:
+        if "locked" in str(err) or "busy" in str(err):
+            return NewsletterError(
+                f"{self.path}: another newsletter process kept the state file locked for "
+                f"{BUSY_TIMEOUT:.0f} s. Try again."
+            )
+        return err
+
+    def _meta(self, name: str) -> str:
+        return self._read("SELECT value FROM meta WHERE name = ?", (name,))[0][0]
+
+    def close(self) -> None:
+        """Release the send lock (if held) and close the file."""
+        with self._lock:
+            if self._send_lock is not None:
+                os.close(self._send_lock)
+                self._send_lock = None
+            self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- one send at a time ----------------------------------------------------------------
+
+    @property
+    def lock_path(self) -> Path:
+        """The file a running `send` holds locked (the OS frees it when the process dies)."""
+        return self.path.with_name(self.path.name + ".send-lock")
+
+    def acquire_send_lock(self) -> None:
+        """Claim the right to send from this state file; NewsletterError if a send is running.
+
+        Two runs of the same alert at once would both send the pending rows; this prevents it.
+        flock is released by the kernel on exit, even on kill -9, so a crash leaves no stale lock.
+        """
+        if self._send_lock is not None:
+            return
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise NewsletterError(
+                f"another `newsletter send` (pid {other}) is using {self.path}. Wait for it to "
+                "finish; run `newsletter status ALERT` to watch it."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._send_lock = fd
+
+    def send_running(self) -> bool:
+        """True when some process (this one included) holds the send lock."""
+        if self._send_lock is not None:
+            return True
+        if not self.lock_path.exists():
+            return False
+        fd = os.open(self.lock_path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    # --- contacts -------------------------------------------------------------------------
+
+    def contact(self, email: str, name: str = "") -> int:
+        """The contact id for `email`, created if new; a non-empty name replaces the stored one."""
+        t = _ts()
+        row = self._write(
+            "INSERT INTO contacts (key, email, name, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET email = excluded.email, "
+            "name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE name END, "
+            "updated_at = excluded.updated_at RETURNING id",
+            (key_of(email), email.strip(), clean_text(name), t, t),
+        ).fetchall()  # fetch all: the statement (and its autocommit) completes
+        return int(row[0][0])
+
+    def get_contact(self, contact_id: int) -> Contact | None:
+        """The contact with this id, or None."""
+        rows = self._read(
+            "SELECT id, key, email, name, language_pref, created_at, updated_at "
+            "FROM contacts WHERE id = ?",
+            (contact_id,),
+        )
+        return Contact(*rows[0]) if rows else None
+
+    def find_contact(self, email: str) -> Contact | None:
+        """The contact with this address (any case), or None."""
+        rows = self._read("SELECT id FROM contacts WHERE key = ?", (key_of(email),))
+        return self.get_contact(rows[0][0]) if rows else None
+
+    def set_language(self, contact_id: int, lang: str) -> bool:
+        """Record the contact's language for the next sends; False when there is no such contact."""
+        if lang not in LANGUAGES:
+            raise ValueError(f"language must be one of {LANGUAGES}, not {lang!r}")
+        t = _ts()
+        cur = self._write(
+            "UPDATE contacts SET language_pref = ?, language_set_at = ?, updated_at = ? "
+            "WHERE id = ?",
+            (lang, t, t, contact_id),
+        )
+        return cur.rowcount == 1
+
+    def language_prefs(self) -> dict[str, str]:
+        """{address key: language} for every contact who chose one."""
+        return dict(
+            self._read("SELECT key, language_pref FROM contacts WHERE language_pref IS NOT NULL")
+        )
+
+    # --- deliveries -----------------------------------------------------------------------
+
+    def plan(
+        self,
+        alert_id: str,
+        recipients: Iterable[Recipient],
+        *,
+        retry_failed: bool = False,
+        retry_uncertain: bool = False,
+        dry_run: bool = False,
+    ) -> Plan:
+        """Sort a run's recipients into to-do and skipped, recording new ones as pending.
+
+        Contacts are created or updated (name, address as written); the edition language is the
+        contact's stored preference over the list's column. Already sent and suppressed
+        recipients are skipped; `in_flight` ones (a run died) only with `retry_uncertain`,
+        `failed` ones only with `retry_failed`. `dry_run` computes all of it and writes nothing.
+        """
+        recipients = list(recipients)
+        plan = Plan(alert_id)
+        t = _ts()
+        with self._tx(commit=not dry_run) as db:
+            db.executemany(
+                "INSERT INTO contacts (key, email, name, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+                "email = excluded.email, name = CASE WHEN excluded.name <> '' "
+                "THEN excluded.name ELSE name END, updated_at = excluded.updated_at",
+                ((r.key, r.email, r.name, t, t) for r in recipients),
+            )
+            ids = dict(db.execute("SELECT key, id FROM contacts"))
+            prefs = dict(
+                db.execute(
+                    "SELECT key, language_pref FROM contacts WHERE language_pref IS NOT NULL"
+                )
+            )
+            blocked = {k for (k,) in db.execute("SELECT key FROM suppressions")}
+            existing = {
+                row[0]: row[1:]
+                for row in db.execute(
+                    "SELECT key, status, attempts, last_reply, lang FROM deliveries "
+                    "WHERE alert_id = ?",
+                    (alert_id,),
+                )
+            }
+            seq = db.execute(
+                "SELECT coalesce(max(seq), 0) FROM deliveries WHERE alert_id = ?", (alert_id,)
+            ).fetchone()[0]
+            new_rows = []
+            relang = []
+            for r in recipients:
+                lang = prefs.get(r.key, r.language)
+                status, attempts, reply, old_lang = existing.get(r.key, ("", 0, "", ""))
+                p = Planned(r, ids[r.key], lang, status or "pending", attempts, reply)
+                if status == "sent":
+                    plan.sent.append(p)
+                elif r.key in blocked:
+                    plan.suppressed.append(p)
+                elif not status:
+                    seq += 1
+                    new_rows.append((alert_id, r.key, ids[r.key], r.email, lang, seq, t, t))
+                    plan.todo.append(p)
+                elif status == "in_flight" and not retry_uncertain:
+                    plan.uncertain.append(p)
+                elif status == "failed" and not retry_failed:
+                    plan.failed.append(p)
+                else:
+                    if lang != old_lang:
+                        relang.append((lang, alert_id, r.key))
+                    plan.todo.append(p)
+            db.executemany(
+                "INSERT INTO deliveries (alert_id, key, contact_id, email, lang, status, "
+                "seq, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                new_rows,
+            )
+            db.executemany("UPDATE deliveries SET lang = ? WHERE alert_id = ? AND key = ?", relang)
+        return plan
+
+    def begin(self, alert_id: str, key: str, message_id: str, lang: str | None = None) -> int:
+        """Mark in flight (committed) before handing the message to SMTP; returns the attempt.
+
+        Raises AlreadySent for a delivery already sent, JournalError for one never planned.
+        """
+        t = _ts()
+        with self._tx() as db:
+            row = db.execute(
+                "UPDATE deliveries SET status = 'in_flight', attempts = attempts + 1, "
+                "message_id = ?, lang = coalesce(?, lang), updated_at = ? "
+                "WHERE alert_id = ? AND key = ? AND status <> 'sent' RETURNING attempts",
+                (message_id, lang, t, alert_id, key),
+            ).fetchall()
+            if not row:
+                self._refuse(db, alert_id, key, "begin")
+        return int(row[0][0])
+
+    def sent(self, alert_id: str, key: str, reply: str = "250 OK") -> None:
+        """The server answered 250: in_flight -> sent."""
+        self._move(alert_id, key, ("in_flight",), "sent", reply)
+
+    def defer(self, alert_id: str, key: str, reply: str) -> None:
+        """A 4xx, a timeout or a dropped connection: in_flight -> retry (sent again later)."""
+        self._move(alert_id, key, ("in_flight",), "retry", reply)
+
+    def fail(self, alert_id: str, key: str, reply: str) -> None:
+        """A 5xx, or retries used up: -> failed (retried only with retry_failed)."""
+        self._move(alert_id, key, ("in_flight", "pending", "retry"), "failed", reply)
+
+    def _move(
+        self, alert_id: str, key: str, sources: tuple[str, ...], target: str, reply: str
+    ) -> None:
+        t = _ts()
+        reply = clean_text(reply)[:REPLY_MAX]
+        marks = ", ".join("?" * len(sources))
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE deliveries SET status = ?, last_reply = ?, updated_at = ?, "
+                f"sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END "
+                f"WHERE alert_id = ? AND key = ? AND status IN ({marks})",
+                (target, reply, t, target, t, alert_id, key, *sources),
+            )
+            if cur.rowcount != 1:
+                self._refuse(db, alert_id, key, target)
+
+    def _refuse(self, db: sqlite3.Connection, alert_id: str, key: str, action: str) -> None:
+        row = db.execute(
+            "SELECT status FROM deliveries WHERE alert_id = ? AND key = ?", (alert_id, key)
+        ).fetchone()
+        if row is None:
+            raise JournalError(f"{alert_id}: no delivery planned for {key}; call plan() first")
+        if row[0] == "sent" and action == "begin":
+            raise AlreadySent(f"{alert_id}: {key} was already sent; not sending a second copy")
+        raise JournalError(f"{alert_id}: {key} is {row[0]}; cannot {action} it")
+
+    def states(self, alert_id: str) -> dict[str, str]:
+        """{address key: status} for the alert."""
+        return dict(
+            self._read("SELECT key, status FROM deliveries WHERE alert_id = ?", (alert_id,))
+        )
+
+    def counts(self, alert_id: str) -> dict[str, int]:
+        """{status: number of recipients}, every status present."""
+        counts = dict.fromkeys(STATUSES, 0)
+        counts.update(
+            self._read(
+                "SELECT status, count(*) FROM deliveries WHERE alert_id = ? GROUP BY status",
+                (alert_id,),
+            )
+        )
+        return counts
+
+    def rows(self, alert_id: str, statuses: Iterable[str] = STATUSES) -> list[Delivery]:
+        """The alert's deliveries in these states, in recipient-list order."""
+        wanted = list(statuses)
+        if unknown := set(wanted) - set(STATUSES):
+            raise ValueError(f"unknown status {sorted(unknown)}; known: {STATUSES}")
+        marks = ", ".join("?" * len(wanted))
+        return [
+            Delivery(*row)
+            for row in self._read(
+                "SELECT alert_id, key, email, contact_id, lang, status, attempts, last_reply, "
+                "message_id, created_at, updated_at, sent_at FROM deliveries "
+                f"WHERE alert_id = ? AND status IN ({marks}) ORDER BY seq",
+                (alert_id, *wanted),
+            )
+        ]
+
+    def alerts(self) -> list[str]:
+        """Every alert id with deliveries recorded."""
+        return [a for (a,) in self._read("SELECT DISTINCT alert_id FROM deliveries ORDER BY 1")]
+
+    # --- suppression ----------------------------------------------------------------------
+
+    def suppress(self, email: str, reason: str = "") -> bool:
+        """Never send to `email` again; False when it already was suppressed (reason kept)."""
+        return self.suppress_many([(email, reason)]) == 1
+
+    def suppress_many(self, items: Iterable[tuple[str, str]]) -> int:
+        """Suppress (address, reason) pairs in one transaction; returns how many were new."""
+        t = _ts()
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT INTO suppressions (key, email, reason, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (key) DO NOTHING",
+                ((key_of(e), e.strip(), clean_text(r), t) for e, r in items),
+            )
+            return db.total_changes - before
+
+    def unsuppress(self, email: str) -> bool:
+        """Resubscribe `email`; False when it was not suppressed."""
+        return self._write("DELETE FROM suppressions WHERE key = ?", (key_of(email),)).rowcount == 1
+
+    def is_suppressed(self, email: str) -> bool:
+        """True when `email` (any case) must not be sent to."""
+        return bool(self._read("SELECT 1 FROM suppressions WHERE key = ?", (key_of(email),)))
+
+    def suppression(self, email: str) -> Suppression | None:
+        """Why and since when `email` is suppressed, or None."""
+        rows = self._read(
+            "SELECT key, email, reason, created_at FROM suppressions WHERE key = ?",
+            (key_of(email),),
+        )
+        return Suppression(*rows[0]) if rows else None
+
+    def suppressed(self) -> set[str]:
+        """Every suppressed address key."""
+        return {k for (k,) in self._read("SELECT key FROM suppressions")}
+
+    # --- forwards (friends' addresses are never stored: only how many) -------------------
+
+    def _ip_hash(self, ip: str) -> str:
+        return hmac.new(self._ip_key, ip.strip().encode(), hashlib.sha256).hexdigest()[:32]
+
+    def record_forward(self, contact_id: int | None, ip: str, alert_id: str, count: int) -> None:
+        """Count `count` friends forwarded to by a contact (or an unknown sender) from `ip`."""
+        if count < 0:
+            raise ValueError("count must be 0 or more")
+        t = now()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO forwards (contact_id, ip_hash, alert_id, count, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (contact_id, self._ip_hash(ip) if ip else None, alert_id, count, _ts(t)),
+            )
+            db.execute(
+                "UPDATE forwards SET ip_hash = NULL WHERE ip_hash IS NOT NULL AND created_at < ?",
+                (_ts(t - IP_HASH_KEEP),),
+            )
+
+    def forwards_since(
+        self,
+        contact_id: int | None = None,
+        ip: str | None = None,
+        since: datetime | None = None,
+    ) -> int:
+        """Friends forwarded to since `since` (default: 24 hours ago) by this contact and/or IP."""
+        if contact_id is None and ip is None:
+            raise ValueError("give contact_id, ip or both")
+        since = now() - timedelta(days=1) if since is None else since
+        sql = "SELECT coalesce(sum(count), 0) FROM forwards WHERE created_at >= ?"
+        params: list[object] = [_ts(since)]
+        if contact_id is not None:
+            sql += " AND contact_id = ?"
+            params.append(contact_id)
+        if ip is not None:
+            sql += " AND ip_hash = ?"
+            params.append(self._ip_hash(ip))
+        return int(self._read(sql, params)[0][0])
+
+    def forward_total(self, alert_id: str) -> int:
+        """How many friends an alert was forwarded to, all time."""
+        sql = "SELECT coalesce(sum(count), 0) FROM forwards WHERE alert_id = ?"
+        return int(self._read(sql, (alert_id,))[0][0])
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def alert_id_of(cfg: Config, alert_path: str | Path) -> str:
+    """The alert's id: content's own when the folder loads, else the folder's name."""
+    path = Path(alert_path)
+    if path.is_dir():
+        try:
+            from newsletter.content import load_alert
+        except ImportError:  # content.py not there yet
+            return path.name
+        with contextlib.suppress(NewsletterError):  # a broken alert still has a status
+            return str(load_alert(cfg, path).id)
+    return path.name
+
+
+def run_status(cfg: Config, alert_path: Path) -> None:
+    """`newsletter status ALERT`: counts per state; failed and uncertain recipients listed."""
+    alert_id = alert_id_of(cfg, alert_path)
+    state = cfg.path("state")
+    if not state.exists():
+        click.echo(f"{alert_id}: nothing sent yet ({state} does not exist).")
+        return
+    with Journal(state) as journal:
+        counts = journal.counts(alert_id)
+        if not any(counts.values()):
+            known = ", ".join(journal.alerts()) or "none"
+            click.echo(f"{alert_id}: nothing sent yet. Alerts in {state}: {known}.")
+            return
+        running = journal.send_running()
+        failed = journal.rows(alert_id, ["failed"])
+        in_flight = journal.rows(alert_id, ["in_flight"])
+    flight_word = "in flight" if running else "uncertain"
+    parts = [
+        f"{counts['sent']} sent",
+        f"{counts['pending']} pending",
+        f"{counts['retry']} to retry",
+        f"{counts['failed']} failed",
+        f"{counts['in_flight']} {flight_word}",
+    ]
+    total = sum(counts.values())
+    click.echo(f"{alert_id}: {plural(total, 'recipient')}: {', '.join(parts)}.")
+    if running:
+        click.echo("A send is running now; these numbers are moving.")
+    if failed:
+        click.echo("Failed (resend with --retry-failed):")
+        for d in failed:
+            click.echo(f"  {d.email}  {plural(d.attempts, 'attempt')}: {d.last_reply}")
+    if in_flight and not running:
+        click.echo(
+            "Uncertain: handed to the server when a run stopped; they may have arrived. "
+            "Resend with --retry-uncertain:"
+        )
+        for d in in_flight:
+            click.echo(f"  {d.email}  since {d.updated_at}")
+
+
+def run_suppress(cfg: Config, addresses: tuple[str, ...], csv_path: Path | None) -> None:
+    """`newsletter suppress ADDRESS… [--csv FILE]`: never send to these addresses again."""
+    if not addresses and csv_path is None:
+        raise NewsletterError("give one or more ADDRESSES, or --csv FILE with an email column.")
+    wanted: list[tuple[str, str]] = []  # (address, reason)
+    for address in addresses:
+        try:
+            email, _ = check_address(address)
+        except ValueError as err:
+            raise NewsletterError(f"{err}. Nothing was suppressed; fix it and run again.") from None
+        wanted.append((email, "by hand (newsletter suppress)"))
+    bad: list[str] = []
+    if csv_path is not None:
+        _, rows, warnings = read_rows(csv_path)
+        for row in rows:
+            try:
+                email, _ = check_address(clean_text(row.cells.get("email", "")))
+            except ValueError as err:
+                bad.append(f"{csv_path}:{row.line}: {err}; skipped")
+                continue
+            wanted.append((email, f"imported from {csv_path.name}"))
+        for w in warnings:
+            click.echo(f"warning: {w}", err=True)
+    with Journal(cfg.path("state")) as journal:
+        added = journal.suppress_many(wanted)
+    for line in bad:
+        click.echo(line, err=True)
+    already = len(wanted) - added
+    click.echo(
+        f"Suppressed {plural(added, 'address', 'addresses')}"
+        + (f" ({already} already were)" if already else "")
+        + (f"; {plural(len(bad), 'bad row')} skipped" if bad else "")
+        + f". They will not be sent to ({cfg.path('state')})."
+    )
