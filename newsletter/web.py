@@ -17,6 +17,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -287,7 +288,9 @@ class _Pages:
             }
             for lang in order
         ]
-        title = "Newsletter"
+        title = " / ".join(
+            i18n.translations(self.cfg, lang, "web").gettext("Action alerts") for lang in order
+        )
         return self.page(self.render(first, "message.html", parts=parts, title=title), status)
 
     @staticmethod
@@ -335,7 +338,13 @@ class _Pages:
     def journal(self) -> Any:
         from newsletter.journal import Journal
 
-        return Journal(self.cfg.path("state"))
+        # The secret keys the hash of forwarders' IP addresses (kept two days, for the caps).
+        return Journal(self.cfg.path("state"), secret=self.secret)
+
+
+def _subject(alert: Any, lang: str) -> str:
+    text = alert.texts.get(lang) or alert.texts[alert.default_language]
+    return str(text.subject)
 
 
 def _address(value: str) -> str:
@@ -358,12 +367,6 @@ def _tree_stamp(*folders: Path) -> tuple[int, int]:
             newest = max(newest, st.st_mtime_ns)
             count += 1
     return newest, count
-
-
-def _client_key(secret: str, addr: str | None) -> str:
-    """The client's address as an HMAC: counted per day, never stored in the clear."""
-    digest = hmac.new(secret.encode(), (addr or "?").encode(), hashlib.sha256).hexdigest()
-    return f"ip:{digest[:24]}"
 
 
 def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
@@ -467,13 +470,12 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
         chosen: str | None = None,
         status: int = 200,
     ) -> Response:
-        ed = pages.edition(alert.id, data.lang, "archive")
         html = pages.render(
             data.lang,
             "forward.html",
             action=f"/f/{token}",
             csrf=make_csrf(secret, "forward", token),
-            subject=ed.subject,
+            subject=_subject(alert, data.lang),
             archive_url=f"/a/{alert.id}/{data.lang}",
             errors=list(errors),
             friends=list(friends)[:MAX_FRIENDS],
@@ -530,19 +532,16 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
         )
         if fwd is None:
             return forward_form(token, data, alert, errors=errors, status=400, **given)
-        since = pages.clock() - DAY
-        token_key = f"contact:{data.contact_id}"
-        ip_key = _client_key(secret, request.remote_addr)
+        since = datetime.fromtimestamp(pages.clock() - DAY, UTC)
+        ip = request.remote_addr or ""
+        caps = app.config["FORWARDS_PER_TOKEN_PER_DAY"], app.config["FORWARDS_PER_IP_PER_DAY"]
         with pages.journal() as j:
             if (
-                j.forwards_since(token_key, since) + len(fwd.friends)
-                > app.config["FORWARDS_PER_TOKEN_PER_DAY"]
+                j.forwards_since(contact_id=data.contact_id, since=since) + len(fwd.friends)
+                > caps[0]
             ):
-                errors = [("limit_token", app.config["FORWARDS_PER_TOKEN_PER_DAY"])]
-            elif (
-                j.forwards_since(ip_key, since) + len(fwd.friends)
-                > app.config["FORWARDS_PER_IP_PER_DAY"]
-            ):
+                errors = [("limit_token", caps[0])]
+            elif ip and j.forwards_since(ip=ip, since=since) + len(fwd.friends) > caps[1]:
                 errors = [("limit_ip", None)]
         if errors:
             return forward_form(token, data, alert, errors=errors, status=429, **given)
@@ -557,9 +556,7 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
             reached = []
         if reached:
             with pages.journal() as j:
-                at = pages.clock()
-                j.record_forward(token_key, len(reached), at)
-                j.record_forward(ip_key, len(reached), at)
+                j.record_forward(data.contact_id, ip, alert.id, len(reached))
         if not reached:
             return forward_form(
                 token, data, alert, errors=[("send_failed", None)], status=503, **given
@@ -568,7 +565,7 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
             data.lang,
             "forward_done.html",
             sent=len(reached),
-            subject=pages.edition(alert.id, data.lang, "archive").subject,
+            subject=_subject(alert, data.lang),
             archive_url=f"/a/{alert.id}/{data.lang}",
         )
         return pages.page(html)
@@ -585,7 +582,7 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
             "target_name": links.LANG_NAMES[target],
             "archive_url": f"/a/{data.alert_id}/{target}",
         }
-        if request.method == "GET":
+        if request.method != "POST":  # GET and HEAD: never a change
             html = pages.render(
                 target,
                 "language.html",
@@ -610,7 +607,7 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
         except links.BadToken as err:
             return bad_token(err)
         lang = data.lang
-        if request.method == "GET":
+        if request.method != "POST":  # GET and HEAD: never a change
             other = other_language(lang)
             t_other = i18n.translations(cfg, other, "web")
             language_token = links.make_token(

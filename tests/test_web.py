@@ -136,7 +136,9 @@ def _bad_tokens() -> dict[str, str]:
         "tampered": good[:-3] + ("aaa" if not good.endswith("aaa") else "bbb"),
         "foreign purpose": token("forward"),
         "malformed": "not-a-token",
-        "other secret": links.make_token("another-secret-0123456789", "unsubscribe", 1, ALERT_ID, "es"),
+        "other secret": links.make_token(
+            "another-secret-0123456789", "unsubscribe", 1, ALERT_ID, "es"
+        ),
     }
 
 
@@ -149,3 +151,173 @@ def test_bad_unsubscribe_token_is_a_clear_400_in_both_languages(client, kind, me
     body = resp.get_data(as_text=True)
     assert "Este enlace no es válido" in body and "This link is not valid" in body
     assert 'lang="es"' in body and 'lang="en"' in body
+
+
+# --- language and unsubscribe, against the real journal --------------------------------------------
+
+
+@pytest.fixture
+def member(cfg) -> int:
+    """A contact in the state file, as `send` leaves one: Ana, Spanish edition."""
+    from newsletter.journal import Journal
+
+    with Journal(cfg.path("state")) as j:
+        return j.contact("ana@example.org", "Ana Pérez")
+
+
+def state(cfg) -> tuple:
+    """Everything the pages may change: contacts' languages, suppressions, forward counts."""
+    import sqlite3
+
+    db = sqlite3.connect(cfg.path("state"))
+    try:
+        return (
+            db.execute(
+                "SELECT id, email, name, language_pref FROM contacts ORDER BY id"
+            ).fetchall(),
+            db.execute("SELECT key, reason FROM suppressions ORDER BY key").fetchall(),
+            db.execute("SELECT contact_id, alert_id, count FROM forwards ORDER BY id").fetchall(),
+        )
+    finally:
+        db.close()
+
+
+def language_pref(cfg, contact_id: int) -> str | None:
+    from newsletter.journal import Journal
+
+    with Journal(cfg.path("state")) as j:
+        contact = j.get_contact(contact_id)
+        assert contact is not None
+        return contact.language_pref
+
+
+def suppressed(cfg, address: str) -> bool:
+    from newsletter.journal import Journal
+
+    with Journal(cfg.path("state")) as j:
+        return j.is_suppressed(address)
+
+
+def test_language_get_changes_nothing_post_records_it(client, cfg, member):
+    tok = token("language", member, "es")
+    before = state(cfg)
+    resp = client.get(f"/l/{tok}")
+    assert resp.status_code == 200
+    body = resp.get_data(as_text=True)
+    assert '<html lang="en">' in body  # the page speaks the language offered
+    assert "Yes, send them in English" in body
+    assert client.head(f"/l/{tok}").status_code == 200
+    assert state(cfg) == before
+
+    resp = client.post(f"/l/{tok}", data={"csrf": csrf_of(body)})
+    assert resp.status_code == 200
+    assert "we will write to you in English" in resp.get_data(as_text=True)
+    assert language_pref(cfg, member) == "en"
+
+    # And back, from an English edition's link: the page is in Spanish.
+    tok_en = token("language", member, "en")
+    page = client.get(f"/l/{tok_en}").get_data(as_text=True)
+    assert '<html lang="es">' in page and "Recibe nuestros correos en español" in page
+    client.post(f"/l/{tok_en}", data={"csrf": csrf_of(page)})
+    assert language_pref(cfg, member) == "es"
+
+
+def test_language_post_without_csrf_is_refused(client, cfg, member):
+    tok = token("language", member, "es")
+    before = state(cfg)
+    for data in ({}, {"csrf": "forged"}, {"csrf": web.make_csrf(SECRET, "language", "other")}):
+        resp = client.post(f"/l/{tok}", data=data)
+        assert resp.status_code == 400
+        assert "This form has expired" in resp.get_data(as_text=True)
+    assert state(cfg) == before
+
+
+def test_language_for_an_unknown_contact_changes_nothing(client, cfg, member):
+    tok = token("language", member + 99, "es")
+    page = client.get(f"/l/{tok}").get_data(as_text=True)
+    before = state(cfg)
+    resp = client.post(f"/l/{tok}", data={"csrf": csrf_of(page)})
+    assert resp.status_code == 404
+    assert "could not find your subscription" in resp.get_data(as_text=True)
+    assert state(cfg) == before
+
+
+def test_unsubscribe_page_confirms_and_offers_language(client, cfg, member):
+    tok = token("unsubscribe", member, "es")
+    before = state(cfg)
+    resp = client.get(f"/u/{tok}")
+    body = resp.get_data(as_text=True)
+    assert resp.status_code == 200
+    assert "¿Darte de baja de nuestras alertas?" in body
+    assert "Get our emails in English" in body  # the offer, in the other language
+    assert state(cfg) == before
+    # The offered language link is a working language token for the same contact.
+    lang_url = re.search(r'href="(/l/[^"]+)"', body).group(1)
+    assert links.read_token(SECRET, "language", lang_url[3:]).contact_id == member
+
+    resp = client.post(f"/u/{tok}", data={"confirm": "1"})
+    assert resp.status_code == 200
+    assert "Te diste de baja" in resp.get_data(as_text=True)
+    assert suppressed(cfg, "ANA@example.org")
+
+    # Resubscribe from the confirmation page.
+    page = resp.get_data(as_text=True)
+    action = re.search(r'action="(/u/[^"]+/resubscribe)"', page).group(1)
+    assert client.post(action, data={}).status_code == 400  # no CSRF: refused
+    assert suppressed(cfg, "ana@example.org")
+    resp = client.post(action, data={"csrf": csrf_of(page)})
+    assert resp.status_code == 200 and "Volverás a recibir" in resp.get_data(as_text=True)
+    assert not suppressed(cfg, "ana@example.org")
+
+
+def test_one_click_post_unsubscribes(client, cfg, member):
+    tok = token("unsubscribe", member, "en")
+    resp = client.post(
+        f"/u/{tok}",
+        data="List-Unsubscribe=One-Click",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert resp.status_code == 200
+    assert suppressed(cfg, "ana@example.org")
+    # RFC 8058 also allows multipart/form-data; a second one-click is harmless.
+    resp = client.post(
+        f"/u/{tok}", data={"List-Unsubscribe": "One-Click"}, content_type="multipart/form-data"
+    )
+    assert resp.status_code == 200
+
+
+def test_unsubscribe_post_without_the_field_changes_nothing(client, cfg, member):
+    tok = token("unsubscribe", member, "es")
+    before = state(cfg)
+    assert client.post(f"/u/{tok}", data={}).status_code == 400
+    assert client.post(f"/u/{tok}", data={"List-Unsubscribe": "yes"}).status_code == 400
+    assert state(cfg) == before
+
+
+def test_expired_tokens_are_refused_and_change_nothing(client, cfg, member, clock):
+    toks = {p: token(p, member) for p in ("forward", "language", "unsubscribe")}
+    before = state(cfg)
+    for purpose, tok in toks.items():
+        clock.now += links.MAX_AGE[purpose] + 60
+        url = f"/{purpose[0]}/{tok}"
+        for method in ("GET", "POST"):
+            resp = client.open(
+                url, method=method, data={"List-Unsubscribe": "One-Click", "confirm": "1"}
+            )
+            assert resp.status_code == 400, (purpose, method)
+            body = resp.get_data(as_text=True)
+            assert "Este enlace caducó" in body and "This link has expired" in body
+        clock.now -= links.MAX_AGE[purpose] + 60
+    assert state(cfg) == before
+    # Still valid just before the limit.
+    clock.now += links.MAX_AGE["unsubscribe"] - 60
+    assert client.get(f"/u/{toks['unsubscribe']}").status_code == 200
+
+
+def test_security_headers(client, member):
+    resp = client.get(f"/u/{token('unsubscribe', member)}")
+    csp = resp.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    assert resp.headers["Referrer-Policy"] == "no-referrer"
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert SECRET not in resp.get_data(as_text=True)
