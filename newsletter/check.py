@@ -29,8 +29,6 @@ SIZE_LIMIT = 102 * 1024
 SIZE_WARN = 80 * 1024
 VARIANTS = ("member", "forward", "archive")
 FILLED = "member, sample links"  # the variant name shown for the filled member copy
-SAMPLE_NAME = "Ana"
-SAMPLE_CONTACT_ID = 1
 # Check never needs the real secret: sample links are only looked at, never sent.
 SAMPLE_SECRET = "check-sample-secret-never-used-to-send"
 
@@ -680,25 +678,15 @@ class _SampleSecretConfig(Config):
         return super().secret or SAMPLE_SECRET
 
 
-def sample_values(cfg: Config, edition: object, alert_id: str) -> dict[str, str]:
-    """Token → value for a sample member (contact 1, named Ana) of one edition."""
-    from newsletter import links
+def sample_values(cfg: Config, edition: object) -> dict[str, str]:
+    """Token → value for the sample member of `newsletter build`, links made as for a real send."""
+    from newsletter import render
 
     sample_cfg = _SampleSecretConfig(
         **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     )
-    lang = edition.lang  # type: ignore[attr-defined]
-    values = links.member_links(
-        sample_cfg,
-        alert_id=alert_id,
-        lang=lang,
-        contact_id=SAMPLE_CONTACT_ID,
-        subject=edition.subject,  # type: ignore[attr-defined]
-        forward_body=edition.forward_body,  # type: ignore[attr-defined]
-        language_subject=edition.language_subject,  # type: ignore[attr-defined]
-        unsubscribe_subject=edition.unsubscribe_subject,  # type: ignore[attr-defined]
-    )
-    values[tokens.NAME] = edition.greeting_named.format(name=SAMPLE_NAME)  # type: ignore[attr-defined]
+    values = render.sample_links(sample_cfg, edition)  # type: ignore[arg-type]
+    values[tokens.NAME] = edition.greeting_named.format(name=render.SAMPLE_NAME)  # type: ignore[attr-defined]
     return values
 
 
@@ -749,7 +737,7 @@ def collect(cfg: Config, alert_path: Path) -> list[Problem]:
             unsub = tokens.UNSUBSCRIBE_URL if variant == "member" else None
             problems += check_edition(cfg, edition, unsubscribe_url=unsub)
             if variant == "member":
-                values = sample_values(cfg, edition, alert.id)
+                values = sample_values(cfg, edition)
                 filled = fill_edition(edition, values)
                 problems += check_edition(
                     cfg,

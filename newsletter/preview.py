@@ -12,6 +12,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import threading
 import traceback
 import webbrowser
@@ -33,6 +34,7 @@ LONG_POLL_SECONDS = 20.0  # an idle /events request returns after this, and the 
 MAX_WATCHED_FILES = 5000  # bounded walk: a stray huge folder must not stall the watcher
 PHONE_WIDTH = 375
 DESKTOP_WIDTH = 680  # room for the 600 px layout and its margins
+PLACE_RE = re.compile(r"^(?P<file>[^\s:][^:]*):(?P<line>\d+): (?P<message>.*)$", re.S)
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,12 @@ def describe_error(cfg: Config, err: BaseException) -> RenderError:
     if isinstance(err, jinja2.TemplateSyntaxError):
         return RenderError(err.message or str(err), rel(err.filename or err.name), err.lineno)
     if isinstance(err, NewsletterError):
-        return RenderError(err.format_message())
+        # Our errors start "path:line: …" when they know the place (content, wrapped Jinja errors).
+        msg = err.format_message()
+        m = PLACE_RE.match(msg)
+        if m:
+            return RenderError(m["message"], rel(m["file"]), int(m["line"]))
+        return RenderError(msg)
     # Jinja rewrites tracebacks so that template frames carry the template's file and line.
     templates = str(cfg.path("templates").resolve())
     for frame in reversed(traceback.extract_tb(err.__traceback__)):
@@ -146,9 +153,7 @@ class PreviewServer:
             alert_id = alert.id
             for lang in alert.languages:
                 edition = render.render_edition(self.cfg, alert, lang, variant="member")
-                filled = check.fill_edition(
-                    edition, check.sample_values(self.cfg, edition, alert.id)
-                )
+                filled = check.fill_edition(edition, check.sample_values(self.cfg, edition))
                 copies[lang] = Copy(
                     lang,
                     edition.subject,
