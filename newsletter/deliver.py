@@ -46,6 +46,9 @@ class Transport(Protocol):
 
     description: str
 
+    @property
+    def connected(self) -> bool: ...
+
     def open(self) -> None: ...
 
     def send(self, mail_from: str, rcpt: str, data: bytes) -> Reply: ...
@@ -86,6 +89,11 @@ class SmtpTransport:
         self._yag: object | None = None
         self._smtp: smtplib.SMTP | None = None
         self._esmtp_size = False
+
+    @property
+    def connected(self) -> bool:
+        """True while a logged-in connection is up (a failed send drops it)."""
+        return self._smtp is not None
 
     def open(self) -> None:
         """Connect (TLS as configured, certificates verified) and log in once."""
@@ -212,6 +220,10 @@ class OutboxTransport:
         self.description = f"the outbox {self.folder}"
         self._lock = threading.Lock()
         self._numbers: itertools.count[int] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._numbers is not None
 
     def open(self) -> None:
         try:

@@ -1,0 +1,484 @@
+"""The send run: plan in the journal, deliver over K connections, retry, resume, progress, summary.
+
+Journal discipline ("never twice"): a recipient is marked in flight (committed) before the bytes
+go to the server and sent only after its 250. A connection lost after the message went out leaves
+the recipient in flight: *uncertain*, reported and not resent unless --retry-uncertain.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import queue
+import shlex
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from newsletter import deliver, links, message, recipients
+from newsletter.config import Config
+from newsletter.errors import NewsletterError
+
+BACKOFF_FIRST = 1.0  # seconds before the first retry of a recipient; doubles each time
+BACKOFF_MAX = 30.0
+POLL = 0.1  # longest a worker sleeps before it looks at the stop flag again
+SHOW_MAX = 20  # failed/uncertain recipients listed in the summary (the rest: `status`)
+
+
+@dataclass
+class Clock:
+    """Time as the run sees it; tests pass a fake one so backoff and rate cost no real waiting."""
+
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass(frozen=True)
+class TestRecipient:
+    """The one reader of a `--test` copy: an address, no name, no merge fields."""
+
+    email: str
+    name: str = ""
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """Counts and names of one run, for the summary and for tests."""
+
+    sent: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (address, reply)
+    uncertain: list[tuple[str, str]] = field(default_factory=list)  # (address, why)
+    skipped: int = 0  # already sent by an earlier run
+    suppressed: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    not_reached: int = 0  # left pending/retry by an interruption or an outage
+    stopped: str = ""  # why the run stopped early, if it did
+
+
+class _Bucket:
+    """Token bucket shared by all connections: at most `rate` messages a second overall."""
+
+    def __init__(self, rate: float, clock: Clock) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.next = 0.0
+
+    def wait(self, stop: threading.Event) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            now = self.clock.monotonic()
+            at = max(now, self.next)
+            self.next = at + self.interval
+        while not stop.is_set() and (left := at - self.clock.monotonic()) > 0:
+            self.clock.sleep(min(left, POLL))
+
+
+@dataclass(order=True)
+class _Job:
+    due: float
+    seq: int
+    planned: object = field(compare=False)  # journal.Planned
+    tries: int = field(default=0, compare=False)  # attempts in this run
+
+
+class _Work:
+    """Jobs by due time; a retried job comes back later. Empty and nobody busy = done."""
+
+    def __init__(self, jobs: list[_Job], clock: Clock) -> None:
+        self.heap = list(jobs)
+        heapq.heapify(self.heap)
+        self.busy = 0
+        self.cond = threading.Condition()
+        self.clock = clock
+        self.seq = itertools.count(len(jobs))
+
+    def take(self, stop: threading.Event) -> _Job | None:
+        while not stop.is_set():
+            with self.cond:
+                if self.heap:
+                    wait = self.heap[0].due - self.clock.monotonic()
+                    if wait <= 0:
+                        self.busy += 1
+                        return heapq.heappop(self.heap)
+                elif self.busy == 0:
+                    return None
+                else:
+                    self.cond.wait(POLL)  # another worker may hand a retry back
+                    continue
+            self.clock.sleep(min(wait, POLL))
+        return None
+
+    def done(self, job: _Job, retry_in: float | None = None) -> None:
+        with self.cond:
+            self.busy -= 1
+            if retry_in is not None:
+                job.due = self.clock.monotonic() + retry_in
+                job.seq = next(self.seq)
+                heapq.heappush(self.heap, job)
+            self.cond.notify_all()
+
+    def left(self) -> list[_Job]:
+        with self.cond:
+            return list(self.heap)
+
+
+def backoff(tries: int) -> float:
+    """Seconds before retry number `tries` (1, 2, 4 … capped)."""
+    return min(BACKOFF_FIRST * 2 ** (tries - 1), BACKOFF_MAX)
+
+
+class _Run:
+    """One `send`: the prepared editions, the journal, the workers and what they report."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        alert_id: str,
+        prepared: dict,
+        default_lang: str,
+        journal: object,
+        clock: Clock,
+        dry_run: bool,
+    ) -> None:
+        self.cfg = cfg
+        self.alert_id = alert_id
+        self.prepared = prepared
+        self.default_lang = default_lang
+        self.journal = journal
+        self.clock = clock
+        self.dry_run = dry_run
+        self.stop = threading.Event()
+        self.results: queue.Queue[tuple[str, str, str]] = queue.Queue()
+        self.fatal: NewsletterError | None = None
+        self.retries = max(1, cfg.smtp.retries)
+
+    def build(self, p: object) -> tuple[str, str, bytes]:
+        """(language, Message-ID, bytes) for one planned recipient, links and all."""
+        lang = p.lang if p.lang in self.prepared else self.default_lang  # type: ignore[attr-defined]
+        prep, ed = self.prepared[lang]
+        member = links.member_links(
+            self.cfg,
+            alert_id=self.alert_id,
+            lang=lang,
+            contact_id=p.contact_id,  # type: ignore[attr-defined]
+            subject=ed.subject,
+            forward_body=ed.forward_body,
+            language_subject=ed.language_subject,
+            unsubscribe_subject=ed.unsubscribe_subject,
+        )
+        msg_id, data = prep.build(p.recipient, member)  # type: ignore[attr-defined]
+        return lang, msg_id, data
+
+    def worker(self, transport: deliver.Transport, work: _Work, bucket: _Bucket) -> None:
+        try:
+            while (job := work.take(self.stop)) is not None:
+                retry_in = None
+                try:
+                    retry_in = self.one(transport, job, bucket)
+                except NewsletterError as err:
+                    self.halt(err)
+                except Exception as err:  # a bug: stop cleanly, never leave the run hanging
+                    self.halt(NewsletterError(f"internal error while sending: {err!r}"))
+                finally:
+                    work.done(job, retry_in)
+        finally:
+            transport.close()
+
+    def halt(self, err: NewsletterError) -> None:
+        if self.fatal is None:
+            self.fatal = err
+        self.stop.set()
+
+    def one(self, transport: deliver.Transport, job: _Job, bucket: _Bucket) -> float | None:
+        """Deliver one job; returns seconds until it should be tried again, or None."""
+        p = job.planned
+        key, address = p.recipient.key, p.recipient.email  # type: ignore[attr-defined]
+        try:
+            lang, msg_id, data = self.build(p)
+        except (NewsletterError, ValueError) as err:
+            if not self.dry_run:
+                self.journal.fail(self.alert_id, key, f"not built: {err}")  # type: ignore[attr-defined]
+            self.results.put(("failed", address, f"not built: {err}"))
+            return None
+        if self.dry_run:
+            self.results.put(("sent", address, f"{len(data)} bytes"))
+            return None
+        if not transport.connected and not self.connect(transport):
+            return 0.0  # stopped while waiting to reconnect: back in the queue, not begun
+        bucket.wait(self.stop)
+        if self.stop.is_set():
+            return 0.0
+        mail_from = self.prepared[lang][0].mail_from
+        job.tries += 1
+        self.journal.begin(self.alert_id, key, msg_id, lang)  # type: ignore[attr-defined]
+        try:
+            code, text = transport.send(mail_from, address, data)
+        except deliver.Uncertain as err:
+            # Stays in flight: the server may have it. Sending again could deliver it twice.
+            self.results.put(("uncertain", address, str(err)))
+            return None
+        except deliver.Retry as err:
+            return self.again(job, key, address, str(err))
+        except NewsletterError:  # login refused, bad TLS: nothing went out for this one
+            self.journal.defer(self.alert_id, key, "not sent: the run stopped")  # type: ignore[attr-defined]
+            raise
+        reply = f"{code} {text}"
+        if 200 <= code < 300:
+            self.journal.sent(self.alert_id, key, reply)  # type: ignore[attr-defined]
+            self.results.put(("sent", address, reply))
+            return None
+        if code >= 500:
+            self.journal.fail(self.alert_id, key, reply)  # type: ignore[attr-defined]
+            self.results.put(("failed", address, reply))
+            return None
+        return self.again(job, key, address, reply)
+
+    def connect(self, transport: deliver.Transport) -> bool:
+        """(Re)connect before anyone is marked in flight; an outage stops the run, sends nothing."""
+        for attempt in range(1, self.retries + 1):
+            try:
+                transport.open()
+                return True
+            except deliver.Retry as err:
+                if attempt == self.retries:
+                    raise NewsletterError(
+                        f"{err} ({attempt} attempts). Is the SMTP server down? Nothing more was "
+                        "sent; run the same command again later."
+                    ) from None
+            until = self.clock.monotonic() + backoff(attempt)
+            while not self.stop.is_set() and (left := until - self.clock.monotonic()) > 0:
+                self.clock.sleep(min(left, POLL))
+            if self.stop.is_set():
+                return False
+        return False
+
+    def again(self, job: _Job, key: str, address: str, reply: str) -> float | None:
+        """A 4xx, a timeout or a drop before the data: retry later, a bounded number of times."""
+        if job.tries >= self.retries:
+            reply = f"gave up after {job.tries} attempts: {reply}"
+            self.journal.fail(self.alert_id, key, reply)  # type: ignore[attr-defined]
+            self.results.put(("failed", address, reply))
+            return None
+        self.journal.defer(self.alert_id, key, reply)  # type: ignore[attr-defined]
+        self.results.put(("retry", address, reply))
+        return backoff(job.tries)
+
+
+def resume_command(cfg: Config, alert_path: Path, to_csv: Path, extra: list[str]) -> str:
+    """The exact command that picks up where this run stopped."""
+    words = ["newsletter"]
+    default = Path.cwd() / "newsletter.toml"
+    if cfg.source != "(built-in defaults)" and Path(cfg.source).resolve() != default.resolve():
+        words += ["--config", cfg.source]
+    words += ["send", str(alert_path), "--to", str(to_csv), *extra]
+    return shlex.join(words)
+
+
+def run_send(
+    cfg: Config,
+    alert_path: Path,
+    to_csv: Path,
+    *,
+    dry_run: bool = False,
+    limit: int | None = None,
+    test_address: str | None = None,
+    connections: int | None = None,
+    rate: float | None = None,
+    retry_failed: bool = False,
+    retry_uncertain: bool = False,
+    yes: bool = False,
+    clock: Clock | None = None,
+) -> Outcome:
+    """`newsletter send`: every valid recipient of the CSV gets one copy, once."""
+    from newsletter import content, journal, render
+
+    clock = clock or Clock()
+    alert = content.load_alert(cfg, alert_path)
+    editions = render.render_editions(cfg, alert, variant="member")
+    default_lang = alert.default_language
+    if test_address:
+        return _send_test(cfg, alert.id, editions, test_address)
+
+    report = recipients.read_csv(to_csv, cfg.defaults.language)
+    lines = recipients.format_report(report)
+    click.echo(lines[0])
+    for line in lines[1:]:
+        click.echo(line, err=True)
+
+    out = Outcome(invalid=len(report.problems), duplicates=len(report.duplicates))
+    prepared = {lang: (message.prepare(cfg, ed), ed) for lang, ed in editions.items()}
+    outbox = cfg.path("outbox") / alert.id
+    transport_desc = (
+        f"SMTP {cfg.smtp.host}:{cfg.smtp.port}" if cfg.smtp.host else f"the outbox {outbox}"
+    )
+    k = 1 if not cfg.smtp.host else (connections or cfg.smtp.connections)
+    cap = cfg.smtp.rate if rate is None else rate
+    extra = [
+        *(["--connections", str(connections)] if connections else []),
+        *(["--rate", f"{rate:g}"] if rate is not None else []),
+    ]
+
+    with journal.Journal(cfg.path("state"), secret=cfg.secret) as jr:
+        if not dry_run:
+            jr.acquire_send_lock()
+        plan = jr.plan(
+            alert.id,
+            report.recipients,
+            retry_failed=retry_failed,
+            retry_uncertain=retry_uncertain,
+            dry_run=dry_run,
+        )
+        out.skipped = len(plan.sent)
+        out.suppressed = len(plan.suppressed)
+        out.uncertain = [
+            (p.recipient.email, "in flight when an earlier run stopped") for p in plan.uncertain
+        ]
+        earlier_failed = [(p.recipient.email, p.last_reply) for p in plan.failed]
+        todo = plan.todo[:limit] if limit else plan.todo
+        if todo and cfg.smtp.host and not dry_run and not yes:
+            click.confirm(
+                f"Send to {len(todo)} recipients via {cfg.smtp.host}:{cfg.smtp.port}?",
+                abort=True,
+                err=True,
+            )
+        if not cfg.smtp.host and not dry_run:
+            click.echo(f"No [smtp] host configured: delivering into {outbox}/ (one .eml each).")
+        run = _Run(cfg, alert.id, prepared, default_lang, jr, clock, dry_run)
+        _deliver(run, todo, k, cap, out, alert.id, label="Building" if dry_run else "Sending")
+        out.failed += earlier_failed
+
+    _summary(out, dry_run, transport_desc, len(todo))
+    command = resume_command(cfg, alert_path, to_csv, extra)
+    if run.fatal is not None or out.stopped:
+        if out.not_reached:
+            click.echo(f"To resume: {command}", err=True)
+        raise run.fatal or NewsletterError(out.stopped)
+    if out.failed and not dry_run:
+        raise NewsletterError(
+            f"{len(out.failed)} recipient(s) failed; see above or `newsletter status "
+            f"{alert_path}`. To retry them: {command} --retry-failed"
+        )
+    return out
+
+
+def _deliver(
+    run: _Run, todo: list, k: int, cap: float, out: Outcome, alert_id: str, label: str
+) -> None:
+    """Run K workers over the to-do list, with a progress bar fed from their results."""
+    if not todo:
+        return
+    work = _Work([_Job(0.0, i, p) for i, p in enumerate(todo)], run.clock)
+    bucket = _Bucket(cap, run.clock)
+    k = max(1, min(k, len(todo)))
+    transports = [deliver.make_transport(run.cfg, alert_id) for _ in range(k)]
+    threads = [
+        threading.Thread(target=run.worker, args=(t, work, bucket), daemon=True, name=f"send-{i}")
+        for i, t in enumerate(transports)
+    ]
+    start = time.monotonic()
+    done = 0
+
+    def rate(_: object) -> str:
+        elapsed = time.monotonic() - start
+        return f"{done / elapsed:.0f}/s" if elapsed > 0 and done else ""
+
+    interrupted = False
+    with click.progressbar(
+        length=len(todo),
+        label=label,
+        file=sys.stderr,
+        show_pos=True,
+        show_eta=True,
+        item_show_func=rate,
+    ) as bar:
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads) or not run.results.empty():
+            try:
+                kind, address, detail = run.results.get(timeout=POLL)
+            except queue.Empty:
+                continue
+            except KeyboardInterrupt:
+                if not interrupted:
+                    interrupted = True
+                    run.stop.set()
+                    click.echo("\nInterrupted: finishing the messages on the wire…", err=True)
+                continue
+            if kind == "retry":
+                continue
+            done += 1
+            bar.update(1, address)
+            if kind == "sent":
+                out.sent.append(address)
+            elif kind == "failed":
+                out.failed.append((address, detail))
+            else:
+                out.uncertain.append((address, detail))
+    for t in threads:
+        t.join(timeout=run.cfg.smtp.timeout + 5)
+    out.not_reached = len(todo) - done
+    if interrupted:
+        out.stopped = "interrupted"
+    elif run.fatal is None and out.not_reached:
+        out.stopped = f"{out.not_reached} recipient(s) were not reached"
+
+
+def _summary(out: Outcome, dry_run: bool, where: str, planned: int) -> None:
+    if dry_run:
+        click.echo(
+            f"Dry run: {len(out.sent)} of {planned} message(s) built; nothing sent "
+            f"(would go via {where})."
+        )
+    parts = [
+        f"sent {0 if dry_run else len(out.sent)}",
+        f"skipped {out.skipped} (already sent)",
+        f"failed {len(out.failed)}",
+        f"uncertain {len(out.uncertain)}",
+        f"suppressed {out.suppressed}",
+        f"invalid rows {out.invalid}",
+        f"duplicates {out.duplicates}",
+    ]
+    if out.not_reached:
+        parts.append(f"not reached {out.not_reached}")
+    click.echo("Summary: " + ", ".join(parts) + ".")
+    for title, items, hint in (
+        ("Failed", out.failed, "--retry-failed resends them"),
+        ("Uncertain (may have arrived; not resent)", out.uncertain, "--retry-uncertain resends"),
+    ):
+        if items:
+            click.echo(f"{title} — {hint}:", err=True)
+            for address, detail in items[:SHOW_MAX]:
+                click.echo(f"  {address}: {detail}", err=True)
+            if len(items) > SHOW_MAX:
+                click.echo(f"  … and {len(items) - SHOW_MAX} more (newsletter status)", err=True)
+
+
+def _send_test(cfg: Config, alert_id: str, editions: dict, address: str) -> Outcome:
+    """One copy of the default-language edition to any address, marked [TEST]; not journaled."""
+    lang = cfg.defaults.language if cfg.defaults.language in editions else next(iter(editions))
+    ed = editions[lang]
+    prep = message.prepare(cfg, ed, subject=f"[TEST] {ed.subject}")
+    who = TestRecipient(message.check_address(address.strip()))
+    member = links.member_links(
+        cfg,
+        alert_id=alert_id,
+        lang=lang,
+        contact_id=0,
+        subject=ed.subject,
+        forward_body=ed.forward_body,
+        language_subject=ed.language_subject,
+        unsubscribe_subject=ed.unsubscribe_subject,
+    )
+    _, data = prep.build(who, member)
+    reply = deliver.send_one(cfg, f"{alert_id}/tests", who.email, data)
+    click.echo(f"Test copy ({lang}) sent to {who.email}: {reply}")
+    return Outcome(sent=[who.email])
