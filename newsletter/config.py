@@ -79,6 +79,7 @@ class Org:
     website: str = ""
     facebook_url: str = ""
     subscribe_url: str = ""
+    copyright: str = ""
 
 
 @dataclass

@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import jinja2
+from babel.dates import format_date
 from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import PoFileError, read_po
@@ -22,6 +23,18 @@ from newsletter.errors import NewsletterError
 
 LANGUAGES = ("es", "en")
 GETTEXT_FUNCS = ("_", "gettext", "ngettext")
+
+# Strings the code (not a template) translates, keyed by what they are for. Listed here so that
+# missing_translations covers them too.
+EMAIL_STRINGS = {
+    "greeting_named": "Dear {name},",
+    "greeting_anonymous": "Dear friend,",
+    "forward_intro": "I thought you would want to read this alert from %(org)s:",
+    "language_subject": "Please send me the emails in %(language)s",
+    "unsubscribe_subject": "Unsubscribe me from the %(org)s alerts",
+    "subscribe_subject": "Subscribe me to the %(org)s alerts",
+    "when": "%(date)s at %(time)s",
+}
 
 
 def catalog_path(cfg: Config, lang: str, domain: str = "messages") -> Path:
@@ -94,6 +107,7 @@ def jinja_env(
         # install_gettext_translations mutates the environment: hence one per language.
         env.install_gettext_translations(translations_, newstyle=True)  # type: ignore[attr-defined]
         env.globals["lang"] = lang
+        env.filters["format_date"] = lambda d, fmt="long": format_date(d, fmt, locale=lang)
         if len(_ENVS) > 64:  # bounded: a long preview session edits catalogs many times
             _ENVS.clear()
         _ENVS[key] = env
@@ -130,7 +144,10 @@ def missing_translations(
     subdir = subdir or ("web" if domain == "web" else "email")
     cat = catalog(cfg, lang, domain)
     missing = []
-    for msgid in template_msgids(cfg, domain, subdir):
+    used = list(template_msgids(cfg, domain, subdir))
+    if domain == "messages":
+        used += [m for m in EMAIL_STRINGS.values() if m not in used]
+    for msgid in used:
         msg = cat.get(msgid)
         if msg is None:
             missing.append(msgid)

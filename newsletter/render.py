@@ -1,0 +1,399 @@
+"""Render an alert's editions: Jinja per language and variant, premailer once, a real text part.
+
+Which blocks appear is decided here, from the settings, because a token cannot be hidden later:
+
+    block              member                     forward                archive
+    greeting (NAME)    yes                        no (FORWARD_INTRO/NOTE) no
+    forward links      yes (web page or mailto)   no                     no
+    language link      base_url or language_mailto, and a second language   no       no
+    unsubscribe        yes: base_url, else [sender] unsubscribe_mailto, else an error
+    view in browser    base_url (VIEW_URL token)  base_url (archive URL)  no
+    subscribe invite   no                         yes                    yes
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import jinja2
+from babel import Locale
+from babel.dates import format_date, format_time
+
+from newsletter import i18n, links, tokens
+from newsletter.config import Config
+from newsletter.content import Alert, Event, Part, Text, is_example_value, load_alert, write_atomic
+from newsletter.errors import NewsletterError
+
+VARIANTS = ("member", "forward", "archive")
+LAYOUT_HTML = "layout.html"
+LAYOUT_TEXT = "layout.txt"
+TOP_BLOCKS = ("forward-link", "language")
+# The language link is written in the language it offers, for the reader who needs it.
+LANGUAGE_LINK_LABEL = {"en": "Get emails in English", "es": "Recibe los correos en español"}
+DATE_FORMAT = {"es": "EEEE d 'de' MMMM 'de' y", "en": "EEEE, MMMM d, y"}
+TIME_FORMAT = "h:mm a zzzz"
+FORWARD_BODY_MAX = 1500  # characters of text in a mailto: forward; mail clients cut long URLs
+
+
+@dataclass(frozen=True)
+class Edition:
+    """One language and variant of an alert, inlined once; recipient values are tokens."""
+
+    alert_id: str
+    lang: str
+    variant: str
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    greeting_named: str  # "Dear {name}," — str.format(name=…) per recipient
+    greeting_anonymous: str
+    forward_body: str  # what a mailto: forward prefills
+    language_subject: str
+    unsubscribe_subject: str
+
+
+@dataclass(frozen=True)
+class EventView:
+    """An event as the templates show it, in one language."""
+
+    id: str
+    title: str
+    detail: str
+    when: str
+    place: str
+    address: str
+    map_url: str
+    calendar_url: str
+    ics_url: str
+
+
+# --- events and calendars ---------------------------------------------------------------------
+
+
+def _utc(d: dt.datetime) -> str:
+    return d.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def event_view(cfg: Config, alert: Alert, event: Event, lang: str) -> EventView:
+    """Localised date and time, map and calendar links of one event."""
+    words = alert.texts[lang].events[event.id]
+    gettext = i18n.translations(cfg, lang).gettext
+    when = event.start_text
+    calendar_url = ics_url = ""
+    if event.start is not None:
+        when = gettext(i18n.EMAIL_STRINGS["when"]) % {
+            "date": format_date(event.start, DATE_FORMAT[lang], locale=lang),
+            "time": format_time(event.start, TIME_FORMAT, tzinfo=event.start.tzinfo, locale=lang),
+        }
+        # No end time is known: start/start (Google shows a point in time; nothing invented).
+        calendar_url = "https://calendar.google.com/calendar/render?" + urlencode(
+            {
+                "action": "TEMPLATE",
+                "text": words["title"],
+                "dates": f"{_utc(event.start)}/{_utc(event.start)}",
+                "location": f"{event.place}, {event.address}",
+                "details": words["detail"],
+            },
+            safe="/",
+            quote_via=quote,
+        )
+        base = links.base_url(cfg)
+        if base:
+            ics_url = f"{base}/a/{quote(alert.id)}/{quote(event.id)}.ics"
+    has_address = event.address and "[[WRITE:" not in event.address
+    map_url = (
+        "https://www.google.com/maps/search/?api=1&query=" + quote(event.address, safe="")
+        if has_address
+        else ""
+    )
+    return EventView(
+        event.id, words["title"], words["detail"], when, event.place, event.address,
+        map_url, calendar_url, ics_url,
+    )
+
+
+def _ics_text(s: str) -> str:
+    return s.replace("\\", "\\\\").replace(";", "\\;").replace(",", "\\,").replace("\n", "\\n")
+
+
+def _fold(line: str) -> str:
+    """RFC 5545 3.1: lines of at most 75 octets, continued with CRLF + space."""
+    out, cur = [], b""
+    for ch in line:
+        b = ch.encode("utf-8")
+        if len(cur) + len(b) > (75 if not out else 74):
+            out.append(cur.decode("utf-8"))
+            cur = b""
+        cur += b
+    out.append(cur.decode("utf-8"))
+    return "\r\n ".join(out)
+
+
+def event_ics(cfg: Config, alert: Alert, event_id: str) -> str:
+    """An RFC 5545 calendar with the event, written by hand (see docs/architecture.md: why)."""
+    event = alert.events[event_id]
+    if event.start is None:
+        raise NewsletterError(f"{alert.path}/alert.toml: [events.{event_id}] start is not written yet.")
+    # One file serves both editions: the title in each language, default first.
+    titles = [alert.texts[lang].events[event_id]["title"] for lang in alert.languages]
+    details = [alert.texts[lang].events[event_id]["detail"] for lang in alert.languages]
+    domain = cfg.sender.from_.rsplit("@", 1)[-1].strip("> ") or "newsletter.invalid"
+    lines = [
+        "BEGIN:VCALENDAR",
+        "VERSION:2.0",
+        f"PRODID:-//{cfg.org.name}//newsletter//EN",
+        "CALSCALE:GREGORIAN",
+        "METHOD:PUBLISH",
+        "BEGIN:VEVENT",
+        f"UID:{alert.id}-{event_id}@{domain}",
+        # The alert's date, not the build time: rebuilding gives the same bytes.
+        f"DTSTAMP:{alert.date.strftime('%Y%m%d')}T000000Z",
+        # UTC start: no VTIMEZONE block needed. No DTEND: the alert gave no end time.
+        f"DTSTART:{_utc(event.start)}",
+        f"SUMMARY:{_ics_text(' / '.join(dict.fromkeys(titles)))}",
+        f"DESCRIPTION:{_ics_text(chr(10).join(dict.fromkeys(d for d in details if d)))}",
+        f"LOCATION:{_ics_text(f'{event.place}, {event.address}')}",
+        "END:VEVENT",
+        "END:VCALENDAR",
+    ]
+    return "".join(_fold(line) + "\r\n" for line in lines)
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+def _language_name(lang: str, in_lang: str) -> str:
+    return Locale.parse(in_lang).languages.get(lang, lang)
+
+
+def _visibility(cfg: Config, alert: Alert, lang: str, variant: str) -> dict[str, Any]:
+    base = links.base_url(cfg)
+    others = [x for x in alert.languages if x != lang]
+    member = variant == "member"
+    if member and not base and not cfg.sender.unsubscribe_mailto:
+        raise NewsletterError(
+            f"{cfg.source}: a member's email needs a visible unsubscribe link: set [web] base_url "
+            "(the public unsubscribe page) or [sender] unsubscribe_mailto."
+        )
+    subscribe_url = cfg.org.subscribe_url
+    if not subscribe_url:
+        address = cfg.sender.reply_to or cfg.sender.from_
+        address = address.rsplit("<", 1)[-1].rstrip(">").strip()
+        subject = i18n.translations(cfg, lang).gettext(i18n.EMAIL_STRINGS["subscribe_subject"])
+        subscribe_url = links.mailto(address, subject % {"org": cfg.org.name})
+    if member:
+        view_url = tokens.VIEW_URL if base else ""
+    else:
+        view_url = links.archive_url(cfg, alert.id, lang) if variant == "forward" else ""
+    language = bool(member and others and (base or cfg.sender.language_mailto))
+    return {
+        "greeting": member,
+        "forward": member,
+        "language": language,
+        "other_lang": others[0] if others else "",
+        "language_label": LANGUAGE_LINK_LABEL.get(others[0], "") if others else "",
+        "unsubscribe": member,
+        "view_url": view_url,
+        "subscribe_url": "" if member else subscribe_url,
+        "forward_intro": variant == "forward",
+    }
+
+
+def _lead(parts: tuple[Part, ...]) -> tuple[Part, ...]:
+    """The top links (forward, language) written before any text: they go above the headline."""
+    n = 0
+    while n < len(parts) and parts[n].kind == "block" and parts[n].block in TOP_BLOCKS:
+        n += 1
+    return parts[:n]
+
+
+def _context(cfg: Config, alert: Alert, lang: str, variant: str) -> dict[str, Any]:
+    text: Text = alert.texts[lang]
+    return {
+        "lang": lang,
+        "variant": variant,
+        "alert": alert,
+        "t": text,
+        "lead_parts": _lead(text.parts),
+        "body_parts": text.parts[len(_lead(text.parts)) :],
+        "events": {e.id: event_view(cfg, alert, e, lang) for e in alert.events.values()},
+        "contacts": alert.contacts,
+        "links": alert.links,
+        "show": _visibility(cfg, alert, lang, variant),
+        "org": cfg.org,
+        "copyright": cfg.org.copyright or f"© {alert.date.year} {cfg.org.name}",
+        "postal_address": cfg.sender.postal_address,
+        "tokens": tokens,
+    }
+
+
+def _render(env: jinja2.Environment, name: str, ctx: dict[str, Any]) -> str:
+    try:
+        return env.get_template(name).render(ctx)
+    except jinja2.TemplateSyntaxError as err:
+        raise NewsletterError(
+            f"{err.filename or err.name}:{err.lineno}: {err.message}. Fix the template."
+        ) from None
+    except jinja2.TemplateNotFound as err:
+        raise NewsletterError(
+            f"{env.loader.searchpath[0]}/{err.name}: template missing. "  # type: ignore[union-attr]
+            "Restore it (see templates/email/ in the repository)."
+        ) from None
+    except jinja2.UndefinedError as err:
+        raise NewsletterError(f"templates/email/{name}: {err.message}. Fix the template.") from None
+
+
+def inline(html: str) -> str:
+    """premailer with the options of docs: media queries stay, !important kept, classes kept."""
+    from premailer import Premailer
+
+    return Premailer(
+        html,
+        strip_important=False,
+        remove_classes=False,
+        allow_network=False,
+        disable_link_rewrites=True,
+        disable_validation=True,
+        cssutils_logging_level=logging.CRITICAL,
+    ).transform()
+
+
+def _tidy_text(text: str) -> str:
+    """At most one blank line in a row and no trailing spaces: templates need not care."""
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+def render_edition(
+    cfg: Config, alert: Alert | str | Path, lang: str, variant: str = "member"
+) -> Edition:
+    """One edition: HTML inlined once and the plain-text part, with recipient tokens."""
+    if not isinstance(alert, Alert):
+        alert = load_alert(cfg, alert)
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}")
+    if lang not in alert.texts:
+        raise NewsletterError(
+            f"{alert.path}: no {lang} edition (languages = {list(alert.languages)} in alert.toml)."
+        )
+    env = i18n.jinja_env(cfg, lang)
+    ctx = _context(cfg, alert, lang, variant)
+    html = inline(_render(env, LAYOUT_HTML, ctx))
+    text = _tidy_text(_render(env, LAYOUT_TEXT, ctx))
+    gettext = i18n.translations(cfg, lang).gettext
+    s = i18n.EMAIL_STRINGS
+    t = alert.texts[lang]
+    other = next((x for x in alert.languages if x != lang), lang)
+    return Edition(
+        alert_id=alert.id,
+        lang=lang,
+        variant=variant,
+        subject=t.subject,
+        preheader=t.preheader,
+        html=html,
+        text=text,
+        greeting_named=gettext(s["greeting_named"]),
+        greeting_anonymous=gettext(s["greeting_anonymous"]),
+        forward_body=_forward_body(cfg, alert, lang, gettext(s["forward_intro"])),
+        language_subject=gettext(s["language_subject"])
+        % {"language": _language_name(other, lang)},
+        unsubscribe_subject=gettext(s["unsubscribe_subject"]) % {"org": cfg.org.name},
+    )
+
+
+def _forward_body(cfg: Config, alert: Alert, lang: str, intro: str) -> str:
+    """The mailto: forward's body: intro, headline, summary, and the archive link or key links."""
+    t = alert.texts[lang]
+    parts = [intro % {"org": cfg.org.name}, t.headline, t.preheader]
+    url = links.archive_url(cfg, alert.id, lang)
+    if url:
+        parts.append(url)
+    else:
+        parts += [u for u in alert.links.values() if not is_example_value(u)][:3]
+    body = "\n\n".join(parts)
+    return body if len(body) <= FORWARD_BODY_MAX else body[: FORWARD_BODY_MAX - 1] + "…"
+
+
+def render_editions(cfg: Config, alert: Alert | str | Path, variant: str = "member") -> dict[str, Edition]:
+    """Every language's edition of an alert, default language first."""
+    if not isinstance(alert, Alert):
+        alert = load_alert(cfg, alert)
+    return {lang: render_edition(cfg, alert, lang, variant) for lang in alert.languages}
+
+
+# --- newsletter build -------------------------------------------------------------------------
+
+
+def sample_links(cfg: Config, edition: Edition) -> dict[str, str]:
+    """Token values for a sample member (contact id 0 when a base URL needs one)."""
+    return links.member_links(
+        cfg,
+        alert_id=edition.alert_id,
+        lang=edition.lang,
+        contact_id=0 if links.base_url(cfg) else None,
+        subject=edition.subject,
+        forward_body=edition.forward_body,
+        language_subject=edition.language_subject,
+        unsubscribe_subject=edition.unsubscribe_subject,
+    )
+
+
+SAMPLE_NAME = "Ana García"
+
+
+@dataclass(frozen=True)
+class _SampleRecipient:
+    email: str
+    name: str
+    fields: dict[str, str]
+
+
+def run_build(cfg: Config, alert_path: str | Path, out: str | Path | None = None) -> Path:
+    """Write <lang>.html/.txt/.eml and the events' .ics files; print what and how to preview."""
+    import click
+
+    alert = load_alert(cfg, alert_path)
+    folder = Path(out) if out else cfg.path("build") / alert.id
+    written: list[Path] = []
+    for lang, edition in render_editions(cfg, alert).items():
+        values = sample_links(cfg, edition)
+        values[tokens.NAME] = edition.greeting_named.format(name=SAMPLE_NAME)
+        for ext, body, escape in (("html", edition.html, True), ("txt", edition.text, False)):
+            path = folder / f"{lang}.{ext}"
+            write_atomic(path, tokens.fill(body, values, escape_html=escape))
+            written.append(path)
+        eml = _sample_eml(cfg, edition)
+        if eml is not None:
+            path = folder / f"{lang}.eml"
+            write_atomic(path, eml)
+            written.append(path)
+    for event in alert.events.values():
+        if event.start is not None:
+            path = folder / f"{event.id}.ics"
+            write_atomic(path, event_ics(cfg, alert, event.id).encode("utf-8"))
+            written.append(path)
+    for path in written:
+        size = path.stat().st_size
+        click.echo(f"wrote {path} ({size / 1024:.1f} KB)")
+    first = folder / f"{alert.default_language}.html"
+    click.echo(f"Open {first.resolve().as_uri()} in a browser, or run: newsletter preview {alert.path}")
+    return folder
+
+
+def _sample_eml(cfg: Config, edition: Edition) -> bytes | None:
+    """A complete message to a sample recipient, built by the message step (None if absent)."""
+    try:
+        from newsletter import message
+    except ImportError:
+        return None
+    recipient = _SampleRecipient("ana@example.org", SAMPLE_NAME, {})
+    prepared = message.prepare(cfg, edition)
+    _msg_id, data = prepared.build(recipient, sample_links(cfg, edition))
+    return data
