@@ -616,7 +616,7 @@ def check_config(cfg: Config) -> list[Problem]:
                     Problem(
                         "W-EXAMPLE",
                         f"{cfg.source} [{section}] {key}",
-                        f"{_short(value)} is an example value",
+                        f"{_short(_addr(value))} is an example value",
                         f"set the organisation's real {key.replace('_', ' ')} before sending",
                     )
                 )
@@ -727,8 +727,7 @@ def collect(cfg: Config, alert_path: Path) -> list[Problem]:
 
     alert = content.load_alert(cfg, alert_path)
     problems = content_marks(Path(alert.path))
-    problems += check_config(cfg)
-    sources = check_alert_examples(alert)
+    sources = check_config(cfg) + check_alert_examples(alert)
     problems += sources
     problems += check_translations(cfg, alert.languages)
     for lang in alert.languages:
@@ -781,7 +780,8 @@ def run_check(cfg: Config, alert_path: Path) -> list[Problem]:
     summary = f"{alert_path}: {errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
     if errors:
         raise NewsletterError(f"{summary}. Fix the errors above and run `newsletter check` again.")
-    click.echo(click.style(summary + " — ready to send.", fg="green"), color=_color())
+    tail = " (warnings do not stop a send: review them)." if warnings else "."
+    click.echo(click.style(summary + tail, fg="green"), color=_color())
     return problems
 
 

@@ -9,6 +9,7 @@ content) is kept and shown in the page with file and line; the server keeps runn
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -31,7 +32,9 @@ from newsletter.errors import NewsletterError
 
 POLL_SECONDS = 0.25  # file watch interval: a save shows in well under a second
 LONG_POLL_SECONDS = 20.0  # an idle /events request returns after this, and the page asks again
+MAX_PICKER = 500  # a picker of thousands helps nobody; the first rows are enough to look at
 MAX_WATCHED_FILES = 5000  # bounded walk: a stray huge folder must not stall the watcher
+DEFAULT_RECIPIENTS = "recipients/sample.csv"
 PHONE_WIDTH = 375
 DESKTOP_WIDTH = 680  # room for the 600 px layout and its margins
 PLACE_RE = re.compile(r"^(?P<file>[^\s:][^:]*):(?P<line>\d+): (?P<message>.*)$", re.S)
@@ -68,6 +71,8 @@ class Snapshot:
     copies: dict[str, Copy] = field(default_factory=dict)
     error: RenderError | None = None
     alert_id: str = ""
+    recipients: list[Any] = field(default_factory=list)  # recipients.Recipient, for the picker
+    recipients_note: str = ""  # why the picker is empty or partial
 
 
 def describe_error(cfg: Config, err: BaseException) -> RenderError:
@@ -112,6 +117,10 @@ class PreviewServer:
             raise NewsletterError(f"{alert_path}: no such alert folder. Give the alert's folder.")
         self.cfg = cfg
         self.alert_path = Path(alert_path)
+        if recipients_csv is None and (cfg.root / DEFAULT_RECIPIENTS).is_file():
+            recipients_csv = cfg.root / DEFAULT_RECIPIENTS
+        elif recipients_csv is not None and not Path(recipients_csv).is_file():
+            raise NewsletterError(f"{recipients_csv}: no such recipient CSV. Check --recipients.")
         self.recipients_csv = recipients_csv
         self.snapshot = Snapshot()
         self._changed = threading.Condition()
@@ -146,6 +155,7 @@ class PreviewServer:
         copies: dict[str, Copy] = {}
         error = None
         alert_id = self.snapshot.alert_id
+        people, note = self._read_recipients()
         try:
             from newsletter import check, content, render
 
@@ -167,13 +177,90 @@ class PreviewServer:
             click.echo(f"preview: {error}", err=True)
         with self._changed:
             self.snapshot = Snapshot(
-                self.snapshot.version + 1, copies if error is None else {}, error, alert_id
+                self.snapshot.version + 1,
+                copies if error is None else {},
+                error,
+                alert_id,
+                people,
+                note,
             )
             self._changed.notify_all()
         return self.snapshot
 
+    def _read_recipients(self) -> tuple[list[Any], str]:
+        """The picker's recipients from the CSV (first MAX_PICKER), and a note on what is wrong."""
+        path = self.recipients_csv
+        if path is None:
+            return [], ""
+        try:
+            from newsletter import recipients
+        except ImportError:
+            return [], ""
+        try:
+            report = recipients.read_csv(path, self.cfg.defaults.language)
+        except NewsletterError as err:
+            return [], err.format_message()
+        people = report.recipients[:MAX_PICKER]
+        note = ""
+        if report.problems:
+            note = (
+                f"{path}: {len(report.problems)} row(s) skipped; run `newsletter recipients check`"
+            )
+        if len(report.recipients) > MAX_PICKER:
+            note = f"{path}: showing the first {MAX_PICKER} of {len(report.recipients)} recipients"
+        return people, note
+
+    def recipient(self, line: str | None) -> Any:
+        """The picked recipient (by CSV line number), or None for the sample member."""
+        for r in self.snapshot.recipients:
+            if line is not None and str(r.line) == line:
+                return r
+        return None
+
+    def copy_for(self, lang: str, line: str | None) -> Copy | None:
+        """The email as the picked recipient gets it (their name, fields and links), else the sample."""
+        copy = self.snapshot.copies.get(lang)
+        person = self.recipient(line)
+        if copy is None or person is None:
+            return copy
+        from newsletter import message, tokens
+
+        edition = copy.edition
+        prepared = message.prepare(self.cfg, edition)
+        values = prepared.values(person, self._links_for(edition, person))
+        return dataclasses.replace(
+            copy,
+            html=tokens.fill(edition.html, values, escape_html=True),
+            text=tokens.fill(edition.text, values, escape_html=False),
+        )
+
+    def _links_for(self, edition: Any, person: Any) -> dict[str, str]:
+        """Working links for `newsletter serve` when it can make them (base URL and secret set)."""
+        from newsletter import check, links
+
+        if not (links.base_url(self.cfg) and self.cfg.secret):
+            return check.sample_values(self.cfg, edition)
+        from newsletter.journal import Journal
+
+        # The public pages only honour tokens of known contacts: register the picked one, as a
+        # send would.
+        with Journal(self.cfg.path("state"), secret=self.cfg.secret) as journal:
+            contact_id = journal.contact(person.email, person.name)
+        return links.member_links(
+            self.cfg,
+            alert_id=edition.alert_id,
+            lang=edition.lang,
+            contact_id=contact_id,
+            subject=edition.subject,
+            forward_body=edition.forward_body,
+            language_subject=edition.language_subject,
+            unsubscribe_subject=edition.unsubscribe_subject,
+        )
+
     def _watched_roots(self) -> list[Path]:
         roots = [self.cfg.path("templates"), self.alert_path]
+        if self.recipients_csv is not None:
+            roots.append(self.recipients_csv)
         with contextlib.suppress(AttributeError):
             roots.append(self.cfg.path("locale"))
         return roots
@@ -181,6 +268,10 @@ class PreviewServer:
     def _watch_signature(self) -> tuple[tuple[str, int, int], ...]:
         sig = []
         for root in self._watched_roots():
+            if root.is_file():
+                with contextlib.suppress(OSError):
+                    st = root.stat()
+                    sig.append((str(root), st.st_mtime_ns, st.st_size))
             for dirpath, dirnames, filenames in os.walk(root):
                 dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__pycache__"]
                 for name in filenames:
@@ -211,17 +302,26 @@ class PreviewServer:
 
     # --- pages ----------------------------------------------------------------------------------
 
-    def index_page(self, lang: str | None) -> str:
+    def index_page(self, lang: str | None, line: str | None = None) -> str:
         snap = self.snapshot
         languages = list(snap.copies) or ["es", "en"]
-        lang = lang if lang in languages else languages[0]
-        copy = snap.copies.get(lang)
+        person = self.recipient(line)
+        if lang not in languages:
+            # a picked recipient is shown in the language they get
+            lang = person.language if person and person.language in languages else languages[0]
         template = self._pages.get_template("index.html")
+        try:
+            copy, copy_error = self.copy_for(lang, line), None
+        except NewsletterError as err:
+            copy, copy_error = None, err.format_message()
         return template.render(
             snap=snap,
             lang=lang,
             languages=languages,
             copy=copy,
+            person=person,
+            r=str(person.line) if person else "",
+            copy_error=copy_error,
             error=snap.error,
             alert_path=str(self.alert_path),
             phone_width=PHONE_WIDTH,
@@ -277,7 +377,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = url.path
         try:
             if path == "/":
-                self._send(HTTPStatus.OK, "text/html", preview.index_page(query.get("lang")))
+                page = preview.index_page(query.get("lang"), query.get("r"))
+                self._send(HTTPStatus.OK, "text/html", page)
             elif path == "/events":
                 try:
                     since = int(query.get("since", "-1"))
@@ -286,7 +387,7 @@ class _Handler(BaseHTTPRequestHandler):
                 version = preview.wait_for_change(since, LONG_POLL_SECONDS)
                 self._send(HTTPStatus.OK, "application/json", json.dumps({"version": version}))
             elif path.startswith("/email/") and path.endswith((".html", ".txt")):
-                self._send_email(path.removeprefix("/email/"))
+                self._send_email(path.removeprefix("/email/"), query.get("r"))
             else:
                 self._send(HTTPStatus.NOT_FOUND, "text/plain", "not found\n")
         except (BrokenPipeError, ConnectionResetError):
@@ -298,10 +399,10 @@ class _Handler(BaseHTTPRequestHandler):
                     HTTPStatus.INTERNAL_SERVER_ERROR, "text/plain", f"preview error: {msg}\n"
                 )
 
-    def _send_email(self, name: str) -> None:
+    def _send_email(self, name: str, line: str | None) -> None:
         snap = self.server.preview.snapshot
         lang, _, ext = name.partition(".")
-        copy = snap.copies.get(lang)
+        copy = self.server.preview.copy_for(lang, line)
         if snap.error is not None:
             body = f"{snap.error}\n"
             self._send(HTTPStatus.OK, "text/plain", body)
