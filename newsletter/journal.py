@@ -651,16 +651,17 @@ class Journal:
 
 
 def alert_id_of(cfg: Config, alert_path: str | Path) -> str:
-    """The alert's id: content's own when the folder loads, else the folder's name."""
+    """The alert's id: content's own when the folder loads, else the folder's name.
+
+    A missing or broken alert folder still has a status, so this never fails.
+    """
     path = Path(alert_path)
-    if path.is_dir():
-        try:
-            from newsletter.content import load_alert
-        except ImportError:  # content.py not there yet
-            return path.name
-        with contextlib.suppress(NewsletterError):  # a broken alert still has a status
+    if path.exists():
+        from newsletter.content import load_alert
+
+        with contextlib.suppress(NewsletterError):
             return str(load_alert(cfg, path).id)
-    return path.name
+    return path.parent.name if path.name == "alert.toml" else path.name
 
 
 def run_status(cfg: Config, alert_path: Path) -> None:

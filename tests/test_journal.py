@@ -1,0 +1,454 @@
+"""The journal on real SQLite files: states, resume, suppression, preferences, forward caps."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from newsletter import journal as journal_module
+from newsletter.cli import cli
+from newsletter.errors import NewsletterError
+from newsletter.journal import AlreadySent, Journal, JournalError
+from newsletter.recipients import Recipient
+
+ALERT = "2011-08-12-secure-communities"
+
+
+def people(*emails: str, lang: str = "es") -> list[Recipient]:
+    return [Recipient(e, e.lower(), f"Name {i}", lang, {}, i + 2) for i, e in enumerate(emails)]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "newsletter.db"  # a folder that does not exist yet
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch):
+    """The journal's clock, set by the test: clock.t = datetime(...)."""
+
+    class Clock:
+        t = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+    c = Clock()
+    monkeypatch.setattr(journal_module, "now", lambda: c.t)
+    return c
+
+
+# --- the file -------------------------------------------------------------------------------
+
+
+def test_new_file_is_wal_and_versioned(db):
+    with Journal(db):
+        pass
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("PRAGMA user_version").fetchone()[0] == journal_module.SCHEMA_VERSION
+    con.close()
+
+
+def test_a_newer_schema_is_refused(db):
+    with Journal(db):
+        pass
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA user_version = 99")
+    con.close()
+    with pytest.raises(NewsletterError, match="newer newsletter"):
+        Journal(db)
+
+
+def test_a_file_that_is_not_a_database_is_one_clear_error(tmp_path):
+    p = tmp_path / "newsletter.db"
+    p.write_text("this is my shopping list\n" * 100)
+    with pytest.raises(NewsletterError, match=r"newsletter\.db: not a usable newsletter state"):
+        Journal(p)
+
+
+def test_someone_elses_sqlite_file_is_not_taken_over(tmp_path):
+    p = tmp_path / "other.db"
+    con = sqlite3.connect(p)
+    con.execute("CREATE TABLE accounts (x)")
+    con.commit()
+    con.close()
+    with pytest.raises(NewsletterError, match="not a newsletter journal"):
+        Journal(p)
+    con = sqlite3.connect(p)
+    assert [r[0] for r in con.execute("SELECT name FROM sqlite_master")] == ["accounts"]
+    con.close()
+
+
+# --- contacts and language ------------------------------------------------------------------
+
+
+def test_contact_upsert_is_case_insensitive_and_keeps_a_name(db):
+    with Journal(db) as j:
+        a = j.contact("Ana@Example.org", "Ana")
+        assert j.contact("ana@example.ORG") == a
+        c = j.get_contact(a)
+        assert (c.email, c.key, c.name, c.language_pref) == (
+            "ana@example.ORG",
+            "ana@example.org",
+            "Ana",
+            None,
+        )
+        j.contact("ana@example.org", "Ana\r\nBcc: x@example.com")
+        assert j.get_contact(a).name == "Ana Bcc: x@example.com"
+        assert j.find_contact("ANA@example.org").id == a
+        assert j.get_contact(a + 1000) is None
+
+
+def test_language_preference_wins_over_the_csv_on_the_next_plan(db):
+    with Journal(db) as j:
+        plan = j.plan(ALERT, people("a@example.org", "b@example.org", lang="es"))
+        assert [p.lang for p in plan.todo] == ["es", "es"]
+        assert j.set_language(plan.todo[1].contact_id, "en")
+        assert j.language_prefs() == {"b@example.org": "en"}
+        again = j.plan("next-alert", people("a@example.org", "B@example.org", lang="es"))
+        assert [p.lang for p in again.todo] == ["es", "en"]
+        # a pending delivery of the first alert follows the new preference too
+        assert [p.lang for p in j.plan(ALERT, people("b@example.org")).todo] == ["en"]
+        assert j.rows(ALERT, ["pending"])[1].lang == "en"
+        assert not j.set_language(99999, "en")
+        with pytest.raises(ValueError):
+            j.set_language(plan.todo[0].contact_id, "fr")
+
+
+# --- the delivery state machine -------------------------------------------------------------
+
+
+def test_begin_sent_defer_fail(db):
+    with Journal(db) as j:
+        plan = j.plan(ALERT, people("a@example.org", "b@example.org", "c@example.org"))
+        assert [p.status for p in plan.todo] == ["pending"] * 3
+        assert j.counts(ALERT) == {"pending": 3, "in_flight": 0, "sent": 0, "retry": 0, "failed": 0}
+
+        assert j.begin(ALERT, "a@example.org", "<1@example.org>") == 1
+        assert j.states(ALERT)["a@example.org"] == "in_flight"
+        j.sent(ALERT, "a@example.org", "250 2.0.0 Ok: queued")
+
+        assert j.begin(ALERT, "b@example.org", "<2@example.org>") == 1
+        j.defer(ALERT, "b@example.org", "451 4.3.0 try later")
+        assert j.states(ALERT)["b@example.org"] == "retry"
+        assert j.begin(ALERT, "b@example.org", "<3@example.org>") == 2
+        j.sent(ALERT, "b@example.org", "250 ok")
+
+        j.begin(ALERT, "c@example.org", "<4@example.org>")
+        j.fail(ALERT, "c@example.org", "550 5.1.1\r\nno such user")
+
+        assert j.counts(ALERT) == {"pending": 0, "in_flight": 0, "sent": 2, "retry": 0, "failed": 1}
+        a, b, c = j.rows(ALERT)
+        assert (a.status, a.attempts, a.message_id, a.last_reply) == (
+            "sent",
+            1,
+            "<1@example.org>",
+            "250 2.0.0 Ok: queued",
+        )
+        assert a.sent_at and a.contact_id == j.find_contact("a@example.org").id
+        assert (b.attempts, b.message_id) == (2, "<3@example.org>")
+        assert (c.status, c.last_reply, c.sent_at) == ("failed", "550 5.1.1 no such user", None)
+
+
+def test_never_a_second_copy_and_no_skipped_steps(db):
+    with Journal(db) as j:
+        j.plan(ALERT, people("a@example.org", "b@example.org"))
+        with pytest.raises(JournalError, match="is pending; cannot sent"):
+            j.sent(ALERT, "a@example.org", "250")  # sent without begin
+        with pytest.raises(JournalError, match="cannot retry"):
+            j.defer(ALERT, "a@example.org", "451")
+        with pytest.raises(JournalError, match="no delivery planned"):
+            j.begin(ALERT, "stranger@example.org", "<x>")
+        j.begin(ALERT, "a@example.org", "<1>")
+        j.sent(ALERT, "a@example.org", "250")
+        with pytest.raises(AlreadySent):
+            j.begin(ALERT, "a@example.org", "<2>")
+        with pytest.raises(JournalError):
+            j.fail(ALERT, "a@example.org", "550")
+        assert j.rows(ALERT, ["sent"])[0].message_id == "<1>"
+
+
+def test_failing_before_begin_is_allowed(db):
+    # e.g. a message that cannot be built for this recipient: never handed to SMTP
+    with Journal(db) as j:
+        j.plan(ALERT, people("a@example.org"))
+        j.fail(ALERT, "a@example.org", "cannot build: bad template value")
+        assert j.states(ALERT) == {"a@example.org": "failed"}
+
+
+def test_resume_after_reopen(db):
+    everyone = people(*(f"m{i}@example.org" for i in range(6)))
+    with Journal(db) as j:
+        j.plan(ALERT, everyone)
+        j.begin(ALERT, "m0@example.org", "<0>")
+        j.sent(ALERT, "m0@example.org", "250")
+        j.begin(ALERT, "m1@example.org", "<1>")  # the run dies with this one in flight
+        j.begin(ALERT, "m2@example.org", "<2>")
+        j.fail(ALERT, "m2@example.org", "550 no")
+        j.begin(ALERT, "m3@example.org", "<3>")
+        j.defer(ALERT, "m3@example.org", "421 closing")
+    with Journal(db) as j:  # a new run, a new connection
+        plan = j.plan(ALERT, everyone)
+        keys = {
+            name: [p.recipient.key for p in getattr(plan, name)]
+            for name in vars(plan)
+            if name != "alert_id"
+        }
+        assert keys == {
+            "todo": ["m3@example.org", "m4@example.org", "m5@example.org"],
+            "sent": ["m0@example.org"],
+            "uncertain": ["m1@example.org"],
+            "failed": ["m2@example.org"],
+            "suppressed": [],
+        }
+        assert plan.todo[0].status == "retry" and plan.todo[0].attempts == 1
+        assert plan.failed[0].last_reply == "550 no"
+        both = j.plan(ALERT, everyone, retry_failed=True, retry_uncertain=True)
+        assert [p.recipient.key for p in both.todo][:2] == ["m1@example.org", "m2@example.org"]
+        assert [p.recipient.key for p in both.sent] == ["m0@example.org"]
+        assert j.begin(ALERT, "m1@example.org", "<1b>") == 2  # resent on request: attempt 2
+
+
+def test_dry_run_plans_but_writes_nothing(db):
+    with Journal(db) as j:
+        plan = j.plan(ALERT, people("a@example.org", "b@example.org"), dry_run=True)
+        assert len(plan.todo) == 2 and all(p.contact_id for p in plan.todo)
+        assert j.counts(ALERT)["pending"] == 0
+        assert j.find_contact("a@example.org") is None
+
+
+def test_plan_skips_suppressed_case_insensitively_but_keeps_sent_history(db):
+    with Journal(db) as j:
+        j.plan(ALERT, people("a@example.org", "b@example.org"))
+        j.begin(ALERT, "a@example.org", "<1>")
+        j.sent(ALERT, "a@example.org", "250")
+        assert j.suppress("A@EXAMPLE.ORG", "one-click")
+        assert j.suppress(" b@Example.org ", "unsubscribe page")
+        plan = j.plan(ALERT, people("a@example.org", "b@example.org", "c@example.org"))
+        assert [p.recipient.key for p in plan.sent] == ["a@example.org"]
+        assert [p.recipient.key for p in plan.suppressed] == ["b@example.org"]
+        assert [p.recipient.key for p in plan.todo] == ["c@example.org"]
+
+
+def test_many_recipients_plan_in_one_transaction(db):
+    many = people(*(f"r{i}@example.org" for i in range(5000)))
+    with Journal(db) as j:
+        plan = j.plan(ALERT, many)
+        assert len(plan.todo) == 5000
+        assert len({p.contact_id for p in plan.todo}) == 5000
+        assert j.rows(ALERT, ["pending"])[-1].key == "r4999@example.org"  # list order kept
+        assert len(j.plan(ALERT, many).todo) == 5000  # nothing new inserted twice
+
+
+# --- suppression ------------------------------------------------------------------------------
+
+
+def test_suppression_case_insensitive_with_reason_and_time(db, clock):
+    with Journal(db) as j:
+        assert j.suppress("Ana@Example.org", "one-click")
+        assert not j.suppress("ana@example.org", "again")  # first reason kept
+        assert j.is_suppressed("ANA@example.ORG")
+        s = j.suppression("ana@EXAMPLE.org")
+        assert (s.email, s.reason, s.created_at) == (
+            "Ana@Example.org",
+            "one-click",
+            "2026-11-28T09:00:00.000000Z",
+        )
+        assert j.suppressed() == {"ana@example.org"}
+        assert j.unsuppress("ANA@example.org")
+        assert not j.unsuppress("ana@example.org")
+        assert not j.is_suppressed("ana@example.org")
+    with Journal(db) as j:
+        assert j.suppressed() == set()
+
+
+# --- forwards ---------------------------------------------------------------------------------
+
+
+def test_forward_counts_per_contact_and_ip_per_day(db, clock):
+    with Journal(db, secret="s" * 32) as j:
+        me = j.contact("me@example.org")
+        j.record_forward(me, "203.0.113.7", ALERT, 3)
+        clock.t += timedelta(hours=5)
+        j.record_forward(None, "203.0.113.7", ALERT, 2)  # an anonymous forward, same IP
+        j.record_forward(me, "198.51.100.1", ALERT, 1)
+        assert j.forwards_since(contact_id=me) == 4
+        assert j.forwards_since(ip="203.0.113.7") == 5
+        assert j.forwards_since(contact_id=me, ip="203.0.113.7") == 3
+        assert j.forwards_since(ip="192.0.2.1") == 0
+        clock.t += timedelta(hours=20)  # the first forward is now 25 hours old
+        assert j.forwards_since(contact_id=me) == 1
+        assert j.forwards_since(ip="203.0.113.7") == 2
+        since = clock.t - timedelta(hours=30)
+        assert j.forwards_since(contact_id=me, since=since) == 4
+        assert j.forward_total(ALERT) == 6
+        with pytest.raises(ValueError):
+            j.forwards_since()
+
+
+def test_forward_ips_are_never_stored_and_their_hashes_expire(db, clock):
+    with Journal(db, secret="s" * 32) as j:
+        j.record_forward(None, "203.0.113.7", ALERT, 1)
+    raw = b"".join(p.read_bytes() for p in db.parent.iterdir() if p.is_file())
+    assert b"203.0.113.7" not in raw
+    with Journal(db, secret="s" * 32) as j:
+        assert j.forwards_since(ip="203.0.113.7") == 1
+    with Journal(db, secret="another secret, other hashes") as j:
+        assert j.forwards_since(ip="203.0.113.7") == 0
+    with Journal(db, secret="s" * 32) as j:
+        clock.t += timedelta(days=3)
+        j.record_forward(None, "198.51.100.1", ALERT, 1)  # erases hashes older than 2 days
+        hashes = [h for (h,) in j._read("SELECT ip_hash FROM forwards ORDER BY id")]
+        assert hashes[0] is None and hashes[1] is not None
+        assert j.forward_total(ALERT) == 2  # the counts stay
+
+
+# --- threads and processes ----------------------------------------------------------------
+
+
+def test_concurrent_sender_threads_share_one_journal(db):
+    n_threads, per_thread = 8, 40
+    keys = [f"t{t}-{i}@example.org" for t in range(n_threads) for i in range(per_thread)]
+    errors: list[BaseException] = []
+    with Journal(db) as j:
+        j.plan(ALERT, people(*keys))
+        other = Journal(db)  # a second connection, as `newsletter serve` would hold
+
+        def sender(t: int) -> None:
+            try:
+                for i in range(per_thread):
+                    key = f"t{t}-{i}@example.org"
+                    j.begin(ALERT, key, f"<{key}>")
+                    if i % 10 == 0:
+                        j.defer(ALERT, key, "451 later")
+                        j.begin(ALERT, key, f"<{key}-2>")
+                    j.sent(ALERT, key, "250")
+                    if i % 8 == 0:
+                        other.suppress(f"u{t}-{i}@example.org", "one-click")
+                        j.record_forward(None, f"10.0.0.{t}", ALERT, 1)
+            except BaseException as err:  # reported below: a thread's exception is otherwise lost
+                errors.append(err)
+
+        threads = [threading.Thread(target=sender, args=(t,)) for t in range(n_threads)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(timeout=60)
+        assert not any(th.is_alive() for th in threads)
+        other.close()
+        assert not errors
+        assert j.counts(ALERT)["sent"] == n_threads * per_thread
+        assert sum(d.attempts for d in j.rows(ALERT)) == n_threads * (per_thread + 4)
+        assert len(j.suppressed()) == n_threads * 5
+        assert j.forward_total(ALERT) == n_threads * 5
+
+
+_CHILD = """
+import os, sys, time
+from newsletter.journal import Journal
+from newsletter.recipients import Recipient
+j = Journal(sys.argv[1])
+j.acquire_send_lock()
+j.plan("a", [Recipient("x@example.org", "x@example.org", "X", "es", {}, 2)])
+j.begin("a", "x@example.org", "<x>")
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_send_lock_and_in_flight_survive_kill_9(db):
+    db.parent.mkdir()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(db)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        with Journal(db) as j:
+            assert j.send_running()
+            with pytest.raises(NewsletterError, match=rf"pid {child.pid}\) is using"):
+                j.acquire_send_lock()
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+        child.stdout.close()
+    with Journal(db) as j:
+        assert not j.send_running()
+        j.acquire_send_lock()  # the kernel freed the dead process's lock
+        plan = j.plan("a", [Recipient("x@example.org", "x@example.org", "X", "es", {}, 2)])
+        assert [p.recipient.key for p in plan.uncertain] == ["x@example.org"]
+        with Journal(db) as second, pytest.raises(NewsletterError, match="is using"):
+            second.acquire_send_lock()
+    with Journal(db) as j:
+        j.acquire_send_lock()  # close() released it
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def test_cli_status_without_a_state_file(project):
+    result = CliRunner().invoke(cli, ["status", f"alerts/{ALERT}"])
+    assert result.exit_code == 0, result.output
+    assert "nothing sent yet" in result.output
+    assert not Path("newsletter.db").exists()  # looking does not create it
+
+
+def test_cli_status_counts_failures_and_uncertain(project):
+    with Journal("newsletter.db") as j:
+        j.plan(ALERT, people("a@example.org", "b@example.org", "c@example.org", "d@example.org"))
+        j.begin(ALERT, "a@example.org", "<1>")
+        j.sent(ALERT, "a@example.org", "250")
+        j.begin(ALERT, "b@example.org", "<2>")
+        j.fail(ALERT, "b@example.org", "550 5.1.1 <b@example.org>: no such user")
+        j.begin(ALERT, "c@example.org", "<3>")  # left in flight
+        j.plan("other-alert", people("z@example.org"))
+    result = CliRunner().invoke(cli, ["status", f"alerts/{ALERT}"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert f"{ALERT}: 4 recipients: 1 sent, 1 pending, 0 to retry, 1 failed, 1 uncertain." in out
+    assert "b@example.org  1 attempt: 550 5.1.1 <b@example.org>: no such user" in out
+    assert "--retry-uncertain" in out and "  c@example.org  since " in out
+    unknown = CliRunner().invoke(cli, ["status", "alerts/2030-01-01-nothing"])
+    assert unknown.exit_code == 0
+    assert f"Alerts in {Path.cwd() / 'newsletter.db'}: {ALERT}, other-alert." in unknown.output
+
+
+def test_cli_suppress_addresses_and_csv(project):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["suppress", "Ana@Example.org", "b@example.org"])
+    assert result.exit_code == 0, result.output
+    assert "Suppressed 2 addresses" in result.output
+    Path("unsubscribed.csv").write_text(
+        "Name;E-mail\nAna;ANA@example.org\nBad;nope@\nCé;c@example.org\n", encoding="utf-8"
+    )
+    result = runner.invoke(cli, ["suppress", "--csv", "unsubscribed.csv"])
+    assert result.exit_code == 0, result.output
+    assert "Suppressed 1 address (1 already were); 1 bad row skipped" in result.output
+    assert "unsubscribed.csv:3: invalid address 'nope@'" in result.output
+    with Journal("newsletter.db") as j:
+        assert j.suppressed() == {"ana@example.org", "b@example.org", "c@example.org"}
+        assert j.suppression("c@example.org").reason == "imported from unsubscribed.csv"
+
+
+def test_cli_suppress_refuses_a_bad_address_and_writes_nothing(project):
+    result = CliRunner().invoke(cli, ["suppress", "ok@example.org", "not an address"])
+    assert result.exit_code == 1
+    assert (
+        "invalid address 'not an address'" in result.output
+        and "Nothing was suppressed" in result.output
+    )
+    assert "Traceback" not in result.output
+    assert not Path("newsletter.db").exists()
+
+
+def test_cli_suppress_needs_something(project):
+    result = CliRunner().invoke(cli, ["suppress"])
+    assert result.exit_code == 1 and "give one or more ADDRESSES" in result.output
+    result = CliRunner().invoke(cli, ["suppress", "--csv", "x.csv"])
+    assert result.exit_code == 1 and "x.csv: no such file" in result.output
