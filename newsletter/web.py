@@ -23,7 +23,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from flask import Flask, Response, request
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from itsdangerous import BadSignature, Signer
 from markupsafe import Markup
 
 from newsletter import i18n, links, message, tokens
@@ -227,31 +227,28 @@ def _error_line(code: str, arg: Any, *, where: str) -> str:
 # --- CSRF: a signed value bound to one page's token and a time -----------------------------------
 
 
-def _csrf_serializer(secret: str) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(secret, salt="newsletter/csrf")
+def _csrf_signer(secret: str) -> Signer:
+    return Signer(secret, salt="newsletter/csrf")
 
 
 def _bind(purpose: str, token: str) -> str:
     return hashlib.sha256(f"{purpose}:{token}".encode()).hexdigest()[:32]
 
 
-def make_csrf(secret: str, purpose: str, token: str) -> str:
-    """A form field that proves the form was served by us, for this token, recently."""
-    return str(_csrf_serializer(secret).dumps(_bind(purpose, token)))
+def make_csrf(secret: str, purpose: str, token: str, now: float | None = None) -> str:
+    """A form field that proves the form was served by us, for this token, at `now`."""
+    issued = int(time.time() if now is None else now)
+    return _csrf_signer(secret).sign(f"{_bind(purpose, token)}.{issued}").decode()
 
 
 def check_csrf(secret: str, purpose: str, token: str, value: str, now: float) -> bool:
     """True when `value` was made by make_csrf for this token within CSRF_MAX_AGE of `now`."""
     try:
-        bound, signed_at = _csrf_serializer(secret).loads(value, return_timestamp=True)
-    except (BadSignature, UnicodeDecodeError, ValueError):
+        bound, issued = _csrf_signer(secret).unsign(value).decode().split(".")
+        age = now - int(issued)
+    except (BadSignature, UnicodeError, ValueError):
         return False
-    age = now - signed_at.timestamp()
-    return (
-        isinstance(bound, str)
-        and hmac.compare_digest(bound, _bind(purpose, token))
-        and -300 <= age <= CSRF_MAX_AGE
-    )
+    return hmac.compare_digest(bound, _bind(purpose, token)) and -300 <= age <= CSRF_MAX_AGE
 
 
 # --- the app -------------------------------------------------------------------------------------
@@ -265,12 +262,12 @@ class _Pages:
         self.secret = secret
         self.clock = clock
         self._lock = threading.Lock()
-        self._editions: dict[tuple[str, str, str], tuple[tuple[int, int], Any]] = {}
+        self._editions: dict[tuple[str, str, str], tuple[int, Any]] = {}
 
     # templates
-    def render(self, lang: str, name: str, **values: Any) -> str:
+    def render(self, lang: str, template: str, /, **values: Any) -> str:
         env = i18n.jinja_env(self.cfg, lang, domain="web", subdir="web")
-        return env.get_template(name).render(
+        return env.get_template(template).render(
             org_name=self.cfg.org.name,
             postal_address=self.cfg.sender.postal_address,
             **values,
@@ -353,20 +350,18 @@ def _address(value: str) -> str:
     return parseaddr(value)[1] if value else ""
 
 
-def _tree_stamp(*folders: Path) -> tuple[int, int]:
-    """(newest mtime, file count) over folders: changes when an editor saves or adds a file."""
-    newest, count = 0, 0
+def _tree_stamp(*folders: Path) -> int:
+    """A hash of every file's path, size and mtime: changes when an editor saves or adds one."""
+    seen = []
     for folder in folders:
-        if not folder.is_dir():
-            continue
-        for p in folder.rglob("*"):
-            try:
-                st = p.stat()
-            except OSError:
-                continue
-            newest = max(newest, st.st_mtime_ns)
-            count += 1
-    return newest, count
+        if folder.is_dir():
+            for p in folder.rglob("*"):
+                try:
+                    st = p.stat()
+                except OSError:
+                    continue
+                seen.append((str(p), st.st_mtime_ns, st.st_size))
+    return hash(tuple(sorted(seen)))
 
 
 def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
@@ -457,6 +452,18 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
         )
         return pages.page(html)
 
+    @app.get("/a/<alert_id>/<event_id>.ics")
+    def calendar(alert_id: str, event_id: str) -> Response:
+        from newsletter import render
+
+        alert = pages.alert(alert_id)
+        if alert is None or event_id not in alert.events:
+            return pages.notice("not_found", 404)
+        ics = render.event_ics(cfg, alert, event_id)
+        resp = Response(ics, mimetype="text/calendar")
+        resp.headers["Content-Disposition"] = f'attachment; filename="{event_id}.ics"'
+        return resp
+
     # forward ------------------------------------------------------------------------------
     def forward_form(
         token: str,
@@ -474,7 +481,7 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
             data.lang,
             "forward.html",
             action=f"/f/{token}",
-            csrf=make_csrf(secret, "forward", token),
+            csrf=make_csrf(secret, "forward", token, pages.clock()),
             subject=_subject(alert, data.lang),
             archive_url=f"/a/{alert.id}/{data.lang}",
             errors=list(errors),
@@ -587,7 +594,7 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
                 target,
                 "language.html",
                 action=f"/l/{token}",
-                csrf=make_csrf(secret, "language", token),
+                csrf=make_csrf(secret, "language", token, pages.clock()),
                 **values,
             )
             return pages.page(html)
@@ -637,7 +644,7 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
             lang,
             "unsubscribed.html",
             resubscribe_action=f"/u/{token}/resubscribe",
-            csrf=make_csrf(secret, "resubscribe", token),
+            csrf=make_csrf(secret, "resubscribe", token, pages.clock()),
         )
         return pages.page(html)
 

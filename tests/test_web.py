@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email
 import re
 from pathlib import Path
 
@@ -321,3 +322,259 @@ def test_security_headers(client, member):
     assert resp.headers["Referrer-Policy"] == "no-referrer"
     assert resp.headers["Cache-Control"] == "no-store"
     assert SECRET not in resp.get_data(as_text=True)
+
+
+# --- forward to a friend --------------------------------------------------------------------------
+
+FRIENDS = ["luis@example.org", "marta@example.net"]
+
+
+def forward_page(client, tok: str) -> str:
+    resp = client.get(f"/f/{tok}")
+    assert resp.status_code == 200
+    return resp.get_data(as_text=True)
+
+
+def post_forward(client, tok: str, page: str, **fields):
+    data = {"csrf": csrf_of(page), "to": FRIENDS, "name": "Ana Pérez", "note": "", "lang": "es"}
+    data.update(fields)
+    return client.post(f"/f/{tok}", data=data)
+
+
+def test_forward_form_in_the_members_language(client, cfg, member):
+    before = state(cfg)
+    page = forward_page(client, token("forward", member, "en"))
+    assert '<html lang="en">' in page
+    assert len(re.findall(r'<input type="email" id="to(\d)" name="to"', page)) == web.MAX_FRIENDS
+    for i in range(1, web.MAX_FRIENDS + 1):
+        assert f'<label for="to{i}">' in page
+    assert 'id="name" name="name" value="Ana Pérez"' in page  # prefilled from the contact
+    assert f'<textarea id="note" name="note" maxlength="{web.NOTE_MAX}"' in page
+    assert state(cfg) == before
+    es = forward_page(client, token("forward", member, "es"))
+    assert '<html lang="es">' in es and "Reenvía esta alerta" in es
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "message"),
+    [
+        ({"to": [f"f{i}@example.org" for i in range(6)]}, 400, "at most 5 friends"),
+        ({"note": "x" * 501}, 400, "at most 500 characters"),
+        ({"to": ["luis@example.org", "<b>not</b>an-address"]}, 400, "is not a valid email"),
+        ({"to": ["luis@example.org\r\nBcc: spam@example.com"]}, 400, "is not a valid email"),
+        ({"name": ""}, 400, "Write your name"),
+        ({"csrf": ""}, 400, "This form has expired"),
+        ({"csrf": "forged.value.x"}, 400, "This form has expired"),
+    ],
+)
+def test_forward_refusals_reshow_the_form_and_send_nothing(
+    client, cfg, member, smtp_server, fields, status, message
+):
+    tok = token("forward", member, "en")
+    page = forward_page(client, tok)
+    before = state(cfg)
+    resp = post_forward(client, tok, page, **fields)
+    body = resp.get_data(as_text=True)
+    assert resp.status_code == status
+    assert message in body
+    assert "Nothing was sent yet." in body
+    assert '<form method="post"' in body  # the form again, with what was typed
+    assert "<b>not</b>" not in body  # what was typed comes back escaped
+    assert smtp_server.received == []
+    assert state(cfg) == before
+
+
+def test_forward_csrf_from_another_token_or_too_old_is_refused(
+    client, cfg, member, clock, smtp_server
+):
+    tok = token("forward", member, "es")
+    other_page = forward_page(client, token("forward", member, "en"))
+    assert post_forward(client, tok, other_page).status_code == 400
+    page = forward_page(client, tok)
+    clock.now += web.CSRF_MAX_AGE + 60
+    resp = post_forward(client, tok, page)
+    assert resp.status_code == 400 and "Este formulario caducó" in resp.get_data(as_text=True)
+    assert smtp_server.received == []
+
+
+def test_forward_sends_the_forward_safe_copy(client, cfg, member, smtp_server):
+    tok = token("forward", member, "es")
+    note = 'Mira esto <script>alert("x")</script> & firma\r\nBcc: victim@example.com\r\nbye'
+    resp = post_forward(client, tok, forward_page(client, tok), note=note, lang="en")
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert "Enviamos la alerta a 2 personas." in resp.get_data(as_text=True)
+    got = smtp_server.wait_for(2)
+    assert sorted(r.rcpt_tos[0] for r in got) == FRIENDS
+    for r in got:
+        msg = r.message
+        assert msg["To"] == r.rcpt_tos[0]
+        assert msg["Reply-To"] == "ana@example.org"  # answers reach the member
+        assert "nalacc.example.org" in msg["From"]
+        assert msg["Bcc"] is None and "victim" not in str(msg.items())
+        assert msg["List-Unsubscribe"] is None
+        html = msg.get_body(("html",)).get_content()
+        text = msg.get_body(("plain",)).get_content().replace("\r\n", "\n")
+        assert "Mira esto &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; firma" in html
+        assert "<script>" not in html
+        assert 'Mira esto <script>alert("x")</script> & firma\nBcc: victim@example.com\nbye' in text
+        assert "Ana Pérez forwarded you this alert" in text
+        assert "Ana Pérez forwarded you this alert" in html
+        for part in (html, text):
+            assert "/u/" not in part and "/l/" not in part and "/f/" not in part
+            assert "__NL_" not in part
+        assert '<html lang="en"' in html
+    # Only a count is kept: no friend's address anywhere in the state file.
+    assert state(cfg)[2] == [(member, ALERT_ID, 2)]
+    raw = Path(cfg.path("state")).read_bytes()
+    for wal in Path(cfg.path("state")).parent.glob("*.db-wal"):
+        raw += wal.read_bytes()
+    assert b"luis@example.org" not in raw and b"marta@example.net" not in raw
+
+
+def test_forward_caps_per_token_and_per_ip(cfg, clock, member, smtp_server):
+    app = web.create_app(cfg, clock=clock)
+    app.config.update(FORWARDS_PER_TOKEN_PER_DAY=3, FORWARDS_PER_IP_PER_DAY=4)
+    client = app.test_client()
+    tok = token("forward", member, "es")
+    assert post_forward(client, tok, forward_page(client, tok)).status_code == 200
+    before = state(cfg)
+    resp = post_forward(client, tok, forward_page(client, tok))  # 2 + 2 > 3
+    assert resp.status_code == 429
+    assert "Llegaste al límite de hoy: 3 personas" in resp.get_data(as_text=True)
+    assert state(cfg) == before and len(smtp_server.received) == 2
+    # Another member from the same address: the IP cap (2 + 2 + 1 > 4).
+    from newsletter.journal import Journal
+
+    with Journal(cfg.path("state")) as j:
+        other = j.contact("beto@example.org", "Beto")
+    tok2 = token("forward", other, "en")
+    assert post_forward(client, tok2, forward_page(client, tok2)).status_code == 200  # IP: 4
+    resp = post_forward(client, tok2, forward_page(client, tok2), to=["x@example.org"])
+    assert resp.status_code == 429 and "from this connection today" in resp.get_data(as_text=True)
+    assert len(smtp_server.received) == 4
+    # A day later the member may forward again.
+    clock.now += DAY + 60
+    assert post_forward(client, tok, forward_page(client, tok)).status_code == 200
+    assert len(smtp_server.wait_for(6)) == 6
+
+
+def test_forward_when_the_server_refuses(client, cfg, member, smtp_server):
+    smtp_server.on_rcpt = lambda address: "550 5.1.1 no such user"
+    tok = token("forward", member, "es")
+    before = state(cfg)
+    resp = post_forward(client, tok, forward_page(client, tok))
+    assert resp.status_code == 503
+    assert "No pudimos enviar la alerta" in resp.get_data(as_text=True)
+    assert state(cfg) == before  # nothing sent, nothing counted
+
+
+# --- archive --------------------------------------------------------------------------------------
+
+
+def test_archive_and_index(client, cfg):
+    index = client.get("/").get_data(as_text=True)
+    assert f'href="/a/{ALERT_ID}/es"' in index and f'href="/a/{ALERT_ID}/en"' in index
+    for lang in ("es", "en"):
+        resp = client.get(f"/a/{ALERT_ID}/{lang}")
+        assert resp.status_code == 200
+        html = resp.get_data(as_text=True)
+        assert f'lang="{lang}"' in html
+        assert "/u/" not in html and "/l/" not in html and "/f/" not in html
+        assert "__NL_" not in html
+    assert client.get(f"/a/{ALERT_ID}/fr").status_code == 404
+    assert client.get("/a/no-such-alert/es").status_code == 404
+    assert client.get("/a/..%2F..%2Fetc/es").status_code == 404
+
+
+def test_archive_is_cached(client, cfg, monkeypatch):
+    from newsletter import render
+
+    client.get(f"/a/{ALERT_ID}/es")
+    calls = []
+    real = render.render_edition
+    monkeypatch.setattr(render, "render_edition", lambda *a, **k: calls.append(a) or real(*a, **k))
+    for _ in range(3):
+        assert client.get(f"/a/{ALERT_ID}/es").status_code == 200
+    assert calls == []
+    # An edit to the alert is picked up.
+    md = cfg.path("alerts") / ALERT_ID / "es.md"
+    import os
+
+    st = md.stat()
+    os.utime(md, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert client.get(f"/a/{ALERT_ID}/es").status_code == 200
+    assert len(calls) == 1
+
+
+# --- newsletter forward (the command) -------------------------------------------------------------
+
+
+def test_forward_command_sends_the_same_copy(cfg, smtp_server, project):
+    from click.testing import CliRunner
+
+    from newsletter.cli import cli
+
+    result = CliRunner().invoke(
+        cli,
+        [
+            "forward",
+            f"alerts/{ALERT_ID}",
+            "--to",
+            "luis@example.org",
+            "--to",
+            "marta@example.net",
+            "--from-name",
+            "Rosa",
+            "--note",
+            "Line one\nline <two>",
+            "--lang",
+            "en",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    got = smtp_server.wait_for(2)
+    assert len(got) == 2
+    msg = got[0].message
+    assert "Rosa forwarded you this alert" in msg.get_body(("plain",)).get_content()
+    assert "line &lt;two&gt;" in msg.get_body(("html",)).get_content()
+    assert msg["Reply-To"] == "NALACC <info@nalacc.example.org>"
+    assert msg["List-Unsubscribe"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--to", "a@example.org"] * 6, "at most 5 friends"),
+        (["--to", "not-an-address"], "is not a valid email address"),
+        (["--to", "a@example.org", "--note", "x" * 501], "longer than 500"),
+    ],
+)
+def test_forward_command_refuses_cleanly(cfg, smtp_server, project, args, message):
+    from click.testing import CliRunner
+
+    from newsletter.cli import cli
+
+    result = CliRunner().invoke(
+        cli, ["forward", f"alerts/{ALERT_ID}", "--from-name", "Rosa", *args]
+    )
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert smtp_server.received == []
+
+
+def test_forward_command_without_smtp_writes_the_outbox(project, monkeypatch):
+    from click.testing import CliRunner
+
+    from newsletter.cli import cli
+
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    write_config(project)
+    result = CliRunner().invoke(
+        cli, ["forward", f"alerts/{ALERT_ID}", "--to", "luis@example.org", "--from-name", "Rosa"]
+    )
+    assert result.exit_code == 0, result.output
+    files = list((project / "outbox" / ALERT_ID / "forwards").glob("*.eml"))
+    assert len(files) == 1
+    msg = email.message_from_bytes(files[0].read_bytes())
+    assert msg["To"] == "luis@example.org"
