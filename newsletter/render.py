@@ -6,7 +6,8 @@ Which blocks appear is decided here, from the settings, because a token cannot b
     greeting (NAME)    yes                        no (FORWARD_INTRO/NOTE) no
     forward links      yes (web page or mailto)   no                     no
     language link      base_url or language_mailto, and a second language   no       no
-    unsubscribe        yes: base_url, else [sender] unsubscribe_mailto, else an error
+    unsubscribe        yes (web page, else [sender] unsubscribe_mailto; with neither the
+                       token fills empty and `check` reports E-UNSUB)
     view in browser    base_url (VIEW_URL token)  base_url (archive URL)  no
     subscribe invite   no                         yes                    yes
 """
@@ -177,11 +178,6 @@ def _visibility(cfg: Config, alert: Alert, lang: str, variant: str) -> dict[str,
     base = links.base_url(cfg)
     others = [x for x in alert.languages if x != lang]
     member = variant == "member"
-    if member and not base and not cfg.sender.unsubscribe_mailto:
-        raise NewsletterError(
-            f"{cfg.source}: a member's email needs a visible unsubscribe link: set [web] base_url "
-            "(the public unsubscribe page) or [sender] unsubscribe_mailto."
-        )
     subscribe_url = cfg.org.subscribe_url
     if not subscribe_url:
         address = cfg.sender.reply_to or cfg.sender.from_
