@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import sqlite3
 import threading
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from html import unescape
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -22,14 +29,15 @@ class Live:
 
 @pytest.fixture
 def live(project, smtp_server, monkeypatch) -> Iterator[Live]:
-    """The app in a server thread; [web] base_url points at it, so emails link here."""
+    """The app in a server thread; [web] base_url points at it, so sent emails link here."""
     from werkzeug.serving import make_server
 
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     cfg = load_config(write_config(project, smtp_server.port))
     server = make_server("127.0.0.1", 0, web.create_app(cfg), threaded=True)
     url = f"http://127.0.0.1:{server.port}"
-    cfg.web.base_url = url
+    cfg.web.base_url = url  # the app's own config object: its archive links point here too
+    write_config(project, smtp_server.port, base_url=url)  # for `newsletter send` in the test
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -72,3 +80,164 @@ def test_language_page_in_the_target_language_at_375px(live, page):
     assert page.get_by_role("button", name="Yes, send them in English").is_visible()
     assert no_horizontal_scroll(page)
     assert unlabelled_fields(page) == []
+
+
+# --- the whole way: a delivered message's links, clicked -------------------------------------------
+
+MEMBERS = "email,name,language\nana@example.org,Ana Pérez,es\nbeto@example.org,Beto,en\n"
+
+
+def send(project: Path, alert_id: str = ALERT_ID) -> None:
+    """`newsletter send` as a user runs it, to the members' CSV, through the test SMTP server."""
+    from click.testing import CliRunner
+
+    from newsletter.cli import cli
+
+    (project / "members.csv").write_text(MEMBERS, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["send", f"alerts/{alert_id}", "--to", "members.csv", "--yes"])
+    assert result.exit_code == 0, result.output
+
+
+def next_alert(project: Path, n: int) -> str:
+    """Next week's alert: a copy of the sample under a new id (the folder name is the id)."""
+    alert_id = f"2011-08-{12 + 7 * n}-secure-communities"
+    shutil.copytree(project / "alerts" / ALERT_ID, project / "alerts" / alert_id)
+    return alert_id
+
+
+def links_in(msg) -> dict[str, str]:
+    """The member's links in a message's HTML part, by path prefix (/f/, /l/, /u/, /a/)."""
+    html = msg.get_body(("html",)).get_content()
+    found = {}
+    for url in re.findall(r'href="(http://127\.0\.0\.1:\d+/[^"]+)"', html):
+        found.setdefault(urlsplit(url).path[:3], unescape(url))
+    return found
+
+
+def journal_state(cfg: Config) -> tuple:
+    db = sqlite3.connect(cfg.path("state"))
+    try:
+        return (
+            db.execute(
+                "SELECT id, email, name, language_pref FROM contacts ORDER BY id"
+            ).fetchall(),
+            db.execute("SELECT key FROM suppressions ORDER BY key").fetchall(),
+            db.execute("SELECT contact_id, count FROM forwards ORDER BY id").fetchall(),
+        )
+    finally:
+        db.close()
+
+
+def to(smtp_server, address: str) -> list:
+    return [r.message for r in smtp_server.to(address)]
+
+
+def test_forward_language_and_unsubscribe_from_a_delivered_message(
+    live, page, smtp_server, project
+):
+    send(project)
+    [ana] = to(smtp_server, "ana@example.org")
+    assert ana["Subject"].startswith("Alerta")
+    found = links_in(ana)
+    assert {"/f/", "/l/", "/u/", "/a/"} <= set(found)
+
+    # Mail scanners GET every link: nothing changes.
+    before = journal_state(live.cfg)
+    html = ana.get_body(("html",)).get_content()
+    for url in set(re.findall(r'href="(http://127\.0\.0\.1:\d+/[^"]+)"', html)):
+        with urllib.request.urlopen(unescape(url), timeout=10) as resp:
+            assert resp.status == 200
+    assert journal_state(live.cfg) == before
+
+    # Forward to two friends, with a note, in the browser.
+    page.set_viewport_size({"width": 375, "height": 800})
+    page.goto(found["/f/"])
+    assert page.locator("html").get_attribute("lang") == "es"
+    assert no_horizontal_scroll(page) and unlabelled_fields(page) == []
+    assert page.get_by_label("Tu nombre").input_value() == "Ana Pérez"
+    page.get_by_label("Correo electrónico 1").fill("luis@example.org")
+    page.get_by_label("Correo electrónico 2").fill("marta@example.net")
+    page.get_by_label("Una nota para ellos (opcional)").fill("¡Vengan!\nNos vemos el martes <3")
+    page.get_by_role("button", name="Enviar").click()
+    page.get_by_text("Enviamos la alerta a 2 personas.").wait_for()
+    assert no_horizontal_scroll(page)
+    for friend in ("luis@example.org", "marta@example.net"):
+        smtp_server.wait_for(3 + ("marta" in friend))
+        [copy] = to(smtp_server, friend)
+        body = copy.get_body(("html",)).get_content()
+        text = copy.get_body(("plain",)).get_content()
+        assert "Nos vemos el martes &lt;3" in body and "Nos vemos el martes <3" in text
+        assert "Ana Pérez" in text
+        assert copy["Reply-To"] == "ana@example.org"
+        for part in (body, text):
+            assert "/f/" not in part and "/l/" not in part and "/u/" not in part
+    assert journal_state(live.cfg)[2] == [(1, 2)]
+
+    # Switch to English: the page speaks English; the next alert comes in English.
+    page.goto(found["/l/"])
+    assert page.locator("html").get_attribute("lang") == "en"
+    assert no_horizontal_scroll(page)
+    page.get_by_role("button", name="Yes, send them in English").click()
+    page.get_by_text("we will write to you in English").wait_for()
+    second = next_alert(project, 1)
+    send(project, second)
+    ana2 = [m for m in to(smtp_server, "ana@example.org") if second in str(links_in(m).get("/a/"))]
+    assert len(ana2) == 1
+    assert '<html lang="en"' in ana2[0].get_body(("html",)).get_content()
+    assert ana2[0]["Subject"].startswith("Action alert")
+
+    # Unsubscribe through the page (it offers Spanish instead); the next send skips Ana.
+    page.goto(links_in(ana2[0])["/u/"])
+    assert page.locator("html").get_attribute("lang") == "en"
+    assert page.get_by_role("link", name="Recibe nuestros correos en español").is_visible()
+    assert no_horizontal_scroll(page)
+    page.get_by_role("button", name="Unsubscribe").click()
+    page.get_by_text("You are unsubscribed").wait_for()
+    count = len(to(smtp_server, "ana@example.org"))
+    third = next_alert(project, 2)
+    send(project, third)
+    assert len(to(smtp_server, "ana@example.org")) == count
+    assert any(third in str(links_in(m).get("/a/")) for m in to(smtp_server, "beto@example.org"))
+
+
+def test_one_click_post_to_the_list_unsubscribe_url(live, smtp_server, project):
+    send(project)
+    [beto] = to(smtp_server, "beto@example.org")
+    assert beto["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    url = re.search(r"<(http[^>]+)>", beto["List-Unsubscribe"]).group(1)
+    with urllib.request.urlopen(url, timeout=10) as resp:  # a GET (a scanner) changes nothing
+        assert resp.status == 200
+    assert journal_state(live.cfg)[1] == []
+    req = urllib.request.Request(
+        url,
+        data=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+    assert journal_state(live.cfg)[1] == [("beto@example.org",)]
+
+
+def test_pages_at_375px(live, page, project):
+    """The pages a member sees, at phone width: no sideways scroll, every field labelled."""
+    from newsletter.journal import Journal
+
+    with Journal(live.cfg.path("state")) as j:
+        cid = j.contact("ana@example.org", "Ana Pérez")
+    page.set_viewport_size({"width": 375, "height": 800})
+    urls = {
+        "index": "/",
+        "archive": f"/a/{ALERT_ID}/es",
+        "forward": f"/f/{links.make_token(SECRET, 'forward', cid, ALERT_ID, 'es')}",
+        "unsubscribe": f"/u/{links.make_token(SECRET, 'unsubscribe', cid, ALERT_ID, 'en')}",
+    }
+    for name, path in urls.items():
+        page.goto(live.url + path)
+        assert page.locator("html").get_attribute("lang") in ("es", "en"), name
+        assert no_horizontal_scroll(page), name
+        assert unlabelled_fields(page) == [], name
+    # The form refuses a sixth friend even when the browser is bypassed: shown, not a crash.
+    page.goto(live.url + urls["forward"])
+    page.get_by_label("Una nota para ellos (opcional)").fill("x" * 600)
+    assert len(page.get_by_label("Una nota para ellos (opcional)").input_value()) == web.NOTE_MAX
