@@ -350,6 +350,11 @@ class PreviewServer:
             t.join(timeout=5)
         self._threads.clear()
 
+    def wait(self) -> None:
+        """Block until stop() (or Ctrl-C in the main thread)."""
+        while not self._stop.wait(3600):
+            pass
+
     def __enter__(self) -> PreviewServer:
         return self.start()
 
@@ -433,12 +438,11 @@ def run_preview(
 ) -> None:
     """Serve the preview until Ctrl-C."""
     server = PreviewServer(cfg, alert_path, port=port, recipients_csv=recipients_csv).start()
-    click.echo(f"Preview of {alert_path} at {server.url}  (Ctrl-C stops)")
-    if open_browser:
-        webbrowser.open(server.url)
     try:
-        while not server._stop.wait(3600):
-            pass
+        click.echo(f"Preview of {alert_path} at {server.url}  (Ctrl-C stops)")
+        if open_browser:
+            webbrowser.open(server.url)
+        server.wait()
     except KeyboardInterrupt:
         click.echo("\npreview stopped.")
     finally:

@@ -1,0 +1,206 @@
+"""The preview server over real HTTP on 127.0.0.1: pages, live-reload version, errors, lifecycle."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from newsletter import preview
+from newsletter.config import load_config
+from newsletter.errors import NewsletterError
+from tests.conftest import ALERT_ID, REPO, free_port
+
+
+def get(url: str, timeout: float = 10) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, r.read().decode("utf-8")
+
+
+@pytest.fixture
+def demo(project: Path) -> Path:
+    """The project with the repository's demo settings, as `make demo` runs it."""
+    shutil.copy(REPO / "newsletter.toml", project / "newsletter.toml")
+    return project
+
+
+@pytest.fixture
+def server(demo: Path) -> Iterator[preview.PreviewServer]:
+    srv = preview.PreviewServer(load_config(), demo / "alerts" / ALERT_ID, port=0).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def wait_version(srv: preview.PreviewServer, above: int, timeout: float = 5) -> int:
+    """The version once the watcher has re-rendered (bounded wait)."""
+    return srv.wait_for_change(above, timeout)
+
+
+def layout_template(project: Path) -> Path:
+    """The email's layout template (the one every edition extends or includes first)."""
+    candidates = sorted((project / "templates" / "email").rglob("*.html"))
+    for name in ("layout.html", "base.html", "email.html"):
+        for c in candidates:
+            if c.name == name:
+                return c
+    assert candidates, "no email templates"
+    return candidates[0]
+
+
+def test_index_and_email_pages(server):
+    status, body = get(server.url)
+    assert status == 200
+    assert 'id="desktop"' in body and 'id="phone"' in body and 'id="text"' in body
+    assert 'href="?lang=en"' in body  # the switch to the other language
+    _, html = get(server.url + "email/es.html")
+    assert '<html lang="es"' in html
+    _, html = get(server.url + "email/en.html")
+    assert '<html lang="en"' in html
+    _, text = get(server.url + "email/en.txt")
+    assert "Take Action NOW!" in text and "<" not in text.split("\n", 1)[0]
+    _, body = get(server.url + "?lang=en")
+    assert "/email/en.html" in body and "Take Action NOW!" in body  # the text part is on the page
+
+
+def test_unknown_path_is_404(server):
+    with pytest.raises(urllib.error.HTTPError) as err:
+        get(server.url + "nope")
+    assert err.value.code == 404
+    err.value.close()  # the error holds the response's socket
+
+
+def test_saving_content_bumps_version_and_rerenders(server, project):
+    v = server.snapshot.version
+    en = project / "alerts" / ALERT_ID / "en.md"
+    en.write_text(
+        en.read_text(encoding="utf-8").replace("Take Action NOW!", "Act today!"), encoding="utf-8"
+    )
+    assert wait_version(server, v) > v
+    _, text = get(server.url + "email/en.txt")
+    assert "Act today!" in text and "Take Action NOW!" not in text
+
+
+def test_long_poll_returns_on_change(server, project):
+    v = server.snapshot.version
+    result: dict[str, object] = {}
+
+    def poll() -> None:
+        result["reply"] = json.loads(get(server.url + f"events?since={v}", timeout=15)[1])
+
+    t = threading.Thread(target=poll)
+    t.start()
+    time.sleep(0.3)
+    assert t.is_alive()  # nothing changed yet: the request waits
+    os.utime(project / "alerts" / ALERT_ID / "en.md", ns=(0, time.time_ns() + 10**9))
+    t.join(timeout=5)
+    assert not t.is_alive()
+    assert result["reply"] == {"version": server.snapshot.version} and server.snapshot.version > v
+
+
+def test_template_syntax_error_shown_with_file_and_line_then_recovers(server, project):
+    layout = layout_template(project)
+    good = layout.read_text(encoding="utf-8")
+    lines = good.splitlines(keepends=True)
+    lines.insert(2, "{% if %}\n")  # line 3
+    v = server.snapshot.version
+    layout.write_text("".join(lines), encoding="utf-8")
+    v = wait_version(server, v)
+    err = server.snapshot.error
+    assert err is not None and err.line == 3
+    assert err.file == str(layout.relative_to(project))
+    _, body = get(server.url)
+    assert f"{layout.relative_to(project)}, line 3" in body and 'id="error"' in body
+    layout.write_text(good, encoding="utf-8")
+    wait_version(server, v)
+    assert server.snapshot.error is None
+    assert '<html lang="es"' in get(server.url + "email/es.html")[1]
+
+
+def test_content_error_shown(server, project):
+    toml = project / "alerts" / ALERT_ID / "alert.toml"
+    v = server.snapshot.version
+    toml.write_text(
+        toml.read_text(encoding="utf-8").replace("date = ", "date = 'x' #"), encoding="utf-8"
+    )
+    wait_version(server, v)
+    assert server.snapshot.error is not None
+    assert "alert.toml" in str(server.snapshot.error)
+    status, body = get(server.url)
+    assert status == 200 and "alert.toml" in body
+
+
+def test_port_in_use_is_one_clear_error(demo):
+    cfg = load_config()
+    with preview.PreviewServer(cfg, demo / "alerts" / ALERT_ID, port=0) as first:
+        port = int(first.url.rsplit(":", 1)[1].strip("/"))
+        with pytest.raises(NewsletterError, match=f"127.0.0.1:{port} is in use"):
+            preview.PreviewServer(cfg, demo / "alerts" / ALERT_ID, port=port)
+
+
+def test_missing_alert_folder(demo):
+    with pytest.raises(NewsletterError, match="no such alert folder"):
+        preview.PreviewServer(load_config(), demo / "alerts" / "nope", port=0)
+
+
+def test_run_preview_opens_the_browser_and_stops_on_ctrl_c(demo, monkeypatch, capsys):
+    opened: list[str] = []
+
+    def fake_open(url: str) -> bool:
+        opened.append(url)
+        assert get(url)[0] == 200  # the server is up when the browser is sent there
+        raise KeyboardInterrupt  # the user presses Ctrl-C
+
+    monkeypatch.setattr(preview.webbrowser, "open", fake_open)
+    preview.run_preview(load_config(), demo / "alerts" / ALERT_ID, port=0)
+    out = capsys.readouterr().out
+    assert opened and opened[0] in out and "stopped" in out
+    with pytest.raises(OSError):
+        get(opened[0], timeout=2)  # the port is released
+
+
+def test_cli_preview_subprocess_ctrl_c_exits_cleanly(demo):
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "newsletter",
+            "preview",
+            f"alerts/{ALERT_ID}",
+            "--port",
+            str(port),
+            "--no-browser",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=demo,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 20)  # bounded wait for the URL line
+        assert ready, "preview printed no URL"
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert f"http://127.0.0.1:{port}/" in line
+        assert get(f"http://127.0.0.1:{port}/")[0] == 200
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "stopped" in out and "Traceback" not in err
