@@ -1,0 +1,396 @@
+"""`newsletter send` against a real SMTP server on 127.0.0.1: everyone once, faults, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import sqlite3
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from newsletter import campaign, deliver
+from newsletter.cli import cli
+from newsletter.config import Config, load_config
+from newsletter.errors import NewsletterError
+from newsletter.journal import Journal
+from tests.conftest import ALERT_ID
+
+ALERT = f"alerts/{ALERT_ID}"
+SECRET = "test-secret-0123456789abcdef"
+
+# Two languages, accents, a CR/LF name, a bad address, an unknown language, a duplicate, a row
+# that will be suppressed.
+CSV = (
+    "Email;Name;Language;City\n"
+    "ana@example.org;Ana Lucía Pérez;es;Chicago\n"
+    "bob@example.com;Bob Smith;en;Boston\n"
+    'eve@example.net;"Eve\r\nBcc: x@evil.example";en;Nowhere\n'
+    "not-an-address;Nobody;es;\n"
+    "zoe@example.org;Zoë;fr;Paris\n"
+    "ANA@example.org;Ana again;es;Chicago\n"
+    "gone@example.org;Gone Away;es;Miami\n"
+    "jose@example.org;José Ñúñez;;Houston\n"
+)
+VALID = ["ana@example.org", "bob@example.com", "eve@example.net", "jose@example.org"]
+
+
+class FakeClock(campaign.Clock):
+    """Backoff and the rate cap advance this clock instead of waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.lock = threading.Lock()
+        super().__init__(monotonic=lambda: self.now, sleep=self._sleep)
+
+    def _sleep(self, seconds: float) -> None:
+        with self.lock:
+            self.now += max(seconds, 0.0)
+
+
+def setup_project(project: Path, monkeypatch, server=None, csv: str = CSV, **smtp) -> Path:
+    """newsletter.toml for the test server, the recipient CSV, the token secret; returns the CSV."""
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    lines = [
+        "[sender]",
+        'from = "NALACC Alertas <alerts@nalacc.example.org>"',
+        'reply_to = "info@nalacc.example.org"',
+        "[web]",
+        'base_url = "https://alerts.example.org"',
+    ]
+    if server is not None:
+        smtp = {"host": server.host, "port": server.port, "security": "none", "timeout": 2} | smtp
+    if smtp:
+        lines.append("[smtp]")
+        for key, value in smtp.items():
+            lines.append(f"{key} = {value!r}".replace("'", '"'))
+    (project / "newsletter.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path = project / "members.csv"
+    path.write_text(csv, encoding="utf-8")
+    with Journal(project / "newsletter.db") as j:
+        j.suppress("Gone@Example.org", "unsubscribed")
+    return path
+
+
+def send(*args: str, input: str | None = None):
+    return CliRunner().invoke(cli, ["send", ALERT, "--to", "members.csv", *args], input=input)
+
+
+def run(clock: campaign.Clock | None = None, **options):
+    """run_send directly (to pass a fake clock), as the CLI would."""
+    return campaign.run_send(
+        load_config(), Path(ALERT), Path("members.csv"), yes=True, clock=clock, **options
+    )
+
+
+def received_by(server) -> Counter:
+    return Counter(a.lower() for r in server.received for a in r.rcpt_tos)
+
+
+def states(project: Path) -> dict[str, str]:
+    with Journal(project / "newsletter.db") as j:
+        return j.states(ALERT_ID)
+
+
+def test_everyone_once_in_their_language_with_their_name(project, smtp_server, monkeypatch):
+    setup_project(project, monkeypatch, smtp_server)
+    result = send("--yes")
+    assert result.exit_code == 0, result.output
+    assert received_by(smtp_server) == Counter(VALID)
+    assert "invalid rows 2, duplicates 1" in result.output
+    assert "suppressed 1" in result.output and "sent 4" in result.output
+
+    by = {r.rcpt_tos[0]: r.message for r in smtp_server.received}
+    assert "Hola, Ana Lucía Pérez" in by["ana@example.org"].get_body(("plain",)).get_content()
+    assert "Ana Lucía Pérez" in by["ana@example.org"].get_body(("html",)).get_content()
+    assert "Bob Smith" in by["bob@example.com"].get_body(("plain",)).get_content()
+    # The journal has no preference for José and the CSV column is empty: the default, es.
+    es_subject, en_subject = by["jose@example.org"]["Subject"], by["bob@example.com"]["Subject"]
+    assert es_subject != en_subject
+    assert by["ana@example.org"]["Subject"] == es_subject
+    assert by["eve@example.net"]["Subject"] == en_subject
+    assert set(states(project).values()) == {"sent"}
+
+    again = send("--yes")
+    assert again.exit_code == 0, again.output
+    assert "skipped 4 (already sent)" in again.output
+    assert received_by(smtp_server) == Counter(VALID)
+
+
+def test_language_preference_from_the_journal_wins_over_the_csv(project, smtp_server, monkeypatch):
+    setup_project(project, monkeypatch, smtp_server)
+    with Journal(project / "newsletter.db") as j:
+        j.set_language(j.contact("ana@example.org"), "en")
+    assert send("--yes").exit_code == 0
+    by = {r.rcpt_tos[0]: r.message for r in smtp_server.received}
+    assert by["ana@example.org"]["Subject"] == by["bob@example.com"]["Subject"]
+    assert "Ana Lucía Pérez" in by["ana@example.org"].get_body(("plain",)).get_content()
+
+
+def test_headers_well_formed_and_a_crlf_name_adds_nothing(project, smtp_server, monkeypatch):
+    setup_project(project, monkeypatch, smtp_server)
+    assert send("--yes").exit_code == 0
+    ids = set()
+    for rec in smtp_server.received:
+        assert len(rec.rcpt_tos) == 1
+        assert rec.mail_from == "alerts@nalacc.example.org"
+        m = rec.message
+        for name in (
+            "From",
+            "To",
+            "Subject",
+            "Date",
+            "Message-ID",
+            "Reply-To",
+            "List-Id",
+            "List-Unsubscribe",
+            "List-Unsubscribe-Post",
+            "MIME-Version",
+        ):
+            assert m[name], f"{name} missing for {rec.rcpt_tos}"
+        assert m["Bcc"] is None and m["Cc"] is None
+        assert [a.addr_spec for a in m["To"].addresses] == rec.rcpt_tos
+        assert m["From"].addresses[0].display_name == "NALACC Alertas"
+        assert m["Message-ID"].endswith("@nalacc.example.org>")
+        ids.add(m["Message-ID"])
+        assert email.utils.parsedate_to_datetime(m["Date"]) is not None
+        assert m["List-Unsubscribe"].startswith("<https://alerts.example.org/u/")
+        assert rec.rcpt_tos[0].split("@")[0] not in m["List-Unsubscribe"]  # opaque token
+        assert m["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert m.get_content_type() == "multipart/alternative"
+        assert all(len(line) <= 998 for line in rec.data.split(b"\r\n"))
+    assert len(ids) == len(smtp_server.received)
+    eve = smtp_server.to("eve@example.net")[0].message
+    assert eve["To"].addresses[0].display_name == "Eve Bcc: x@evil.example"
+    ana = smtp_server.to("ana@example.org")[0].message
+    assert ana["To"].addresses[0].display_name == "Ana Lucía Pérez"
+    assert not smtp_server.to("x@evil.example")
+
+
+def test_451_on_some_rcpts_is_retried_and_delivered_once(project, smtp_server, monkeypatch):
+    setup_project(project, monkeypatch, smtp_server)
+    refused: Counter = Counter()
+
+    def rcpt(address: str) -> str | None:
+        if address in ("bob@example.com", "jose@example.org") and refused[address] < 2:
+            refused[address] += 1
+            return "451 4.7.1 Greylisted, try again later"
+        return None
+
+    smtp_server.on_rcpt = rcpt
+    clock = FakeClock()
+    out = run(clock)
+    assert received_by(smtp_server) == Counter(VALID)
+    assert sorted(out.sent) == sorted(VALID) and not out.failed
+    assert refused == {"bob@example.com": 2, "jose@example.org": 2}
+    assert clock.now - 1000.0 >= campaign.backoff(1) + campaign.backoff(2)  # it did back off
+
+
+def test_4xx_forever_gives_up_after_the_configured_retries(project, smtp_server, monkeypatch):
+    setup_project(project, monkeypatch, smtp_server, retries=3)
+    calls: Counter = Counter()
+
+    def rcpt(address: str) -> str | None:
+        calls[address] += 1
+        return "452 4.2.2 Mailbox full" if address == "bob@example.com" else None
+
+    smtp_server.on_rcpt = rcpt
+    with pytest.raises(NewsletterError, match="--retry-failed"):
+        run(FakeClock())
+    assert calls["bob@example.com"] == 3
+    assert states(project)["bob@example.com"] == "failed"
+    assert received_by(smtp_server) == Counter(a for a in VALID if a != "bob@example.com")
+
+
+def test_550_on_one_fails_it_and_the_run_goes_on(project, smtp_server, monkeypatch):
+    setup_project(project, monkeypatch, smtp_server)
+    smtp_server.on_rcpt = lambda a: "550 5.1.1 No such user" if a == "bob@example.com" else None
+    result = send("--yes")
+    assert result.exit_code == 1
+    assert "bob@example.com: 550 5.1.1 No such user" in result.output
+    assert "--retry-failed" in result.output and "Traceback" not in result.output
+    assert received_by(smtp_server) == Counter(a for a in VALID if a != "bob@example.com")
+    assert states(project)["bob@example.com"] == "failed"
+
+    # Not retried on a plain re-run; retried (and now accepted) with --retry-failed.
+    smtp_server.on_rcpt = None
+    assert send("--yes").exit_code == 1
+    assert not smtp_server.to("bob@example.com")
+    assert send("--yes", "--retry-failed").exit_code == 0
+    assert received_by(smtp_server) == Counter(VALID)
+
+
+def test_connection_lost_after_data_is_uncertain_and_not_resent(project, smtp_server, monkeypatch):
+    setup_project(project, monkeypatch, smtp_server)
+    smtp_server.drop_after_data = {"bob@example.com"}
+    result = send("--yes")
+    assert "uncertain 1" in result.output, result.output
+    assert "bob@example.com" in result.output and "--retry-uncertain" in result.output
+    # The server has it once; everyone else too (the next message reconnected).
+    assert received_by(smtp_server) == Counter(VALID)
+    assert states(project)["bob@example.com"] == "in_flight"
+
+    smtp_server.drop_after_data = set()
+    again = send("--yes")
+    assert "uncertain 1" in again.output and "skipped 3" in again.output
+    assert received_by(smtp_server) == Counter(VALID)  # not twice
+
+    resend = send("--yes", "--retry-uncertain")
+    assert resend.exit_code == 0, resend.output
+    assert received_by(smtp_server)["bob@example.com"] == 2  # asked for explicitly
+    assert states(project)["bob@example.com"] == "sent"
+
+
+def test_slow_server_hits_the_timeout_and_is_retried(project, smtp_server, monkeypatch):
+    setup_project(project, monkeypatch, smtp_server, timeout=0.3)
+    slow = {"jose@example.org": 1}
+
+    async def rcpt(address: str) -> None:
+        if slow.get(address):
+            slow[address] -= 1
+            await asyncio.sleep(1.0)  # longer than the client's timeout, once
+
+    smtp_server.on_rcpt = rcpt
+    out = run(FakeClock())
+    assert sorted(out.sent) == sorted(VALID)
+    assert received_by(smtp_server) == Counter(VALID)
+    assert states(project)["jose@example.org"] == "sent"
+
+
+def test_wrong_credentials_stop_at_once_without_the_password(project, smtp_server, monkeypatch):
+    setup_project(project, monkeypatch, smtp_server, username="nalacc")
+    smtp_server.auth = ("nalacc", "right-password")
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "wrong-password-42")
+    result = send("--yes", "--connections", "2")
+    assert result.exit_code == 1
+    assert "refused the login" in result.output and "NEWSLETTER_SMTP_PASSWORD" in result.output
+    assert "wrong-password-42" not in result.output and "Traceback" not in result.output
+    assert not smtp_server.received
+    assert set(states(project).values()) == {"pending"}
+
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "right-password")
+    assert send("--yes").exit_code == 0
+    assert received_by(smtp_server) == Counter(VALID)
+
+
+def test_password_over_plaintext_is_refused_unless_loopback(project, monkeypatch):
+    setup_project(
+        project, monkeypatch, host="smtp.example.org", port=25, security="none", username="nalacc"
+    )
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "secret-pw")
+    result = send("--yes")
+    assert result.exit_code == 1
+    assert "unencrypted" in result.output and "secret-pw" not in result.output
+
+
+def test_outage_stops_and_prints_the_resume_command(project, monkeypatch):
+    from tests.conftest import free_port
+
+    setup_project(
+        project, monkeypatch, host="127.0.0.1", port=free_port(), security="none", retries=2
+    )
+    clock = FakeClock()
+    with pytest.raises(NewsletterError, match="cannot connect"):
+        run(clock, connections=2)
+    assert set(states(project).values()) == {"pending"}  # nobody in flight, nobody failed
+    monkeypatch.setenv("NEWSLETTER_SMTP_RETRIES", "1")  # the CLI waits for real: no backoff
+    result = send("--yes")
+    assert result.exit_code == 1
+    assert f"To resume: newsletter send {ALERT} --to members.csv" in result.output
+
+
+def test_connections_and_rate_cap(project, smtp_server, monkeypatch):
+    many = "email,name,language\n" + "".join(
+        f"m{i}@example.org,Member {i},{'es' if i % 2 else 'en'}\n" for i in range(30)
+    )
+    setup_project(project, monkeypatch, smtp_server, csv=many)
+    clock = FakeClock()
+    out = run(clock, connections=3, rate=10.0)
+    assert len(out.sent) == 30
+    assert received_by(smtp_server) == Counter(f"m{i}@example.org" for i in range(30))
+    # 30 messages at 10/s: the shared bucket spaced them over at least 2.9 (fake) seconds.
+    assert clock.now - 1000.0 >= 2.9
+
+
+def test_dry_run_builds_everything_and_sends_and_writes_nothing(project, smtp_server, monkeypatch):
+    setup_project(project, monkeypatch, smtp_server)
+    result = send("--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "Dry run: 4 of 4 message(s) built" in result.output
+    assert not smtp_server.received
+    with Journal(project / "newsletter.db") as j:
+        assert not j.states(ALERT_ID)
+
+
+def test_limit_then_the_rest(project, smtp_server, monkeypatch):
+    setup_project(project, monkeypatch, smtp_server)
+    assert send("--yes", "--limit", "2").exit_code == 0
+    assert sum(received_by(smtp_server).values()) == 2
+    assert send("--yes").exit_code == 0
+    assert received_by(smtp_server) == Counter(VALID)
+
+
+def test_asks_before_a_real_send(project, smtp_server, monkeypatch):
+    setup_project(project, monkeypatch, smtp_server)
+    no = send(input="n\n")
+    assert f"Send to 4 recipients via 127.0.0.1:{smtp_server.port}?" in no.output
+    assert no.exit_code == 1 and not smtp_server.received
+    yes = send(input="y\n")
+    assert yes.exit_code == 0, yes.output
+    assert received_by(smtp_server) == Counter(VALID)
+
+
+def test_test_copy_is_marked_and_not_journaled(project, smtp_server, monkeypatch):
+    setup_project(project, monkeypatch, smtp_server)
+    result = send("--test", "editor@example.org")
+    assert result.exit_code == 0, result.output
+    (rec,) = smtp_server.wait_for(1)
+    assert rec.rcpt_tos == ["editor@example.org"]
+    assert rec.message["Subject"].startswith("[TEST] ")
+    db = project / "newsletter.db"
+    if db.exists():
+        assert not sqlite3.connect(db).execute("SELECT count(*) FROM deliveries").fetchone()[0]
+
+
+def test_no_smtp_host_delivers_into_the_outbox(project, monkeypatch):
+    setup_project(project, monkeypatch)
+    result = send("--yes")
+    assert result.exit_code == 0, result.output
+    assert "No [smtp] host configured" in result.output
+    files = sorted((project / "outbox" / ALERT_ID).glob("*.eml"))
+    assert len(files) == len(VALID)
+    import email as email_pkg
+    import email.policy
+
+    to = sorted(
+        email_pkg.message_from_bytes(f.read_bytes(), policy=email.policy.default)["To"]
+        .addresses[0]
+        .addr_spec
+        for f in files
+    )
+    assert to == sorted(VALID)
+    assert not list((project / "outbox" / ALERT_ID).glob(".tmp-*"))
+
+
+def test_transport_refuses_after_rset_and_keeps_the_connection(smtp_server):
+    """One connection carries a refusal and the next message (RSET, no nested MAIL)."""
+    cfg = Config()
+    cfg.smtp.host, cfg.smtp.port, cfg.smtp.security, cfg.smtp.timeout = (
+        smtp_server.host,
+        smtp_server.port,
+        "none",
+        2,
+    )
+    smtp_server.on_rcpt = lambda a: "550 no" if a.startswith("x") else None
+    t = deliver.SmtpTransport(cfg)
+    t.open()
+    try:
+        assert t.send("a@example.org", "x@example.org", b"Subject: 1\r\n\r\nhi\r\n")[0] == 550
+        assert t.send("a@example.org", "y@example.org", b"Subject: 2\r\n\r\n.dot\r\n")[0] == 250
+        assert t.connected
+    finally:
+        t.close()
+    assert smtp_server.received[0].data.endswith(b".dot\r\n")  # dot-stuffing undone by server
