@@ -1,0 +1,123 @@
+"""Real Chromium: the built email's layout at phone and desktop widths, and the live preview page."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from newsletter import preview, render
+from newsletter.config import load_config
+from tests.conftest import ALERT_ID, REPO
+
+# The email's outer content table: the 600 px column every block sits in.
+MAIN_TABLE_JS = """() => {
+  const tables = [...document.querySelectorAll('body table')];
+  const t = tables.find((t) => t.getAttribute('width') === '600') ||
+            tables.find((t) => /(^|;)\\s*(max-)?width:\\s*600px/.test(t.getAttribute('style') || ''));
+  return t ? t.getBoundingClientRect().width : null;
+}"""
+NO_HSCROLL_JS = (
+    "() => [document.scrollingElement.scrollWidth, document.scrollingElement.clientWidth]"
+)
+
+
+@pytest.fixture
+def built(demo: Path) -> Path:
+    """`newsletter build` output for the real alert, in the project's temp folder."""
+    cfg = load_config()
+    return render.run_build(cfg, demo / "alerts" / ALERT_ID, demo / "build")
+
+
+@pytest.mark.parametrize("lang", ["es", "en"])
+def test_phone_width_has_no_horizontal_scroll(page, built, lang):
+    page.set_viewport_size({"width": 375, "height": 800})
+    page.goto((built / f"{lang}.html").as_uri())
+    scroll, client = page.evaluate(NO_HSCROLL_JS)
+    assert client == 375
+    assert scroll <= client, f"{lang}.html scrolls sideways at 375 px ({scroll} > {client})"
+    assert page.evaluate("() => document.documentElement.lang") == lang
+
+
+@pytest.mark.parametrize("lang", ["es", "en"])
+def test_desktop_width_shows_the_600px_layout(page, built, lang):
+    page.set_viewport_size({"width": 800, "height": 800})
+    page.goto((built / f"{lang}.html").as_uri())
+    assert page.evaluate(MAIN_TABLE_JS) == 600
+    # and on a phone the same table reflows to the screen (the media query survived inlining)
+    page.set_viewport_size({"width": 375, "height": 800})
+    assert page.evaluate(MAIN_TABLE_JS) <= 375
+
+
+# --- the preview page ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def demo(project: Path) -> Path:
+    """The project with the repository's demo settings, as `make demo` runs it."""
+    shutil.copy(REPO / "newsletter.toml", project / "newsletter.toml")
+    return project
+
+
+@pytest.fixture
+def server(demo: Path) -> Iterator[preview.PreviewServer]:
+    srv = preview.PreviewServer(load_config(), demo / "alerts" / ALERT_ID, port=0).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def frame_lang(page: object, frame_id: str) -> str:
+    frame = page.frame_locator(f"#{frame_id}")  # type: ignore[attr-defined]
+    return frame.locator("html").get_attribute("lang")
+
+
+def test_preview_loads_and_switches_language(page, server):
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(server.url)
+    assert frame_lang(page, "desktop") == "es"  # the default language first
+    assert frame_lang(page, "phone") == "es"
+    assert page.locator("#phone").evaluate("f => f.clientWidth") == 375  # the phone viewport
+    assert page.locator("#desktop").evaluate("f => f.clientWidth") >= 600
+    assert page.locator("#text").inner_text().strip()
+    page.click("#lang-en")
+    page.wait_for_url("**/?lang=en")
+    assert frame_lang(page, "desktop") == "en"
+    assert frame_lang(page, "phone") == "en"
+    assert "Take Action NOW!" in page.locator("#text").inner_text()
+
+
+def test_preview_reloads_after_content_change(page, server, project):
+    page.goto(server.url + "?lang=en")
+    frame = page.frame_locator("#desktop")
+    frame.locator("text=Take Action NOW!").first.wait_for()
+    en = project / "alerts" / ALERT_ID / "en.md"
+    en.write_text(
+        en.read_text(encoding="utf-8").replace("Take Action NOW!", "Act before Tuesday!"),
+        encoding="utf-8",
+    )
+    # within a second or so; the bound is generous for a loaded CI machine
+    page.frame_locator("#desktop").locator("text=Act before Tuesday!").first.wait_for(timeout=5000)
+    assert "Act before Tuesday!" in page.locator("#text").inner_text()
+    assert page.url.endswith("?lang=en")  # the reload keeps the language
+
+
+def test_preview_shows_template_error_and_recovers(page, server, project):
+    layout = project / "templates" / "email" / render.LAYOUT_HTML
+    good = layout.read_text(encoding="utf-8")
+    page.goto(server.url)
+    page.locator("#desktop").wait_for()
+    lines = good.splitlines(keepends=True)
+    lines.insert(4, "{% if %}\n")  # line 5
+    layout.write_text("".join(lines), encoding="utf-8")
+    error = page.locator("#error")
+    error.wait_for(timeout=5000)
+    assert f"templates/email/{render.LAYOUT_HTML}, line 5" in error.inner_text()
+    page.screenshot(path=str(project / "preview-error.png"))
+    layout.write_text(good, encoding="utf-8")
+    page.locator("#desktop").wait_for(timeout=5000)
+    assert frame_lang(page, "desktop") == "es"
+    assert page.locator("#error").count() == 0
