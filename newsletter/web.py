@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import re
-import sys
 import threading
 import time
 import unicodedata
@@ -339,6 +339,24 @@ class _Pages:
         return Journal(self.cfg.path("state"), secret=self.secret)
 
 
+def _client_ip() -> str:
+    """The client's address; behind a reverse proxy on this machine, the one it reports.
+
+    Only a peer on loopback is trusted, and only for the last X-Forwarded-For entry (the one the
+    proxy added itself): a client can prepend anything, not append. Without this, every forward
+    through nginx would come from 127.0.0.1 and share one daily cap.
+    """
+    peer = request.remote_addr or ""
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    if forwarded and peer in ("127.0.0.1", "::1"):
+        last = forwarded.split(",")[-1].strip()
+        try:
+            return str(ipaddress.ip_address(last))
+        except ValueError:
+            return peer
+    return peer
+
+
 def _subject(alert: Any, lang: str) -> str:
     text = alert.texts.get(lang) or alert.texts[alert.default_language]
     return str(text.subject)
@@ -540,7 +558,7 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
         if fwd is None:
             return forward_form(token, data, alert, errors=errors, status=400, **given)
         since = datetime.fromtimestamp(pages.clock() - DAY, UTC)
-        ip = request.remote_addr or ""
+        ip = _client_ip()
         caps = app.config["FORWARDS_PER_TOKEN_PER_DAY"], app.config["FORWARDS_PER_IP_PER_DAY"]
         with pages.journal() as j:
             if (
@@ -698,4 +716,3 @@ def run_serve(cfg: Config, host: str, port: int) -> None:
         pass
     finally:
         server.server_close()
-    sys.stdout.flush()

@@ -578,3 +578,97 @@ def test_forward_command_without_smtp_writes_the_outbox(project, monkeypatch):
     assert len(files) == 1
     msg = email.message_from_bytes(files[0].read_bytes())
     assert msg["To"] == "luis@example.org"
+
+
+def test_ip_cap_behind_a_local_reverse_proxy(cfg, clock, smtp_server):
+    """Through nginx on this machine each client has its own cap; a forged header gains nothing."""
+    from newsletter.journal import Journal
+
+    app = web.create_app(cfg, clock=clock)
+    app.config.update(FORWARDS_PER_IP_PER_DAY=2)
+    client = app.test_client()  # its peer address is 127.0.0.1, like a local proxy's
+    with Journal(cfg.path("state")) as j:
+        ids = [j.contact(f"m{i}@example.org", f"M{i}") for i in range(3)]
+
+    def post(contact_id: int, forwarded: str):
+        tok = token("forward", contact_id, "en")
+        page = client.get(f"/f/{tok}").get_data(as_text=True)
+        return client.post(
+            f"/f/{tok}",
+            data={"csrf": csrf_of(page), "to": FRIENDS, "name": "M", "lang": "en"},
+            headers={"X-Forwarded-For": forwarded},
+        )
+
+    assert post(ids[0], "203.0.113.5").status_code == 200
+    assert post(ids[1], "203.0.113.6").status_code == 200  # another client: its own cap
+    # The same client again, prepending a made-up address: the proxy's entry is the last one.
+    assert post(ids[2], "198.51.100.1, 203.0.113.5").status_code == 429
+    assert len(smtp_server.received) == 4
+
+
+def test_calendar_file(client, cfg):
+    resp = client.get(f"/a/{ALERT_ID}/chicago-protest.ics")
+    assert resp.status_code == 200
+    assert resp.mimetype == "text/calendar"
+    body = resp.get_data(as_text=True)
+    assert body.startswith("BEGIN:VCALENDAR") and "DTSTART:20110816T160000Z" in body
+    assert client.get(f"/a/{ALERT_ID}/no-such-event.ics").status_code == 404
+
+
+def test_serve_needs_the_secret(project):
+    from click.testing import CliRunner
+
+    from newsletter.cli import cli
+
+    write_config(project)
+    result = CliRunner().invoke(cli, ["serve", "--port", "0"])
+    assert result.exit_code == 1
+    assert "NEWSLETTER_SECRET is not set" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_serve_without_base_url_only_on_loopback(project, monkeypatch):
+    from click.testing import CliRunner
+
+    from newsletter.cli import cli
+
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    (project / "newsletter.toml").write_text("[org]\nname = 'NALACC'\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--port", "0"])
+    assert result.exit_code == 1 and "[web] base_url is not set" in result.output
+
+
+def test_newsletter_serve_answers(project, monkeypatch):
+    """`newsletter serve` as a user starts it: a real process, asked over HTTP, then stopped."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    port = free_port()
+    write_config(project, base_url=f"http://127.0.0.1:{port}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+                    assert resp.status == 200
+                    assert "Alertas de acción" in resp.read().decode()
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                assert time.monotonic() < deadline, "serve did not answer within 20 s"
+                time.sleep(0.1)
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0].decode()
+    assert f"http://127.0.0.1:{port}/" in out
+    assert SECRET not in out

@@ -157,7 +157,9 @@ def test_forward_language_and_unsubscribe_from_a_delivered_message(
     assert page.get_by_label("Tu nombre").input_value() == "Ana Pérez"
     page.get_by_label("Correo electrónico 1").fill("luis@example.org")
     page.get_by_label("Correo electrónico 2").fill("marta@example.net")
-    page.get_by_label("Una nota para ellos (opcional)").fill("¡Vengan!\nNos vemos el martes <3")
+    page.get_by_label("Una nota para tus amistades (opcional)").fill(
+        "¡Vengan!\nNos vemos el martes <3"
+    )
     page.get_by_role("button", name="Enviar").click()
     page.get_by_text("Enviamos la alerta a 2 personas.").wait_for()
     assert no_horizontal_scroll(page)
@@ -239,5 +241,8 @@ def test_pages_at_375px(live, page, project):
         assert unlabelled_fields(page) == [], name
     # The form refuses a sixth friend even when the browser is bypassed: shown, not a crash.
     page.goto(live.url + urls["forward"])
-    page.get_by_label("Una nota para ellos (opcional)").fill("x" * 600)
-    assert len(page.get_by_label("Una nota para ellos (opcional)").input_value()) == web.NOTE_MAX
+    page.get_by_label("Una nota para tus amistades (opcional)").fill("x" * 600)
+    assert (
+        len(page.get_by_label("Una nota para tus amistades (opcional)").input_value())
+        == web.NOTE_MAX
+    )
