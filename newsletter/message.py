@@ -151,8 +151,9 @@ class _Part:
                     encoded[name] = chunk
                 add(chunk)
         add(self.static[-1])
-        if not last_ends_line:
-            out.append(CRLF)
+        # The CRLF before a boundary belongs to the boundary (RFC 2046 5.1.1): one more keeps
+        # the part's own last line break.
+        out.append(CRLF)
         return b"".join(out)
 
 
