@@ -146,7 +146,9 @@ def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise NewsletterError(f"{path}: missing. Every alert needs it (see `newsletter new`).") from None
+        raise NewsletterError(
+            f"{path}: missing. Every alert needs it (see `newsletter new`)."
+        ) from None
     except UnicodeDecodeError:
         raise NewsletterError(f"{path}: not UTF-8 text. Save it as UTF-8.") from None
 
@@ -203,7 +205,7 @@ def load_alert(cfg: Config, path: str | Path) -> Alert:
         )
     links = data.get("links", {})
     if not isinstance(links, dict):
-        raise NewsletterError(f"{where('links')}: [links] must be a table of name = \"URL\".")
+        raise NewsletterError(f'{where("links")}: [links] must be a table of name = "URL".')
     links = {k: _str(v, where(k)) for k, v in links.items()}
 
     events = {}
@@ -212,7 +214,7 @@ def load_alert(cfg: Config, path: str | Path) -> Alert:
     contacts = {}
     for cid, c in _table(data, "contacts", where).items():
         if not isinstance(c, dict) or "name" not in c:
-            raise NewsletterError(f"{where(f'contacts.{cid}')}: [contacts.{cid}] needs name = \"…\".")
+            raise NewsletterError(f'{where(f"contacts.{cid}")}: [contacts.{cid}] needs name = "…".')
         unknown = set(c) - {"name", "phone", "email"}
         if unknown:
             raise NewsletterError(
@@ -298,17 +300,27 @@ def _load_text(alert: Alert, lang: str) -> Text:
     for eid, ev in meta.get("events", {}).items():
         w = f"{path}:{1 + _line_of(front, f'events.{eid}')}"
         if eid not in alert.events:
-            raise NewsletterError(f"{w}: [events.{eid}] is not an event of {ALERT_FILE}. Fix the id.")
+            raise NewsletterError(
+                f"{w}: [events.{eid}] is not an event of {ALERT_FILE}. Fix the id."
+            )
         if not isinstance(ev, dict) or "title" not in ev:
             raise NewsletterError(f'{w}: [events.{eid}] needs title = "…".')
         events[eid] = {"title": _str(ev["title"], w), "detail": _str(ev.get("detail", ""), w)}
     for eid in alert.events:
         if eid not in events:
-            raise NewsletterError(f'{path}:1: front matter lacks [events.{eid}] title = "…". Add it.')
+            raise NewsletterError(
+                f'{path}:1: front matter lacks [events.{eid}] title = "…". Add it.'
+            )
     parts = tuple(_parse_body(alert, path, body, body_line))
     return Text(
-        lang, path, meta["subject"], meta["preheader"], meta["headline"], meta["subtitle"],
-        events, parts,
+        lang,
+        path,
+        meta["subject"],
+        meta["preheader"],
+        meta["headline"],
+        meta["subtitle"],
+        events,
+        parts,
     )
 
 
@@ -450,9 +462,12 @@ def markdown_text(tokens: list[Token], width: int = 72) -> str:
             for para in text.split("\n"):
                 lines.append(
                     textwrap.fill(
-                        para, width=width, initial_indent=lead + bullet,
+                        para,
+                        width=width,
+                        initial_indent=lead + bullet,
                         subsequent_indent=lead + " " * len(bullet),
-                        break_long_words=False, break_on_hyphens=False,
+                        break_long_words=False,
+                        break_on_hyphens=False,
                     )
                 )
             blocks.append("\n".join(lines))

@@ -65,7 +65,9 @@ def _load_catalog(key: tuple[str, int, int], lang: str) -> Catalog:
     except PoFileError as err:
         raise NewsletterError(f"{path}: {err}. Fix the .po syntax.") from None
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise NewsletterError(f"{path}: cannot read the catalog ({err}). Save it as UTF-8 .po.") from None
+        raise NewsletterError(
+            f"{path}: cannot read the catalog ({err}). Save it as UTF-8 .po."
+        ) from None
 
 
 def catalog(cfg: Config, lang: str, domain: str = "messages") -> Catalog:
@@ -128,7 +130,9 @@ def template_msgids(cfg: Config, domain: str = "messages", subdir: str = "email"
         try:
             items = list(env.extract_translations(source, GETTEXT_FUNCS))  # type: ignore[attr-defined]
         except jinja2.TemplateSyntaxError as err:
-            raise NewsletterError(f"{path}:{err.lineno}: {err.message}. Fix the template.") from None
+            raise NewsletterError(
+                f"{path}:{err.lineno}: {err.message}. Fix the template."
+            ) from None
         for lineno, _func, message in items:
             msgs = message if isinstance(message, tuple) else (message,)
             for msgid in msgs[:1]:  # the singular; ngettext's plural shares its catalog entry

@@ -98,9 +98,10 @@ def event_view(cfg: Config, alert: Alert, event: Event, lang: str) -> EventView:
             {
                 "action": "TEMPLATE",
                 "text": words["title"],
-                "dates": f"{_utc(event.start)}/{_utc(event.start)}",
-                "location": f"{event.place}, {event.address}",
                 "details": words["detail"],
+                "location": f"{event.place}, {event.address}",
+                # Last: a URL that ends in "." (a sentence) loses it to link detection in text.
+                "dates": f"{_utc(event.start)}/{_utc(event.start)}",
             },
             safe="/",
             quote_via=quote,
@@ -115,8 +116,15 @@ def event_view(cfg: Config, alert: Alert, event: Event, lang: str) -> EventView:
         else ""
     )
     return EventView(
-        event.id, words["title"], words["detail"], when, event.place, event.address,
-        map_url, calendar_url, ics_url,
+        event.id,
+        words["title"],
+        words["detail"],
+        when,
+        event.place,
+        event.address,
+        map_url,
+        calendar_url,
+        ics_url,
     )
 
 
@@ -141,7 +149,9 @@ def event_ics(cfg: Config, alert: Alert, event_id: str) -> str:
     """An RFC 5545 calendar with the event, written by hand (see docs/architecture.md: why)."""
     event = alert.events[event_id]
     if event.start is None:
-        raise NewsletterError(f"{alert.path}/alert.toml: [events.{event_id}] start is not written yet.")
+        raise NewsletterError(
+            f"{alert.path}/alert.toml: [events.{event_id}] start is not written yet."
+        )
     # One file serves both editions: the title in each language, default first.
     titles = [alert.texts[lang].events[event_id]["title"] for lang in alert.languages]
     details = [alert.texts[lang].events[event_id]["detail"] for lang in alert.languages]
@@ -298,8 +308,7 @@ def render_edition(
         greeting_named=gettext(s["greeting_named"]),
         greeting_anonymous=gettext(s["greeting_anonymous"]),
         forward_body=_forward_body(cfg, alert, lang, gettext(s["forward_intro"])),
-        language_subject=gettext(s["language_subject"])
-        % {"language": _language_name(other, lang)},
+        language_subject=gettext(s["language_subject"]) % {"language": _language_name(other, lang)},
         unsubscribe_subject=gettext(s["unsubscribe_subject"]) % {"org": cfg.org.name},
     )
 
@@ -317,7 +326,9 @@ def _forward_body(cfg: Config, alert: Alert, lang: str, intro: str) -> str:
     return body if len(body) <= FORWARD_BODY_MAX else body[: FORWARD_BODY_MAX - 1] + "…"
 
 
-def render_editions(cfg: Config, alert: Alert | str | Path, variant: str = "member") -> dict[str, Edition]:
+def render_editions(
+    cfg: Config, alert: Alert | str | Path, variant: str = "member"
+) -> dict[str, Edition]:
     """Every language's edition of an alert, default language first."""
     if not isinstance(alert, Alert):
         alert = load_alert(cfg, alert)
@@ -379,7 +390,9 @@ def run_build(cfg: Config, alert_path: str | Path, out: str | Path | None = None
         size = path.stat().st_size
         click.echo(f"wrote {path} ({size / 1024:.1f} KB)")
     first = folder / f"{alert.default_language}.html"
-    click.echo(f"Open {first.resolve().as_uri()} in a browser, or run: newsletter preview {alert.path}")
+    click.echo(
+        f"Open {first.resolve().as_uri()} in a browser, or run: newsletter preview {alert.path}"
+    )
     return folder
 
 
