@@ -64,12 +64,6 @@ class ForwardRequest:
     lang: str
 
 
-def clean_name(name: str) -> str:
-    """A display name with control characters (CR/LF, tabs) turned into single spaces."""
-    cleaned = "".join(" " if unicodedata.category(c)[0] == "C" else c for c in name)
-    return " ".join(cleaned.split())
-
-
 def clean_note(note: str) -> str:
     """The note with line endings normalised to LF and other control characters dropped.
 
@@ -101,7 +95,7 @@ def check_forward(
             continue
         if ok.lower() not in (f.lower() for f in friends):
             friends.append(ok)
-    name = clean_name(name)
+    name = message.clean_name(name)
     if not name:
         errors.append(("no_name", None))
     elif len(name) > NAME_MAX:
@@ -424,7 +418,9 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
         app.logger.error("%s", err.message)
         return pages.notice("error", 500)
 
+    @app.errorhandler(links.BadToken)
     def bad_token(err: links.BadToken) -> Response:
+        # Tampered, foreign, malformed or expired: we cannot know the reader's language.
         return pages.notice("expired" if err.reason == "expired" else "invalid", 400)
 
     # archive ------------------------------------------------------------------------------
@@ -515,10 +511,7 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
         return pages.page(html, status)
 
     def forward_context(token: str) -> tuple[links.TokenData, Any, Any] | Response:
-        try:
-            data = pages.token("forward", token)
-        except links.BadToken as err:
-            return bad_token(err)
+        data = pages.token("forward", token)  # BadToken: the 400 page
         alert = pages.alert(data.alert_id)
         if alert is None:
             return pages.notice("not_found", 404, data.lang)
@@ -598,10 +591,7 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
     # language -----------------------------------------------------------------------------
     @app.route("/l/<token>", methods=["GET", "POST"])
     def language(token: str) -> Response:
-        try:
-            data = pages.token("language", token)
-        except links.BadToken as err:
-            return bad_token(err)
+        data = pages.token("language", token)  # BadToken: the 400 page
         target = other_language(data.lang)
         values = {
             "target_name": links.LANG_NAMES[target],
@@ -627,10 +617,7 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
     # unsubscribe --------------------------------------------------------------------------
     @app.route("/u/<token>", methods=["GET", "POST"])
     def unsubscribe(token: str) -> Response:
-        try:
-            data = pages.token("unsubscribe", token)
-        except links.BadToken as err:
-            return bad_token(err)
+        data = pages.token("unsubscribe", token)  # BadToken: the 400 page
         lang = data.lang
         if request.method != "POST":  # GET and HEAD: never a change
             other = other_language(lang)
@@ -668,10 +655,7 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
 
     @app.post("/u/<token>/resubscribe")
     def resubscribe(token: str) -> Response:
-        try:
-            data = pages.token("unsubscribe", token)
-        except links.BadToken as err:
-            return bad_token(err)
+        data = pages.token("unsubscribe", token)  # BadToken: the 400 page
         if not check_csrf(
             secret, "resubscribe", token, request.form.get("csrf", ""), pages.clock()
         ):
