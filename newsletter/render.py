@@ -368,27 +368,22 @@ def run_build(cfg: Config, alert_path: str | Path, out: str | Path | None = None
 
     alert = load_alert(cfg, alert_path)
     folder = Path(out) if out else cfg.path("build") / alert.id
-    written: list[Path] = []
+    # Everything is made before anything is written: a bad alert leaves no half-built folder.
+    files: dict[str, bytes] = {}
     for lang, edition in render_editions(cfg, alert).items():
         values = sample_links(cfg, edition)
         values[tokens.NAME] = edition.greeting_named.format(name=SAMPLE_NAME)
-        for ext, body, escape in (("html", edition.html, True), ("txt", edition.text, False)):
-            path = folder / f"{lang}.{ext}"
-            write_atomic(path, tokens.fill(body, values, escape_html=escape))
-            written.append(path)
+        files[f"{lang}.html"] = tokens.fill(edition.html, values, escape_html=True).encode()
+        files[f"{lang}.txt"] = tokens.fill(edition.text, values, escape_html=False).encode()
         eml = _sample_eml(cfg, edition)
         if eml is not None:
-            path = folder / f"{lang}.eml"
-            write_atomic(path, eml)
-            written.append(path)
+            files[f"{lang}.eml"] = eml
     for event in alert.events.values():
         if event.start is not None:
-            path = folder / f"{event.id}.ics"
-            write_atomic(path, event_ics(cfg, alert, event.id).encode("utf-8"))
-            written.append(path)
-    for path in written:
-        size = path.stat().st_size
-        click.echo(f"wrote {path} ({size / 1024:.1f} KB)")
+            files[f"{event.id}.ics"] = event_ics(cfg, alert, event.id).encode("utf-8")
+    for name, data in files.items():
+        write_atomic(folder / name, data)
+        click.echo(f"wrote {folder / name} ({len(data) / 1024:.1f} KB)")
     first = folder / f"{alert.default_language}.html"
     click.echo(
         f"Open {first.resolve().as_uri()} in a browser, or run: newsletter preview {alert.path}"

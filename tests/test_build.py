@@ -1,0 +1,139 @@
+"""`newsletter build` and `newsletter new` end to end, through click's runner, in a project folder."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from newsletter import tokens
+from newsletter.cli import cli
+from tests.conftest import ALERT_ID, REPO
+
+ALERT = f"alerts/{ALERT_ID}"
+
+
+@pytest.fixture
+def demo(project: Path) -> Path:
+    """The project folder as a fresh checkout has it, with the demo newsletter.toml."""
+    shutil.copy(REPO / "newsletter.toml", project / "newsletter.toml")
+    return project
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_build_writes_every_file_filled(demo: Path) -> None:
+    code, out = run("build", ALERT, "--out", "out")
+    assert code == 0, out
+    out_dir = demo / "out"
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert names == [
+        "chicago-protest.ics",
+        "en.eml",
+        "en.html",
+        "en.txt",
+        "es.eml",
+        "es.html",
+        "es.txt",
+    ]
+    for name in names:
+        assert f"wrote out/{name}" in out
+    assert "newsletter preview" in out and (out_dir / "es.html").resolve().as_uri() in out
+    for lang, greeting in (("es", "Hola, Ana García:"), ("en", "Dear Ana García,")):
+        html = (out_dir / f"{lang}.html").read_text(encoding="utf-8")
+        text = (out_dir / f"{lang}.txt").read_text(encoding="utf-8")
+        assert tokens.leftover(html) == [] and tokens.leftover(text) == []
+        assert greeting in html and greeting in text
+        # Without a base URL: forward is a prefilled mailto:, unsubscribe the configured address.
+        assert 'href="mailto:?subject=' in html
+        assert "mailto:unsubscribe@example.org?subject=" in html
+        assert "mailto:language@example.org?subject=" in html
+        assert html.startswith("<!DOCTYPE html>") and f'<html lang="{lang}"' in html
+
+
+def test_build_eml_is_a_complete_multipart_alternative(demo: Path) -> None:
+    assert run("build", ALERT, "--out", "out")[0] == 0
+    for lang in ("es", "en"):
+        msg = email.message_from_bytes(
+            (demo / "out" / f"{lang}.eml").read_bytes(), policy=email.policy.default
+        )
+        assert msg.get_content_type() == "multipart/alternative"
+        assert msg["From"] and msg["To"] and msg["Subject"] and msg["Message-ID"]
+        html = msg.get_body(("html",)).get_content()
+        text = msg.get_body(("plain",)).get_content()
+        assert "Comunidades Seguras" in html if lang == "es" else "Secure Communities" in html
+        assert tokens.leftover(html) == [] and tokens.leftover(text) == []
+        assert "(305) 744-1951" in text
+
+
+def test_build_ics_file(demo: Path) -> None:
+    assert run("build", ALERT, "--out", "out")[0] == 0
+    ics = (demo / "out" / "chicago-protest.ics").read_bytes()
+    assert ics.startswith(b"BEGIN:VCALENDAR\r\n") and ics.endswith(b"END:VCALENDAR\r\n")
+    assert b"DTSTART:20110816T160000Z\r\n" in ics
+
+
+def test_build_default_folder_and_no_temp_files(demo: Path) -> None:
+    code, out = run("build", ALERT)
+    assert code == 0, out
+    folder = demo / "build" / ALERT_ID
+    assert (folder / "es.html").is_file() and (folder / "en.txt").is_file()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+    # A second build replaces the files in place.
+    assert run("build", ALERT)[0] == 0
+
+
+def test_build_with_base_url_links_to_the_public_pages(
+    demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_WEB_BASE_URL", "https://alerts.example.org")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "s" * 32)
+    assert run("build", ALERT, "--out", "out")[0] == 0
+    html = (demo / "out" / "en.html").read_text(encoding="utf-8")
+    assert 'href="https://alerts.example.org/u/' in html
+    assert 'href="https://alerts.example.org/f/' in html
+    assert f'href="https://alerts.example.org/a/{ALERT_ID}/en"' in html
+    assert f'href="https://alerts.example.org/a/{ALERT_ID}/chicago-protest.ics"' in html
+
+
+def test_build_bad_alert_is_one_clear_line(demo: Path) -> None:
+    md = demo / ALERT / "en.md"
+    md.write_text(md.read_text(encoding="utf-8").replace("::: petition", "::: button"), "utf-8")
+    result = CliRunner().invoke(cli, ["build", ALERT, "--out", "out"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "en.md:29: unknown block '::: button'" in lines[0]
+    assert "Traceback" not in result.output
+    assert not (demo / "out").exists()  # nothing half-written
+
+
+def test_build_missing_folder(demo: Path) -> None:
+    result = CliRunner().invoke(cli, ["build", "alerts/nope"])
+    assert result.exit_code == 1 and "no such alert folder" in result.output
+
+
+def test_new_then_build_shows_the_markers(demo: Path) -> None:
+    code, out = run("new", "2026-12-04-next-alert")
+    assert code == 0, out
+    folder = demo / "alerts" / "2026-12-04-next-alert"
+    assert folder.is_dir() and "newsletter check" in out
+    code, out = run("build", str(folder), "--out", "next")
+    assert code == 0, out
+    for lang in ("es", "en"):
+        html = (demo / "next" / f"{lang}.html").read_text(encoding="utf-8")
+        assert "[[WRITE: " in html
+    assert not (demo / "next" / "main.ics").exists()  # no start time yet: no calendar file
+
+
+def test_new_refuses_existing_and_bad_ids(demo: Path) -> None:
+    result = CliRunner().invoke(cli, ["new", ALERT_ID])
+    assert result.exit_code == 1 and "already exists" in result.output
+    result = CliRunner().invoke(cli, ["new", "Bad Id"])
+    assert result.exit_code == 1 and "lowercase letters, digits and hyphens" in result.output
