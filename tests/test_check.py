@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from newsletter import check, tokens
+from newsletter.cli import cli
 from newsletter.config import Config
+from tests.conftest import ALERT_ID, REPO
 
 ADDRESS = "123 Main St, Chicago, IL 60601"
 
@@ -211,3 +217,130 @@ def test_merge_reports_a_finding_once_with_its_copies():
     b = dataclasses.replace(a, where="es html:9 <img>", variants=("forward",))
     [m] = check.merge([a, b])
     assert m.variants == ("member", "forward")
+
+
+# --- the whole alert, through the command line ---------------------------------------------------
+
+FIXTURE = REPO / "tests" / "fixtures" / "broken-alert"
+
+
+@pytest.fixture
+def demo(project: Path) -> Path:
+    """The project with the repository's demo settings, as `make demo` runs it."""
+    shutil.copy(REPO / "newsletter.toml", project / "newsletter.toml")
+    return project
+
+
+def run_check(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["check", *args])
+    assert not isinstance(result.exception, Exception) or isinstance(
+        result.exception, SystemExit
+    ), result.output
+    return result.exit_code, result.output
+
+
+def found(output: str) -> set[str]:
+    """The ids printed at the start of each problem line."""
+    return {line.split()[0] for line in output.splitlines() if re.match(r"^[EW]-[A-Z0-9-]+\s", line)}
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{old!r} not in {path}: the test's edit no longer applies"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def test_real_alert_passes_with_only_warnings(demo):
+    code, out = run_check(f"alerts/{ALERT_ID}")
+    assert code == 0, out
+    assert found(out) == {"W-EXAMPLE"}  # the facts the archived copy lost, and demo settings
+    assert "0 errors" in out.splitlines()[-1]
+
+
+def test_broken_fixture_alert_reports_every_problem(demo):
+    shutil.copytree(FIXTURE, demo / "alerts" / "broken-alert")
+    code, out = run_check("alerts/broken-alert")
+    assert code == 1
+    assert found(out) >= {
+        "E-PLACEHOLDER",  # [[WRITE: …]] in es.md, and {{ nombre }}
+        "E-TOKEN",  # __NL_FRIEND_NAME__ is no token of tokens.py
+        "E-PREHEADER",  # en.md's preheader is empty
+        "E-LINK-HTTP",  # press-release = "http://…"
+        "E-LINK-RELATIVE",  # petition = "/petition"
+        "W-EXAMPLE",  # facebook = "https://example.org/…"
+    }
+    assert "alerts/broken-alert/es.md:14: unfinished" in out  # the marker at its file and line
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("Error: alerts/broken-alert:") and "errors" in last
+    assert "Traceback" not in out
+
+
+def untranslate(po: Path, msgid: str) -> None:
+    """Empty one msgstr of a catalog, as a translator who has not got to it yet leaves it."""
+    text = po.read_text(encoding="utf-8")
+    new, n = re.subn(rf'(msgid "{msgid}"\nmsgstr )".*"', r'\1""', text)
+    assert n == 1, f"{msgid!r} not found in {po}"
+    po.write_text(new, encoding="utf-8")
+
+
+def layout(project: Path) -> Path:
+    return project / "templates" / "email" / "layout.html"
+
+
+def footer(project: Path) -> Path:
+    return project / "templates" / "email" / "footer.html"
+
+
+BREAKS = {
+    "E-SIZE": lambda p: edit(
+        p / "alerts" / ALERT_ID / "en.md",
+        "## Take Action NOW!",
+        "long words " * 10_000 + "\n\n## Take Action NOW!",
+    ),
+    "E-ALT": lambda p: edit(
+        layout(p),
+        '{% include "footer.html" %}',
+        '<tr><td><img src="https://nalacc.test/logo.png"></td></tr>\n{% include "footer.html" %}',
+    ),
+    "E-LANG": lambda p: edit(layout(p), ' lang="{{ lang }}"', ""),
+    "E-POSTAL": lambda p: edit(footer(p), '<p class="postal">{{ postal_address }}</p>', ""),
+    "E-UNSUB": lambda p: edit(
+        footer(p), '<a href="{{ tokens.UNSUBSCRIBE_URL }}">{{ _("Unsubscribe") }}</a>', ""
+    ),
+    "E-TEXT-LINK": lambda p: edit(
+        p / "templates" / "email" / "blocks" / "petition.txt", ": {{ links[part.ref] }}", ""
+    ),
+    "E-JS": lambda p: edit(layout(p), "</head>", "<script>document.title = 1</script></head>"),
+    "E-CSS": lambda p: edit(
+        layout(p), "</head>", '<link rel="stylesheet" href="https://cdn.test/a.css"></head>'
+    ),
+    "E-I18N": lambda p: untranslate(
+        p / "locale" / "es" / "LC_MESSAGES" / "messages.po", "Unsubscribe"
+    ),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(BREAKS))
+def test_check_catches(demo, rule):
+    BREAKS[rule](demo)
+    code, out = run_check(f"alerts/{ALERT_ID}")
+    assert rule in found(out), out
+    assert code == 1
+    assert "Fix:" in out
+
+
+def test_missing_postal_setting_is_named(demo, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SENDER_POSTAL_ADDRESS", "")
+    code, out = run_check(f"alerts/{ALERT_ID}")
+    assert code == 1
+    assert "[sender] postal_address" in out and "E-POSTAL" in found(out)
+
+
+def test_no_color_and_one_clear_last_line(demo):
+    shutil.copytree(FIXTURE, demo / "alerts" / "broken-alert")
+    result = CliRunner().invoke(
+        cli, ["check", "alerts/broken-alert"], env={"NO_COLOR": "1"}, color=True
+    )
+    assert "\x1b[" not in result.output
+    result = CliRunner().invoke(cli, ["check", "alerts/broken-alert"], color=True)
+    assert "\x1b[31m" in result.output  # errors in red on a terminal
