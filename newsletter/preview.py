@@ -239,7 +239,7 @@ class PreviewServer:
         from newsletter import check, links
 
         if not (links.base_url(self.cfg) and self.cfg.secret):
-            return check.sample_values(self.cfg, edition)
+            return check.sample_links(self.cfg, edition)
         from newsletter.journal import Journal
 
         # The public pages only honour tokens of known contacts: register the picked one, as a

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -204,3 +205,76 @@ def test_cli_preview_subprocess_ctrl_c_exits_cleanly(demo):
             proc.communicate()
     assert proc.returncode == 0, err
     assert "stopped" in out and "Traceback" not in err
+
+
+# --- the recipient picker -----------------------------------------------------------------------
+
+PICK_CSV = "email,name,language,city\nlucia@example.org,Lucía Pérez,es,Chicago\nsam@example.com,Sam Lee,en,Boston\n"
+
+
+@pytest.fixture
+def picker(demo: Path) -> Iterator[preview.PreviewServer]:
+    csv = demo / "recipients" / "pick.csv"
+    csv.parent.mkdir(exist_ok=True)
+    csv.write_text(PICK_CSV, encoding="utf-8")
+    srv = preview.PreviewServer(
+        load_config(), demo / "alerts" / ALERT_ID, port=0, recipients_csv=csv
+    )
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_picker_lists_recipients_and_shows_their_copy_in_their_language(picker):
+    assert [r.email for r in picker.snapshot.recipients] == ["lucia@example.org", "sam@example.com"]
+    _, body = get(picker.url)
+    assert 'id="recipient"' in body and "Sam Lee &lt;sam@example.com&gt;" in body
+    sam = next(r for r in picker.snapshot.recipients if r.email == "sam@example.com")
+    _, body = get(picker.url + f"?r={sam.line}")
+    assert (
+        f"/email/en.html?v={picker.snapshot.version}&amp;r={sam.line}" in body
+    )  # Sam reads English
+    _, html = get(picker.url + f"email/en.html?r={sam.line}")
+    assert "Sam Lee" in html and "Ana García" not in html  # their name, not the sample's
+    _, text = get(picker.url + f"email/en.txt?r={sam.line}")
+    assert "Sam Lee" in text
+    _, html = get(picker.url + "email/es.html")
+    assert "Ana García" in html  # no pick: the sample member of `newsletter build`
+
+
+def test_picked_copy_links_work_against_serve(demo, monkeypatch):
+    """With a base URL and the secret, the links carry tokens of a contact the journal knows."""
+    from newsletter import links
+    from newsletter.journal import Journal
+
+    secret = "s" * 32
+    monkeypatch.setenv("NEWSLETTER_SECRET", secret)
+    monkeypatch.setenv("NEWSLETTER_WEB_BASE_URL", "http://127.0.0.1:8080")
+    csv = demo / "pick.csv"
+    csv.write_text(PICK_CSV, encoding="utf-8")
+    cfg = load_config()
+    with preview.PreviewServer(cfg, demo / "alerts" / ALERT_ID, port=0, recipients_csv=csv) as srv:
+        lucia = srv.snapshot.recipients[0]
+        _, html = get(srv.url + f"email/es.html?r={lucia.line}")
+    m = re.search(r'href="http://127\.0\.0\.1:8080/u/([^"]+)"', html)
+    assert m, "no unsubscribe link to the local serve"
+    data = links.read_token(secret, "unsubscribe", m.group(1))
+    with Journal(cfg.path("state")) as journal:
+        contact = journal.find_contact("lucia@example.org")
+    assert contact is not None and data.contact_id == contact.id and data.lang == "es"
+
+
+def test_picker_defaults_to_sample_csv_and_rejects_a_missing_one(demo):
+    cfg = load_config()
+    srv = preview.PreviewServer(cfg, demo / "alerts" / ALERT_ID, port=0)
+    try:
+        assert srv.recipients_csv == demo / "recipients" / "sample.csv"
+        assert srv.snapshot.recipients
+    finally:
+        srv.stop()
+    with pytest.raises(NewsletterError, match="no such recipient CSV"):
+        preview.PreviewServer(
+            cfg, demo / "alerts" / ALERT_ID, port=0, recipients_csv=demo / "no.csv"
+        )
