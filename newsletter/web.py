@@ -40,6 +40,7 @@ CSRF_MAX_AGE = 6 * 3600  # a form left open this long must be reloaded
 DAY = 86400
 
 ALERT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,120}")
+TOKEN_PATH_RE = re.compile(r"^(/[flu]/)[^/?#]+")
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
@@ -148,8 +149,12 @@ def forward_messages(
     return [(friend, prepared.build(Friend(friend), values)[1]) for friend in fwd.friends]
 
 
-def deliver_all(cfg: Config, alert_id: str, messages: list[tuple[str, bytes]]) -> list[str]:
-    """Send prepared messages over one connection of the configured transport; who got them.
+def deliver_all(
+    cfg: Config, alert_id: str, messages: list[tuple[str, bytes]]
+) -> tuple[list[str], str]:
+    """Send prepared messages over one connection of the configured transport.
+
+    Returns who got them and where they went ("SMTP host:port" or "the outbox …").
 
     The same transports as `send` (SMTP, else the outbox, in a `forwards` folder so forwards do
     not mix with members' copies). A copy the server may have taken before the line dropped counts
@@ -175,7 +180,7 @@ def deliver_all(cfg: Config, alert_id: str, messages: list[tuple[str, bytes]]) -
             raise NewsletterError(f"{err}; nothing was forwarded. Try again later.") from None
     finally:
         transport.close()
-    return reached
+    return reached, transport.description
 
 
 def run_forward(
@@ -198,8 +203,11 @@ def run_forward(
         raise NewsletterError(
             "; ".join(_error_line(code, arg, where="command") for code, arg in errors) + "."
         )
-    reached = deliver_all(cfg, alert.id, forward_messages(cfg, alert, fwd, reply_to=None))
-    click.echo(f"Forwarded {alert.id} ({lang}) to {len(reached)} of {len(fwd.friends)} friends.")
+    reached, where = deliver_all(cfg, alert.id, forward_messages(cfg, alert, fwd, reply_to=None))
+    click.echo(
+        f"Forwarded {alert.id} ({lang}) to {len(reached)} of {len(fwd.friends)} friends "
+        f"via {where}."
+    )
     if len(reached) < len(fwd.friends):
         missed = ", ".join(f for f in fwd.friends if f not in reached)
         raise NewsletterError(f"not delivered to {missed}; the transport refused them. Try again.")
@@ -376,10 +384,37 @@ def _tree_stamp(*folders: Path) -> int:
     return hash(tuple(sorted(seen)))
 
 
+def redact(path: str) -> str:
+    """A path fit for a log: a token is a member's key to their unsubscribe and forward pages."""
+    return TOKEN_PATH_RE.sub(r"\1…", path)
+
+
+class _App(Flask):
+    def log_exception(self, exc_info: Any) -> None:
+        """Flask's own line names the URL; this one names it without the token."""
+        self.logger.error(
+            "Exception on %s [%s]", redact(request.path), request.method, exc_info=exc_info
+        )
+
+
+def _request_handler() -> type:
+    """werkzeug's request handler, logging paths without their tokens."""
+    from werkzeug.serving import WSGIRequestHandler
+
+    class Handler(WSGIRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            path = redact(getattr(self, "path", "?"))
+            self.log(
+                "info", '"%s %s %s" %s %s', self.command, path, self.request_version, code, size
+            )
+
+    return Handler
+
+
 def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
     """The public pages as a Flask app. `clock` is for tests (token and CSRF ages, daily caps)."""
     secret = cfg.require_secret()
-    app = Flask(__name__)
+    app = _App(__name__)
     app.config.update(
         FORWARDS_PER_TOKEN_PER_DAY=FORWARDS_PER_TOKEN_PER_DAY,
         FORWARDS_PER_IP_PER_DAY=FORWARDS_PER_IP_PER_DAY,
@@ -411,6 +446,10 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
     @app.errorhandler(413)
     def too_large(_err: Exception) -> Response:
         return pages.notice("error", 413)
+
+    @app.errorhandler(500)
+    def crashed(_err: Exception) -> Response:
+        return pages.notice("error", 500)
 
     @app.errorhandler(NewsletterError)
     def broken_alert(err: NewsletterError) -> Response:
@@ -568,7 +607,7 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
             cfg, alert, fwd, reply_to, pages.edition(alert.id, fwd.lang, "forward")
         )
         try:
-            reached = deliver_all(cfg, alert.id, messages)
+            reached, _where = deliver_all(cfg, alert.id, messages)
         except NewsletterError as err:
             app.logger.error("forward: %s", err.message)
             reached = []
@@ -686,7 +725,7 @@ def run_serve(cfg: Config, host: str, port: int) -> None:
         )
     app = create_app(cfg)
     try:
-        server = make_server(host, port, app, threaded=True)
+        server = make_server(host, port, app, threaded=True, request_handler=_request_handler())
     except OSError as err:
         raise NewsletterError(
             f"cannot listen on {host}:{port} ({err.strerror}). Pick another --port."

@@ -532,6 +532,7 @@ def test_forward_command_sends_the_same_copy(cfg, smtp_server, project):
         ],
     )
     assert result.exit_code == 0, result.output
+    assert f"to 2 of 2 friends via SMTP 127.0.0.1:{smtp_server.port}" in result.output
     got = smtp_server.wait_for(2)
     assert len(got) == 2
     msg = got[0].message
@@ -574,6 +575,7 @@ def test_forward_command_without_smtp_writes_the_outbox(project, monkeypatch):
         cli, ["forward", f"alerts/{ALERT_ID}", "--to", "luis@example.org", "--from-name", "Rosa"]
     )
     assert result.exit_code == 0, result.output
+    assert "via the outbox" in result.output
     files = list((project / "outbox" / ALERT_ID / "forwards").glob("*.eml"))
     assert len(files) == 1
     msg = email.message_from_bytes(files[0].read_bytes())
@@ -667,8 +669,13 @@ def test_newsletter_serve_answers(project, monkeypatch):
                 assert proc.poll() is None, proc.stdout.read().decode()
                 assert time.monotonic() < deadline, "serve did not answer within 20 s"
                 time.sleep(0.1)
+        tok = token("unsubscribe")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/u/{tok}", timeout=10) as resp:
+            assert resp.status == 200
     finally:
         proc.terminate()
         out = proc.communicate(timeout=10)[0].decode()
     assert f"http://127.0.0.1:{port}/" in out
+    assert '"GET /u/… HTTP/1.1" 200' in out  # logged, without the member's token
+    assert tok not in out and tok.split(".")[0] not in out
     assert SECRET not in out
