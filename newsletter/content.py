@@ -517,7 +517,7 @@ detail = "[[WRITE: qué pasará, en una frase]]"
 ::: forward-link
 ::: language
 
-[[WRITE: **Ciudad, estado** – el primer párrafo: qué pasó y por qué importa.]]
+[[WRITE: Ciudad, estado – el primer párrafo: qué pasó y por qué importa.]]
 
 [[WRITE: más párrafos.]] Para leer el comunicado completo, [haga clic aquí](link:press-release).
 
@@ -545,7 +545,7 @@ detail = "[[WRITE: what will happen, in one sentence]]"
 ::: forward-link
 ::: language
 
-[[WRITE: **City, ST** – the first paragraph: what happened and why it matters.]]
+[[WRITE: City, ST – the first paragraph: what happened and why it matters.]]
 
 [[WRITE: more paragraphs.]] To read the full press release, [click here](link:press-release).
 

@@ -337,6 +337,10 @@ def test_new_then_render_shows_the_markers(tmp_path: Path) -> None:
         for part in (ed.html, ed.text, ed.subject):
             assert content.WRITE_MARK_RE.search(part), lang
         assert "[[WRITE: date and time" in ed.text  # the event's start, still to write
+        # Markers reach the HTML whole (no Markdown markup splits one), so check can find them.
+        source = (folder / f"{lang}.md").read_text(encoding="utf-8").split("+++")[2]
+        for mark in content.WRITE_MARK_RE.findall(source):
+            assert mark in ed.html, mark
         assert len(content.WRITE_MARK_RE.findall(ed.text)) >= 10
 
 
