@@ -541,7 +541,7 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
             friends=list(friends)[:MAX_FRIENDS],
             name=name,
             note=note,
-            chosen=chosen or data.lang,
+            chosen=chosen or (data.lang if data.lang in alert.languages else alert.languages[0]),
             languages=[(code, links.LANG_NAMES[code]) for code in alert.languages],
             max_friends=MAX_FRIENDS,
             note_max=NOTE_MAX,
@@ -622,6 +622,7 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
             data.lang,
             "forward_done.html",
             sent=len(reached),
+            missed=[f for f in fwd.friends if f not in reached],
             subject=_subject(alert, data.lang),
             archive_url=f"/a/{alert.id}/{data.lang}",
         )

@@ -679,3 +679,29 @@ def test_newsletter_serve_answers(project, monkeypatch):
     assert '"GET /u/… HTTP/1.1" 200' in out  # logged, without the member's token
     assert tok not in out and tok.split(".")[0] not in out
     assert SECRET not in out
+
+
+def test_forward_partly_refused_says_who_was_missed(client, cfg, member, smtp_server):
+    smtp_server.on_rcpt = lambda address: "550 5.1.1 no such user" if "marta" in address else None
+    tok = token("forward", member, "en")
+    resp = post_forward(client, tok, forward_page(client, tok))
+    body = resp.get_data(as_text=True)
+    assert resp.status_code == 200
+    assert "We sent the alert to 1 friend." in body
+    assert "did not accept these addresses" in body and "marta@example.net" in body
+    assert state(cfg)[2] == [(member, ALERT_ID, 1)]  # only what was delivered counts
+
+
+@pytest.mark.parametrize("lang", ["es", "en"])
+def test_every_page_string_is_translated(cfg, lang):
+    from newsletter import i18n
+
+    assert i18n.missing_translations(cfg, lang, "web") == []
+    catalog = i18n.catalog(cfg, lang, "web")
+    for msgid in (  # used from Python, not from a template
+        "%(name)s forwarded you this alert",
+        "Would you rather read us in %(language)s?",
+        "Get our emails in %(language)s",
+    ):
+        assert catalog.get(msgid) is not None and catalog.get(msgid).string, msgid
+    assert web.forward_intro(cfg, "es", "Ana") == "Ana te reenvió esta alerta"
