@@ -323,7 +323,10 @@ def _forward_body(cfg: Config, alert: Alert, lang: str, intro: str) -> str:
     else:
         parts += [u for u in alert.links.values() if not is_example_value(u)][:3]
     body = "\n\n".join(parts)
-    return body if len(body) <= FORWARD_BODY_MAX else body[: FORWARD_BODY_MAX - 1] + "…"
+    if len(body) > FORWARD_BODY_MAX:
+        body = body[: FORWARD_BODY_MAX - 2] + "…"
+    # A final newline: a mailto: URL ending in "." loses it to link detection in plain text.
+    return body + "\n"
 
 
 def render_editions(

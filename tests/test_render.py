@@ -285,7 +285,7 @@ def test_edition_strings_for_the_message_step(member: dict[str, render.Edition])
     assert "NALACC" in es.unsubscribe_subject
     assert es.forward_body.startswith("Pensé que le interesaría leer esta alerta de NALACC:")
     assert es.subject in es.forward_body or es.preheader in es.forward_body
-    assert len(es.forward_body) <= render.FORWARD_BODY_MAX
+    assert len(es.forward_body) <= render.FORWARD_BODY_MAX and es.forward_body.endswith("\n")
     assert (es.alert_id, es.lang, es.variant) == ("2011-08-12-secure-communities", "es", "member")
 
 
