@@ -181,6 +181,12 @@ def load_alert(cfg: Config, path: str | Path) -> Alert:
     def where(key: str) -> str:
         return f"{toml_path}:{_line_of(source, key)}"
 
+    unknown = sorted(set(data) - {"date", "languages", "links", "events", "contacts"})
+    if unknown:
+        raise NewsletterError(
+            f"{where(unknown[0])}: unknown key {unknown[0]!r}; {ALERT_FILE} holds date, languages, "
+            "[links], [events.<id>] and [contacts.<id>]."
+        )
     alert_id = folder.resolve().name
     if not ID_RE.match(alert_id):
         raise NewsletterError(

@@ -289,6 +289,12 @@ def test_missing_language_file(alert_copy: Path) -> None:
     assert "es.md: missing" in load_error(alert_copy)
 
 
+def test_unknown_key_in_alert_toml(alert_copy: Path) -> None:
+    edit(alert_copy / "alert.toml", "languages = ", "langauges = ")
+    msg = load_error(alert_copy)
+    assert "alert.toml:5: unknown key 'langauges'" in msg
+
+
 def test_event_without_timezone(alert_copy: Path) -> None:
     edit(alert_copy / "alert.toml", 'timezone = "America/Chicago"', 'timezone = "Chicago"')
     msg = load_error(alert_copy)
