@@ -78,9 +78,15 @@ def catalog(cfg: Config, lang: str, domain: str = "messages") -> Catalog:
 
 
 def translations(cfg: Config, lang: str, domain: str = "messages") -> Translations:
-    """gettext translations compiled in memory from the .po catalog."""
+    """gettext translations compiled in memory from the .po catalog (cached until it changes)."""
+    cat = catalog(cfg, lang, domain)
+    return _compile(_stamp(catalog_path(cfg, lang, domain)), domain, cat)
+
+
+@lru_cache(maxsize=32)
+def _compile(_key: tuple[str, int, int], domain: str, cat: Catalog) -> Translations:
     buf = io.BytesIO()
-    write_mo(buf, catalog(cfg, lang, domain))
+    write_mo(buf, cat)
     buf.seek(0)
     return Translations(fp=buf, domain=domain)
 
