@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 from flask import Flask, Response, request
@@ -421,6 +422,9 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
         MAX_CONTENT_LENGTH=64 * 1024,
     )
     pages = _Pages(cfg, secret, clock)
+    # Links in pages start with base_url's path, for a proxy that serves us under a prefix
+    # (https://example.org/alerts/ → the proxy strips /alerts before passing requests on).
+    root = urlsplit(links.base_url(cfg)).path.rstrip("/")
     app.extensions["newsletter"] = pages
 
     @app.after_request
@@ -469,9 +473,11 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
 
         lang = cfg.defaults.language
         alerts = []
-        root = cfg.path("alerts")
+        where = cfg.path("alerts")
         folders = (
-            sorted((p for p in root.iterdir() if p.is_dir()), reverse=True) if root.is_dir() else []
+            sorted((p for p in where.iterdir() if p.is_dir()), reverse=True)
+            if where.is_dir()
+            else []
         )
         for folder in folders:
             if not ALERT_ID_RE.fullmatch(folder.name):
@@ -484,7 +490,7 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
             entry = {
                 "date": alert.date.isoformat(),
                 "links": [
-                    {"url": f"/a/{alert.id}/{code}", "lang": code, "subject": text.subject}
+                    {"url": f"{root}/a/{alert.id}/{code}", "lang": code, "subject": text.subject}
                     for code in alert.languages
                     if (text := alert.texts.get(code)) is not None
                 ],
@@ -533,10 +539,10 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
         html = pages.render(
             data.lang,
             "forward.html",
-            action=f"/f/{token}",
+            action=f"{root}/f/{token}",
             csrf=make_csrf(secret, "forward", token, pages.clock()),
             subject=_subject(alert, data.lang),
-            archive_url=f"/a/{alert.id}/{data.lang}",
+            archive_url=f"{root}/a/{alert.id}/{data.lang}",
             errors=list(errors),
             friends=list(friends)[:MAX_FRIENDS],
             name=name,
@@ -624,7 +630,7 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
             sent=len(reached),
             missed=[f for f in fwd.friends if f not in reached],
             subject=_subject(alert, data.lang),
-            archive_url=f"/a/{alert.id}/{data.lang}",
+            archive_url=f"{root}/a/{alert.id}/{data.lang}",
         )
         return pages.page(html)
 
@@ -635,13 +641,13 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
         target = other_language(data.lang)
         values = {
             "target_name": links.LANG_NAMES[target],
-            "archive_url": f"/a/{data.alert_id}/{target}",
+            "archive_url": f"{root}/a/{data.alert_id}/{target}",
         }
         if request.method != "POST":  # GET and HEAD: never a change
             html = pages.render(
                 target,
                 "language.html",
-                action=f"/l/{token}",
+                action=f"{root}/l/{token}",
                 csrf=make_csrf(secret, "language", token, pages.clock()),
                 **values,
             )
@@ -668,13 +674,13 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
             html = pages.render(
                 lang,
                 "unsubscribe.html",
-                action=f"/u/{token}",
+                action=f"{root}/u/{token}",
                 other=other,
                 other_heading=t_other.gettext("Would you rather read us in %(language)s?")
                 % {"language": links.LANG_NAMES[other]},
                 other_link=t_other.gettext("Get our emails in %(language)s")
                 % {"language": links.LANG_NAMES[other]},
-                language_url=f"/l/{language_token}",
+                language_url=f"{root}/l/{language_token}",
             )
             return pages.page(html)
         one_click = request.form.get("List-Unsubscribe") == "One-Click"
@@ -688,7 +694,7 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
         html = pages.render(
             lang,
             "unsubscribed.html",
-            resubscribe_action=f"/u/{token}/resubscribe",
+            resubscribe_action=f"{root}/u/{token}/resubscribe",
             csrf=make_csrf(secret, "resubscribe", token, pages.clock()),
         )
         return pages.page(html)

@@ -705,3 +705,15 @@ def test_every_page_string_is_translated(cfg, lang):
     ):
         assert catalog.get(msgid) is not None and catalog.get(msgid).string, msgid
     assert web.forward_intro(cfg, "es", "Ana") == "Ana te reenvió esta alerta"
+
+
+def test_pages_link_under_the_base_url_path(project, smtp_server, monkeypatch):
+    """Served under https://host/nalacc/ (the proxy strips the prefix): forms post back there."""
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    cfg = load_config(write_config(project, smtp_server.port, "https://alerts.example.org/nalacc"))
+    client = web.create_app(cfg).test_client()
+    tok = token("unsubscribe", 1, "es")
+    page = client.get(f"/u/{tok}").get_data(as_text=True)
+    assert f'action="/nalacc/u/{tok}"' in page
+    assert 'href="/nalacc/l/' in page
+    assert f'href="/nalacc/a/{ALERT_ID}/es"' in client.get("/").get_data(as_text=True)
