@@ -336,3 +336,18 @@ def test_template_error_names_file_and_line(tmp_path: Path, demo: Config) -> Non
 def test_unknown_language_is_an_error(demo: Config, alert: content.Alert) -> None:
     with pytest.raises(NewsletterError):
         render.render_edition(demo, alert, "fr")
+
+
+def test_premailer_runs_once_per_edition(
+    demo: Config, alert: content.Alert, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = render.inline
+
+    def counting(html: str) -> str:
+        calls.append(len(html))
+        return real(html)
+
+    monkeypatch.setattr(render, "inline", counting)
+    editions = render.render_editions(demo, alert, "member")
+    assert len(calls) == len(editions) == 2
