@@ -52,6 +52,18 @@ class RenderError:
         where = f"{self.file}, line {self.line}" if self.file and self.line else self.file
         return f"{where}: {self.message}" if where else self.message
 
+    def excerpt(self, root: Path, context: int = 2) -> list[tuple[int, str]]:
+        """(number, text) of the lines around the error, to show it where it is."""
+        if not (self.file and self.line):
+            return []
+        path = Path(self.file) if Path(self.file).is_absolute() else root / self.file
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            return []
+        first = max(1, self.line - context)
+        return [(n, lines[n - 1]) for n in range(first, min(len(lines), self.line + context) + 1)]
+
 
 @dataclass(frozen=True)
 class Copy:
@@ -323,6 +335,7 @@ class PreviewServer:
             r=str(person.line) if person else "",
             copy_error=copy_error,
             error=snap.error,
+            excerpt=snap.error.excerpt(self.cfg.root) if snap.error else [],
             alert_path=str(self.alert_path),
             phone_width=PHONE_WIDTH,
             desktop_width=DESKTOP_WIDTH,

@@ -116,8 +116,20 @@ def test_preview_shows_template_error_and_recovers(page, server, project):
     error = page.locator("#error")
     error.wait_for(timeout=5000)
     assert f"templates/email/{render.LAYOUT_HTML}, line 5" in error.inner_text()
+    assert page.locator("#error .here").inner_text() == "{% if %}"  # the line itself, marked
     page.screenshot(path=str(project / "preview-error.png"))
     layout.write_text(good, encoding="utf-8")
     page.locator("#desktop").wait_for(timeout=5000)
     assert frame_lang(page, "desktop") == "es"
     assert page.locator("#error").count() == 0
+
+
+def test_preview_recipient_picker(page, server):
+    page.goto(server.url)
+    person = next(r for r in server.snapshot.recipients if r.language == "en" and r.name)
+    page.select_option("#recipient", str(person.line))
+    page.wait_for_url(f"**/?r={person.line}")
+    assert frame_lang(page, "desktop") == "en"  # the language they get
+    greeting = page.frame_locator("#desktop").locator(f"text={person.name}").first
+    greeting.wait_for()
+    assert person.name in page.locator("#text").inner_text()
