@@ -59,6 +59,7 @@ class Outcome:
     invalid: int = 0
     duplicates: int = 0
     not_reached: int = 0  # left pending/retry by an interruption or an outage
+    elapsed: float = 0.0  # seconds spent delivering (after render, CSV and plan)
     stopped: str = ""  # why the run stopped early, if it did
 
 
@@ -129,6 +130,106 @@ class _Work:
     def left(self) -> list[_Job]:
         with self.cond:
             return list(self.heap)
+
+
+class _Ticket:
+    __slots__ = ("done", "error", "wait")
+
+    def __init__(self, wait: bool) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.wait = wait
+
+
+class _GroupCommit:
+    """The journal as the sender threads use it: several changes per transaction (one fsync).
+
+    begin() returns only once the in-flight mark is on disk: nobody is handed to SMTP before.
+    sent/defer/fail are queued and committed with the next begin, or within FLUSH_AFTER. A
+    process killed before that leaves those recipients in flight: uncertain, never resent —
+    the safe side of "never twice", for at most a few recipients.
+    """
+
+    FLUSH_AFTER = 0.05
+
+    def __init__(self, journal: object) -> None:
+        self.journal = journal
+        self.cond = threading.Condition()
+        self.queue: list[tuple[Callable[..., object], tuple, _Ticket]] = []
+        self.urgent = False
+        self.closed = False
+        self.since = 0.0
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="journal")
+        self.thread.start()
+
+    def _submit(self, name: str, args: tuple, wait: bool) -> None:
+        ticket = _Ticket(wait)
+        with self.cond:
+            if self.closed:
+                raise RuntimeError("journal writer closed")
+            if not self.queue:
+                self.since = time.monotonic()
+            self.queue.append((getattr(self.journal, name), args, ticket))
+            self.urgent = self.urgent or wait
+            self.cond.notify_all()
+        if wait:
+            ticket.done.wait()
+            if ticket.error is not None:
+                raise ticket.error
+
+    def begin(self, alert_id: str, key: str, message_id: str, lang: str) -> None:
+        self._submit("begin", (alert_id, key, message_id, lang), wait=True)
+
+    def sent(self, alert_id: str, key: str, reply: str) -> None:
+        self._submit("sent", (alert_id, key, reply), wait=False)
+
+    def defer(self, alert_id: str, key: str, reply: str) -> None:
+        self._submit("defer", (alert_id, key, reply), wait=False)
+
+    def fail(self, alert_id: str, key: str, reply: str) -> None:
+        self._submit("fail", (alert_id, key, reply), wait=False)
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                while not (self.urgent or self.closed):
+                    if self.queue:
+                        left = self.since + self.FLUSH_AFTER - time.monotonic()
+                        if left <= 0:
+                            break
+                        self.cond.wait(left)
+                    else:
+                        self.cond.wait()
+                batch, self.queue, self.urgent = self.queue, [], False
+                if not batch and self.closed:
+                    return
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[Callable[..., object], tuple, _Ticket]]) -> None:
+        try:
+            with self.journal.batch():  # type: ignore[attr-defined]
+                for fn, args, ticket in batch:
+                    try:
+                        fn(*args)
+                    except Exception as err:  # one refused change must not undo the others
+                        ticket.error = err
+        except Exception as err:  # the commit itself failed (disk full, locked): all of them
+            for _, _, ticket in batch:
+                ticket.error = ticket.error or err
+        for _, _, ticket in batch:
+            if ticket.error is not None and not ticket.wait and self.error is None:
+                self.error = ticket.error
+            ticket.done.set()
+
+    def close(self) -> None:
+        """Commit what is queued and stop; raise the first error nobody waited for."""
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def backoff(tries: int) -> float:
@@ -352,8 +453,12 @@ def run_send(
             )
         if not cfg.smtp.host and not dry_run:
             click.echo(f"No [smtp] host configured: delivering into {outbox}/ (one .eml each).")
-        run = _Run(cfg, alert.id, prepared, default_lang, jr, clock, dry_run)
-        _deliver(run, todo, k, cap, out, alert.id, label="Building" if dry_run else "Sending")
+        writer = _GroupCommit(jr)
+        run = _Run(cfg, alert.id, prepared, default_lang, writer, clock, dry_run)
+        try:
+            _deliver(run, todo, k, cap, out, alert.id, label="Building" if dry_run else "Sending")
+        finally:
+            writer.close()
         out.failed += earlier_failed
 
     _summary(out, dry_run, transport_desc, len(todo))
@@ -425,6 +530,7 @@ def _deliver(
                 out.uncertain.append((address, detail))
     for t in threads:
         t.join(timeout=run.cfg.smtp.timeout + 5)
+    out.elapsed = time.monotonic() - start
     out.not_reached = len(todo) - done
     if interrupted:
         out.stopped = "interrupted"

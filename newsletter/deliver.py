@@ -27,6 +27,8 @@ from newsletter.errors import NewsletterError
 
 Reply = tuple[int, str]
 _LEADING_DOT = re.compile(rb"(?m)^\.")
+# Envelope addresses go into SMTP command lines: printable ASCII, no spaces or angle brackets.
+_ENVELOPE_RE = re.compile(r"^[!-;=?-~]+@[!-;=?-~]+$")
 
 
 class Retry(Exception):
@@ -89,6 +91,7 @@ class SmtpTransport:
         self._yag: object | None = None
         self._smtp: smtplib.SMTP | None = None
         self._esmtp_size = False
+        self._pipelining = False
 
     @property
     def connected(self) -> bool:
@@ -146,22 +149,20 @@ class SmtpTransport:
             raise Retry(f"{self.where}: cannot connect: {_describe(err)}") from None
         self._smtp = yag.smtp
         self._esmtp_size = self._smtp.has_extn("size")
+        self._pipelining = self._smtp.has_extn("pipelining")
 
     def send(self, mail_from: str, rcpt: str, data: bytes) -> Reply:
         """MAIL, RCPT, DATA by hand: only a failure after the data went out is uncertain."""
+        for address in (mail_from, rcpt):
+            if not _ENVELOPE_RE.match(address):
+                raise NewsletterError(f"{address!r}: not an address for the SMTP envelope.")
         if self._smtp is None:
             self.open()
         smtp = self._smtp
         assert smtp is not None
         handed_over = False
         try:
-            options = [f"SIZE={len(data)}"] if self._esmtp_size else []
-            code, text = smtp.mail(mail_from, options)
-            if code == 250:
-                code, text = smtp.rcpt(rcpt)
-            if code in (250, 251):
-                smtp.putcmd("data")
-                code, text = smtp.getreply()
+            code, text = self._envelope(smtp, mail_from, rcpt, len(data))
             if code == 354:
                 handed_over = True
                 # Dot-stuffing (RFC 5321 4.5.2); message bytes from `message` end in CRLF.
@@ -181,6 +182,31 @@ class SmtpTransport:
         if code == 421:  # the server is closing this connection: reconnect for the next one
             self._drop()
         return code, _text(text)
+
+    def _envelope(self, smtp: smtplib.SMTP, mail_from: str, rcpt: str, size: int) -> Reply:
+        """MAIL FROM, RCPT TO, DATA: the first refusal, else (354, …) and the body may follow."""
+        size_opt = f" SIZE={size}" if self._esmtp_size else ""
+        if not self._pipelining:
+            code, text = smtp.docmd(f"MAIL FROM:<{mail_from}>{size_opt}")
+            if code == 250:
+                code, text = smtp.docmd(f"RCPT TO:<{rcpt}>")
+            if code in (250, 251):
+                code, text = smtp.docmd("DATA")
+            return code, text
+        # RFC 2920: one write, three replies; two round trips fewer per message.
+        smtp.send(f"MAIL FROM:<{mail_from}>{size_opt}\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n")
+        replies = [smtp.getreply() for _ in range(3)]
+        refused = next(
+            (r for r, ok in zip(replies, ((250,), (250, 251)), strict=False) if r[0] not in ok),
+            None,
+        )
+        if refused is None:
+            return replies[2]
+        if replies[2][0] == 354:
+            # A server that takes DATA after refusing the envelope gets an empty message's end.
+            smtp.send(b".\r\n")
+            smtp.getreply()
+        return refused
 
     def _reset(self, code: int) -> None:
         """Forget a refused transaction so the connection can carry the next message."""

@@ -197,6 +197,7 @@ class Journal:
         """
         self.path = Path(path)
         self._lock = threading.RLock()
+        self._batch_depth = 0
         self._send_lock: int | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -255,6 +256,9 @@ class Journal:
         """One write transaction, committed before it returns (rolled back on error or if not
         `commit`)."""
         with self._lock:
+            if self._batch_depth:  # inside batch(): that one transaction commits it all
+                yield self._db
+                return
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as err:
@@ -265,6 +269,20 @@ class Journal:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT" if commit else "ROLLBACK")
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group state changes into one transaction, one fsync (a sender's group commit).
+
+        Each change inside is one UPDATE, so one that raises (and is caught) leaves the others
+        intact; nothing is durable until the block ends.
+        """
+        with self._tx():
+            self._batch_depth += 1
+            try:
+                yield
+            finally:
+                self._batch_depth -= 1
 
     def _write(self, sql: str, params: tuple | list = ()) -> sqlite3.Cursor:
         """One statement in autocommit mode: committed when it returns."""
