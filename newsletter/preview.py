@@ -27,8 +27,10 @@ from urllib.parse import parse_qs, urlsplit
 import click
 import jinja2
 
+from newsletter import check, content, links, message, recipients, render, tokens
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
+from newsletter.journal import Journal
 
 POLL_SECONDS = 0.25  # file watch interval: a save shows in well under a second
 LONG_POLL_SECONDS = 20.0  # an idle /events request returns after this, and the page asks again
@@ -169,8 +171,6 @@ class PreviewServer:
         alert_id = self.snapshot.alert_id
         people, note = self._read_recipients()
         try:
-            from newsletter import check, content, render
-
             alert = content.load_alert(self.cfg, self.alert_path)
             alert_id = alert.id
             for lang in alert.languages:
@@ -199,14 +199,10 @@ class PreviewServer:
             self._changed.notify_all()
         return self.snapshot
 
-    def _read_recipients(self) -> tuple[list[Any], str]:
+    def _read_recipients(self) -> tuple[list[recipients.Recipient], str]:
         """The picker's recipients from the CSV (first MAX_PICKER), and a note on what is wrong."""
         path = self.recipients_csv
         if path is None:
-            return [], ""
-        try:
-            from newsletter import recipients
-        except ImportError:
             return [], ""
         try:
             report = recipients.read_csv(path, self.cfg.defaults.language)
@@ -235,8 +231,6 @@ class PreviewServer:
         person = self.recipient(line)
         if copy is None or person is None:
             return copy
-        from newsletter import message, tokens
-
         edition = copy.edition
         prepared = message.prepare(self.cfg, edition)
         values = prepared.values(person, self._links_for(edition, person))
@@ -248,12 +242,8 @@ class PreviewServer:
 
     def _links_for(self, edition: Any, person: Any) -> dict[str, str]:
         """Working links for `newsletter serve` when it can make them (base URL and secret set)."""
-        from newsletter import check, links
-
         if not (links.base_url(self.cfg) and self.cfg.secret):
             return check.sample_links(self.cfg, edition)
-        from newsletter.journal import Journal
-
         # The public pages only honour tokens of known contacts: register the picked one, as a
         # send would.
         with Journal(self.cfg.path("state"), secret=self.cfg.secret) as journal:
