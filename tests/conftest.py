@@ -85,6 +85,8 @@ class SmtpServer:
     # Close the connection right after replying 250 to DATA, for these recipients.
     drop_after_data: set[str] = field(default_factory=set)
     auth: tuple[str, str] | None = None
+    # Advertise PIPELINING, as real relays do (aiosmtpd answers pipelined commands in order).
+    pipelining: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def to(self, address: str) -> list[Received]:
@@ -106,6 +108,12 @@ class SmtpServer:
 class _Handler:
     def __init__(self, server: SmtpServer) -> None:
         self.server = server
+
+    async def handle_EHLO(self, srv, session, envelope, hostname, responses):  # noqa: N802
+        session.host_name = hostname  # aiosmtpd leaves this to a handler with this hook
+        if self.server.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(self, srv, session, envelope, address, rcpt_options):  # noqa: N802
         if self.server.on_rcpt:

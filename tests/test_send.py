@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from newsletter import campaign, deliver
 from newsletter.cli import cli
-from newsletter.config import Config, load_config
+from newsletter.config import load_config
 from newsletter.errors import NewsletterError
 from newsletter.journal import Journal
 from tests.conftest import ALERT_ID
@@ -375,22 +375,27 @@ def test_no_smtp_host_delivers_into_the_outbox(project, monkeypatch):
     assert not list((project / "outbox" / ALERT_ID).glob(".tmp-*"))
 
 
-def test_transport_refuses_after_rset_and_keeps_the_connection(smtp_server):
-    """One connection carries a refusal and the next message (RSET, no nested MAIL)."""
-    cfg = Config()
-    cfg.smtp.host, cfg.smtp.port, cfg.smtp.security, cfg.smtp.timeout = (
-        smtp_server.host,
-        smtp_server.port,
-        "none",
-        2,
-    )
-    smtp_server.on_rcpt = lambda a: "550 no" if a.startswith("x") else None
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_refusals_with_and_without_pipelining(project, smtp_server, monkeypatch, pipelining):
+    """Both ways of speaking SMTP give the same replies; the connection survives a refusal."""
+    smtp_server.pipelining = pipelining
+    setup_project(project, monkeypatch, smtp_server)
+    smtp_server.on_rcpt = lambda a: "550 5.1.1 No such user" if a == "bob@example.com" else None
+    cfg = load_config()
     t = deliver.SmtpTransport(cfg)
     t.open()
     try:
-        assert t.send("a@example.org", "x@example.org", b"Subject: 1\r\n\r\nhi\r\n")[0] == 550
-        assert t.send("a@example.org", "y@example.org", b"Subject: 2\r\n\r\n.dot\r\n")[0] == 250
-        assert t.connected
+        assert t._pipelining is pipelining
+        for rcpt, code in [
+            ("ana@example.org", 250),
+            ("bob@example.com", 550),
+            ("eve@example.net", 250),
+        ]:
+            assert t.send("alerts@nalacc.example.org", rcpt, b"Subject: x\r\n\r\nhi\r\n")[0] == code
+        with pytest.raises(NewsletterError):
+            t.send(
+                "alerts@nalacc.example.org", "x@example.org>\r\nRCPT TO:<y@example.org", b"x\r\n"
+            )
     finally:
         t.close()
-    assert smtp_server.received[0].data.endswith(b".dot\r\n")  # dot-stuffing undone by server
+    assert received_by(smtp_server) == Counter(["ana@example.org", "eve@example.net"])
