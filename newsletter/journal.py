@@ -429,49 +429,53 @@ class Journal:
         recipients are skipped; `in_flight` ones (a run died) only with `retry_uncertain`,
         `failed` ones only with `retry_failed`. `dry_run` computes all of it and writes nothing.
         """
-        recipients = list(recipients)
+        # The list goes into a temporary table and is matched in SQL, row by row in list order:
+        # no dict of every contact or delivery in memory (100,000 recipients is a normal list).
         plan = Plan(alert_id)
+        people: list[Recipient] = []
+        seen: set[str] = set()
+        for r in recipients:
+            if r.key not in seen:  # read_csv already dropped duplicates; other callers may not
+                seen.add(r.key)
+                people.append(r)
+        del seen
         t = _ts()
         with self._tx(commit=not dry_run) as db:
+            db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS run (seq INTEGER PRIMARY KEY, key TEXT NOT NULL, "
+                "email TEXT NOT NULL, name TEXT NOT NULL, lang TEXT NOT NULL)"
+            )
+            db.execute("DELETE FROM temp.run")
             db.executemany(
+                "INSERT INTO temp.run VALUES (?, ?, ?, ?, ?)",
+                ((i, r.key, r.email, r.name, r.language) for i, r in enumerate(people)),
+            )
+            db.execute(
                 "INSERT INTO contacts (key, email, name, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
-                "email = excluded.email, name = CASE WHEN excluded.name <> '' "
-                "THEN excluded.name ELSE name END, updated_at = excluded.updated_at",
-                ((r.key, r.email, r.name, t, t) for r in recipients),
+                "SELECT key, email, name, ?, ? FROM temp.run WHERE true "
+                "ON CONFLICT (key) DO UPDATE SET email = excluded.email, "
+                "name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE name END, "
+                "updated_at = excluded.updated_at",
+                (t, t),
             )
-            ids = dict(db.execute("SELECT key, id FROM contacts"))
-            prefs = dict(
-                db.execute(
-                    "SELECT key, language_pref FROM contacts WHERE language_pref IS NOT NULL"
-                )
-            )
-            blocked = {k for (k,) in db.execute("SELECT key FROM suppressions")}
-            existing = {
-                row[0]: row[1:]
-                for row in db.execute(
-                    "SELECT key, status, attempts, last_reply, lang FROM deliveries "
-                    "WHERE alert_id = ?",
-                    (alert_id,),
-                )
-            }
-            seq = db.execute(
-                "SELECT coalesce(max(seq), 0) FROM deliveries WHERE alert_id = ?", (alert_id,)
-            ).fetchone()[0]
-            new_rows = []
             relang = []
-            for r in recipients:
-                lang = prefs.get(r.key, r.language)
-                status, attempts, reply, old_lang = existing.get(r.key, ("", 0, "", ""))
-                p = Planned(r, ids[r.key], lang, status or "pending", attempts, reply)
+            rows = db.execute(
+                "SELECT r.seq, c.id, coalesce(c.language_pref, r.lang), d.status, d.attempts, "
+                "d.last_reply, d.lang, s.key IS NOT NULL FROM temp.run r "
+                "JOIN contacts c ON c.key = r.key "
+                "LEFT JOIN deliveries d ON d.alert_id = ? AND d.key = r.key "
+                "LEFT JOIN suppressions s ON s.key = r.key ORDER BY r.seq",
+                (alert_id,),
+            )
+            for seq, contact_id, lang, status, attempts, reply, old_lang, blocked in rows:
+                r = people[seq]
+                p = Planned(r, contact_id, lang, status or "pending", attempts or 0, reply or "")
                 if status == "sent":
                     plan.sent.append(p)
-                elif r.key in blocked:
+                elif blocked:
                     plan.suppressed.append(p)
-                elif not status:
-                    seq += 1
-                    new_rows.append((alert_id, r.key, ids[r.key], r.email, lang, seq, t, t))
-                    plan.todo.append(p)
+                elif status is None:
+                    plan.todo.append(p)  # inserted below, in one statement
                 elif status == "in_flight" and not retry_uncertain:
                     plan.uncertain.append(p)
                 elif status == "failed" and not retry_failed:
@@ -480,12 +484,19 @@ class Journal:
                     if lang != old_lang:
                         relang.append((lang, alert_id, r.key))
                     plan.todo.append(p)
-            db.executemany(
-                "INSERT INTO deliveries (alert_id, key, contact_id, email, lang, status, "
-                "seq, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-                new_rows,
+            db.execute(
+                "INSERT INTO deliveries (alert_id, key, contact_id, email, lang, status, seq, "
+                "created_at, updated_at) "
+                "SELECT ?1, r.key, c.id, r.email, coalesce(c.language_pref, r.lang), 'pending', "
+                "(SELECT coalesce(max(seq), 0) FROM deliveries WHERE alert_id = ?1) + r.seq + 1, "
+                "?2, ?2 FROM temp.run r JOIN contacts c ON c.key = r.key "
+                "WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = ?1 "
+                "AND d.key = r.key) AND NOT EXISTS (SELECT 1 FROM suppressions s "
+                "WHERE s.key = r.key) ORDER BY r.seq",
+                (alert_id, t),
             )
             db.executemany("UPDATE deliveries SET lang = ? WHERE alert_id = ? AND key = ?", relang)
+            db.execute("DELETE FROM temp.run")
         return plan
 
     def begin(self, alert_id: str, key: str, message_id: str, lang: str | None = None) -> int:

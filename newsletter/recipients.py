@@ -8,7 +8,7 @@ newlines. Line numbers are the physical line where a record starts, as an editor
 from __future__ import annotations
 
 import csv
-import io
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -66,6 +66,9 @@ DELIMITERS = (",", ";", "\t")
 # name could end a header line or break the text part, so they become a space.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SPACES = re.compile(r"\s+")
+# A physical line as the csv module counts them: ended by \n, \r\n or \r (str.splitlines would
+# also split on \x0c, \x85, \u2028… and break a record there).
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +156,8 @@ def check_address(address: str) -> tuple[str, str]:
     except EmailNotValidError as err:
         raise ValueError(f"invalid address {address!r}: {err}") from None
     send_to = address if address.isascii() else str(v.ascii_email)
-    return send_to, send_to.lower()
+    key = send_to.lower()
+    return send_to, send_to if key == send_to else key  # one string when already lower case
 
 
 def decode(path: Path, data: bytes) -> tuple[str, list[str]]:
@@ -208,28 +212,24 @@ def read_rows(path: str | Path) -> tuple[list[str], Iterator[Row], list[str]]:
         raise NewsletterError(f"{path}: cannot read it ({err.strerror}).") from None
     text, warnings = decode(path, data)
 
-    # Same line splitting as the csv module (\n, \r\n, \r), so line numbers agree with it.
-    buf = io.StringIO(text, newline="")
+    # Lines are cut lazily, one at a time: a StringIO copy would hold 4 bytes per character.
+    lines = (m.group() for m in _LINE.finditer(text))
     offset = 0  # physical lines before the header: blank ones, and Excel's `sep=;` hint
     delimiter = None
-    while True:
-        pos = buf.tell()
-        line = buf.readline()
-        if not line:
-            raise NewsletterError(
-                f"{path}: no header row. Add one with an 'email' column, then one row per "
-                "recipient."
-            )
+    for line in lines:
         bare = line.rstrip("\r\n")
         if delimiter is None and bare.lower().startswith("sep=") and len(bare) == 5:
             delimiter = bare[4]
         elif bare.strip():
             break
         offset += 1
+    else:
+        raise NewsletterError(
+            f"{path}: no header row. Add one with an 'email' column, then one row per recipient."
+        )
     if delimiter is None:
         delimiter = _delimiter(line)
-    buf.seek(pos)
-    reader = csv.reader(buf, delimiter=delimiter, strict=True)
+    reader = csv.reader(itertools.chain([line], lines), delimiter=delimiter, strict=True)
     header = _next_record(reader, path, offset + 1)
     header_line = offset + 1
     if header is None:  # only a sep= line
@@ -318,6 +318,8 @@ def read_csv(path: str | Path, default_language: str = "es") -> RecipientReport:
     columns, rows, warnings = read_rows(path)
     report = RecipientReport(path=Path(path), columns=columns, warnings=warnings)
     first_line: dict[str, int] = {}
+    # Cities, surnames, languages repeat down a list: one string object per distinct value.
+    same: dict[str, str] = {}
     for row in rows:
         cells = row.cells
         written = clean_text(cells.get("email", ""))
@@ -350,7 +352,7 @@ def read_csv(path: str | Path, default_language: str = "es") -> RecipientReport:
         if not name:
             name = clean_text(f"{cells.get('first_name', '')} {cells.get('last_name', '')}")
         fields = {
-            col: clean_text(value)
+            col: same.setdefault(v := clean_text(value), v)
             for col, value in cells.items()
             if col not in ("email", "name", "language")
         }
