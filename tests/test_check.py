@@ -241,7 +241,9 @@ def run_check(*args: str) -> tuple[int, str]:
 
 def found(output: str) -> set[str]:
     """The ids printed at the start of each problem line."""
-    return {line.split()[0] for line in output.splitlines() if re.match(r"^[EW]-[A-Z0-9-]+\s", line)}
+    return {
+        line.split()[0] for line in output.splitlines() if re.match(r"^[EW]-[A-Z0-9-]+\s", line)
+    }
 
 
 def edit(path: Path, old: str, new: str) -> None:
@@ -344,3 +346,12 @@ def test_no_color_and_one_clear_last_line(demo):
     assert "\x1b[" not in result.output
     result = CliRunner().invoke(cli, ["check", "alerts/broken-alert"], color=True)
     assert "\x1b[31m" in result.output  # errors in red on a terminal
+
+
+def test_no_unsubscribe_setting_is_named_once_per_edition(demo, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SENDER_UNSUBSCRIBE_MAILTO", "")
+    code, out = run_check(f"alerts/{ALERT_ID}")
+    assert code == 1
+    errors = [line for line in out.splitlines() if line.startswith("E-")]
+    assert len(errors) == 2 and all(line.startswith("E-UNSUB") for line in errors), out
+    assert "[web] base_url" in errors[0] and "[sender] unsubscribe_mailto" in errors[0]
