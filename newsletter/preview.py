@@ -76,7 +76,7 @@ class Copy:
     preheader: str
     html: str
     text: str
-    edition: Any = None  # the raw render.Edition, for filling a picked recipient's copy
+    edition: render.Edition  # with tokens, for filling a picked recipient's copy
 
 
 @dataclass
@@ -85,7 +85,7 @@ class Snapshot:
     copies: dict[str, Copy] = field(default_factory=dict)
     error: RenderError | None = None
     alert_id: str = ""
-    recipients: list[Any] = field(default_factory=list)  # recipients.Recipient, for the picker
+    recipients: list[recipients.Recipient] = field(default_factory=list)  # for the picker
     recipients_note: str = ""  # why the picker is empty or partial
 
 
@@ -140,8 +140,14 @@ class PreviewServer:
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        pages = cfg.path("templates") / "preview"
+        if not (pages / "index.html").is_file():
+            raise NewsletterError(
+                f"{pages / 'index.html'}: the preview page's template is missing. Restore "
+                "templates/preview/ from the repository (or check [paths] templates)."
+            )
         self._pages = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(cfg.path("templates") / "preview")),
+            loader=jinja2.FileSystemLoader(str(pages)),
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
@@ -180,8 +186,8 @@ class PreviewServer:
                     lang,
                     edition.subject,
                     edition.preheader,
-                    filled.html,  # type: ignore[attr-defined]
-                    filled.text,  # type: ignore[attr-defined]
+                    filled.html,
+                    filled.text,
                     edition,
                 )
         except Exception as err:  # any failure is shown in the page; the server must keep running
@@ -218,7 +224,7 @@ class PreviewServer:
             note = f"{path}: showing the first {MAX_PICKER} of {len(report.recipients)} recipients"
         return people, note
 
-    def recipient(self, line: str | None) -> Any:
+    def recipient(self, line: str | None) -> recipients.Recipient | None:
         """The picked recipient (by CSV line number), or None for the sample member."""
         for r in self.snapshot.recipients:
             if line is not None and str(r.line) == line:
@@ -240,7 +246,7 @@ class PreviewServer:
             text=tokens.fill(edition.text, values, escape_html=False),
         )
 
-    def _links_for(self, edition: Any, person: Any) -> dict[str, str]:
+    def _links_for(self, edition: render.Edition, person: recipients.Recipient) -> dict[str, str]:
         """Working links for `newsletter serve` when it can make them (base URL and secret set)."""
         if not (links.base_url(self.cfg) and self.cfg.secret):
             return check.sample_links(self.cfg, edition)

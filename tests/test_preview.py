@@ -278,3 +278,9 @@ def test_picker_defaults_to_sample_csv_and_rejects_a_missing_one(demo):
         preview.PreviewServer(
             cfg, demo / "alerts" / ALERT_ID, port=0, recipients_csv=demo / "no.csv"
         )
+
+
+def test_missing_preview_template_is_one_clear_error(demo):
+    shutil.rmtree(demo / "templates" / "preview")
+    with pytest.raises(NewsletterError, match="preview page's template is missing"):
+        preview.PreviewServer(load_config(), demo / "alerts" / ALERT_ID, port=0)
