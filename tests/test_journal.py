@@ -175,6 +175,31 @@ def test_never_a_second_copy_and_no_skipped_steps(db):
         assert j.rows(ALERT, ["sent"])[0].message_id == "<1>"
 
 
+def test_outcome_marks_skip_the_fsync_and_leave_the_connection_at_full(db):
+    with Journal(db) as j:
+        j.plan(ALERT, people("a@example.org", "b@example.org"))
+        full = 2  # PRAGMA synchronous: 1 NORMAL, 2 FULL
+        assert j._read("PRAGMA synchronous")[0][0] == full
+        j.begin(ALERT, "a@example.org", "<1>")
+        j.sent(ALERT, "a@example.org", "250")
+        with pytest.raises(JournalError):
+            j.sent(ALERT, "b@example.org", "250")  # refused: the level is restored anyway
+        assert j._read("PRAGMA synchronous")[0][0] == full
+        assert j.states(ALERT) == {"a@example.org": "sent", "b@example.org": "pending"}
+
+
+def test_batch_is_one_transaction_and_a_refused_change_spoils_nothing(db):
+    with Journal(db) as j, Journal(db) as reader:
+        j.plan(ALERT, people("a@example.org", "b@example.org"))
+        with j.batch():
+            j.begin(ALERT, "a@example.org", "<1>")
+            with pytest.raises(JournalError):
+                j.sent(ALERT, "b@example.org", "250")  # never begun
+            j.sent(ALERT, "a@example.org", "250")
+            assert reader.states(ALERT)["a@example.org"] == "pending"  # not committed yet
+        assert reader.states(ALERT) == {"a@example.org": "sent", "b@example.org": "pending"}
+
+
 def test_failing_before_begin_is_allowed(db):
     # e.g. a message that cannot be built for this recipient: never handed to SMTP
     with Journal(db) as j:
