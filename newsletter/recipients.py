@@ -7,6 +7,7 @@ newlines. Line numbers are the physical line where a record starts, as an editor
 
 from __future__ import annotations
 
+import codecs
 import csv
 import itertools
 import re
@@ -161,7 +162,15 @@ def check_address(address: str) -> tuple[str, str]:
 
 
 def decode(path: Path, data: bytes) -> tuple[str, list[str]]:
-    """The file's text and any warning: UTF-8 (BOM or not), else Windows-1252, else Latin-1."""
+    """The file's text and any warning: UTF-8 (BOM or not), UTF-16 with a BOM (Excel's "Unicode
+    text"), else Windows-1252, else Latin-1."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16"), []
+        except UnicodeDecodeError as err:
+            raise NewsletterError(
+                f"{path}: starts like UTF-16 but is not ({err.reason}). Save it as CSV UTF-8."
+            ) from None
     try:
         return data.decode("utf-8-sig"), []
     except UnicodeDecodeError as err:
@@ -303,11 +312,16 @@ def _next_record(reader: csv.Reader, path: Path, start: int) -> list[str] | None
         return None
     except csv.Error as err:
         why = str(err)
-        fix = (
-            "a quoted value opened here is never closed; add the closing quote"
-            if "unexpected end of data" in why
-            else f'malformed quotes ({why}); double a quote inside a quoted value ("")'
-        )
+        if "unexpected end of data" in why:
+            fix = "a quoted value opened here is never closed; add the closing quote"
+        elif "field larger than field limit" in why:
+            fix = (
+                f"a value here runs past {csv.field_size_limit()} characters; probably a "
+                "quote that is never closed"
+            )
+        else:
+            fix = f'malformed quotes ({why}); double a quote inside a quoted value ("")'
+
         raise NewsletterError(f"{path}:{start}: {fix}.") from None
 
 

@@ -71,6 +71,16 @@ def test_bytes_cp1252_leaves_undefined_fall_back_to_latin1(tmp_path):
     assert "Latin-1" in report.warnings[0]
 
 
+def test_utf16_unicode_text_from_excel(tmp_path):
+    # Excel's "Unicode Text" export: UTF-16 with a BOM, tab-separated
+    p = write(tmp_path, "email\tname\r\nana@example.org\tAna Ibáñez\r\n".encode("utf-16"))
+    report = read_csv(p)
+    assert [(r.email, r.name, r.line) for r in report.recipients] == [
+        ("ana@example.org", "Ana Ibáñez", 2)
+    ]
+    assert not report.warnings
+
+
 # --- delimiters, headers, blank lines, quoting ------------------------------------------------
 
 
@@ -134,6 +144,13 @@ def test_quoted_newlines_keep_line_numbers_of_later_rows(tmp_path):
 def test_unclosed_quote_stops_with_the_line_where_it_opened(tmp_path):
     p = write(tmp_path, 'email,name\na@example.org,A\nb@example.org,"B\nc@example.org,C\n')
     with pytest.raises(NewsletterError, match=r"list\.csv:3: a quoted value opened here"):
+        read_csv(p)
+
+
+def test_unclosed_quote_in_a_long_file_names_its_line(tmp_path):
+    rows = "".join(f"m{i}@example.org,M\n" for i in range(20000))
+    p = write(tmp_path, 'email,name\na@example.org,"A\n' + rows)
+    with pytest.raises(NewsletterError, match=r"list\.csv:2: a value here runs past \d+ char"):
         read_csv(p)
 
 
