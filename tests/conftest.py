@@ -56,6 +56,26 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def demo(project: Path) -> Path:
+    """The project with the repository's demo settings (newsletter.toml), as `make demo` runs."""
+    shutil.copy(REPO / "newsletter.toml", project / "newsletter.toml")
+    return project
+
+
+@pytest.fixture
+def preview_server(demo: Path) -> Iterator[object]:
+    """`newsletter preview` of the real alert on a free port of 127.0.0.1, stopped after the test."""
+    from newsletter.config import load_config
+    from newsletter.preview import PreviewServer
+
+    server = PreviewServer(load_config(), demo / "alerts" / ALERT_ID, port=0).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 # --- a real SMTP server -----------------------------------------------------------------------
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,19 +13,28 @@ from click.testing import CliRunner
 from newsletter import check, tokens
 from newsletter.cli import cli
 from newsletter.config import Config
+from newsletter.render import Edition
 from tests.conftest import ALERT_ID, REPO
 
 ADDRESS = "123 Main St, Chicago, IL 60601"
 
 
-@dataclass(frozen=True)
-class Ed:
-    lang: str
-    variant: str
-    subject: str
-    preheader: str
-    html: str
-    text: str
+def edition(lang: str, variant: str, subject: str, preheader: str, html: str, text: str) -> Edition:
+    """An Edition with only what the rules look at."""
+    return Edition(
+        alert_id="test",
+        lang=lang,
+        variant=variant,
+        subject=subject,
+        preheader=preheader,
+        html=html,
+        text=text,
+        greeting_named="",
+        greeting_anonymous="",
+        forward_body="",
+        language_subject="",
+        unsubscribe_subject="",
+    )
 
 
 GOOD_HTML = f"""<!DOCTYPE html>
@@ -59,7 +67,9 @@ def cfg() -> Config:
 
 
 def ids(cfg: Config, html: str = GOOD_HTML, text: str = GOOD_TEXT, **kw: object) -> set[str]:
-    ed = Ed("en", "member", "Subject", kw.pop("preheader", "Sign the petition today."), html, text)
+    ed = edition(
+        "en", "member", "Subject", kw.pop("preheader", "Sign the petition today."), html, text
+    )
     unsub = kw.pop("unsubscribe_url", tokens.UNSUBSCRIBE_URL)
     problems = check.check_edition(cfg, ed, unsubscribe_url=unsub, **kw)  # type: ignore[arg-type]
     return {p.id for p in problems}
@@ -78,7 +88,7 @@ def test_filled_good_edition_has_no_problem(cfg):
 
 def test_size_over_gmail_clip(cfg):
     big = GOOD_HTML.replace("</body>", "<p>" + "x" * (103 * 1024) + "</p></body>")
-    ed = Ed("en", "member", "S", "Sign the petition today.", big, GOOD_TEXT)
+    ed = edition("en", "member", "S", "Sign the petition today.", big, GOOD_TEXT)
     [p] = [p for p in check.check_edition(cfg, ed) if p.id == "E-SIZE"]
     assert "KB" in p.message and "102" in p.message
 
@@ -109,7 +119,7 @@ def test_missing_postal_address(cfg):
     assert ids(cfg, GOOD_HTML.replace("123 Main St", "")) == {"E-POSTAL"}
     cfg.sender.postal_address = ""
     problems = check.check_edition(
-        cfg, Ed("en", "member", "S", "Sign the petition today.", GOOD_HTML, GOOD_TEXT)
+        cfg, edition("en", "member", "S", "Sign the petition today.", GOOD_HTML, GOOD_TEXT)
     )
     assert [p.where for p in problems if p.id == "E-POSTAL"] == [
         "(built-in defaults) [sender] postal_address"
@@ -169,7 +179,7 @@ def test_text_part_missing_a_link(cfg):
     problems = [
         p
         for p in check.check_edition(
-            cfg, Ed("en", "member", "S", "Sign the petition today.", GOOD_HTML, text)
+            cfg, edition("en", "member", "S", "Sign the petition today.", GOOD_HTML, text)
         )
     ]
     assert [p.id for p in problems] == ["E-TEXT-LINK"]
@@ -199,7 +209,7 @@ def test_example_values_warn(cfg):
 
 
 def test_problem_line_names_id_place_and_fix(cfg):
-    ed = Ed(
+    ed = edition(
         "en",
         "member",
         "S",
@@ -222,13 +232,6 @@ def test_merge_reports_a_finding_once_with_its_copies():
 # --- the whole alert, through the command line ---------------------------------------------------
 
 FIXTURE = REPO / "tests" / "fixtures" / "broken-alert"
-
-
-@pytest.fixture
-def demo(project: Path) -> Path:
-    """The project with the repository's demo settings, as `make demo` runs it."""
-    shutil.copy(REPO / "newsletter.toml", project / "newsletter.toml")
-    return project
 
 
 def run_check(*args: str) -> tuple[int, str]:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from newsletter import preview, render
+from newsletter import render
 from newsletter.config import load_config
-from tests.conftest import ALERT_ID, REPO
+from tests.conftest import ALERT_ID
 
 # The email's outer content table: the 600 px column every block sits in.
 MAIN_TABLE_JS = """() => {
@@ -54,30 +52,14 @@ def test_desktop_width_shows_the_600px_layout(page, built, lang):
 # --- the preview page ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def demo(project: Path) -> Path:
-    """The project with the repository's demo settings, as `make demo` runs it."""
-    shutil.copy(REPO / "newsletter.toml", project / "newsletter.toml")
-    return project
-
-
-@pytest.fixture
-def server(demo: Path) -> Iterator[preview.PreviewServer]:
-    srv = preview.PreviewServer(load_config(), demo / "alerts" / ALERT_ID, port=0).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
 def frame_lang(page: object, frame_id: str) -> str:
     frame = page.frame_locator(f"#{frame_id}")  # type: ignore[attr-defined]
     return frame.locator("html").get_attribute("lang")
 
 
-def test_preview_loads_and_switches_language(page, server):
+def test_preview_loads_and_switches_language(page, preview_server):
     page.set_viewport_size({"width": 1280, "height": 900})
-    page.goto(server.url)
+    page.goto(preview_server.url)
     assert frame_lang(page, "desktop") == "es"  # the default language first
     assert frame_lang(page, "phone") == "es"
     assert page.locator("#phone").evaluate("f => f.clientWidth") == 375  # the phone viewport
@@ -90,8 +72,8 @@ def test_preview_loads_and_switches_language(page, server):
     assert "Take Action NOW!" in page.locator("#text").inner_text()
 
 
-def test_preview_reloads_after_content_change(page, server, project):
-    page.goto(server.url + "?lang=en")
+def test_preview_reloads_after_content_change(page, preview_server, project):
+    page.goto(preview_server.url + "?lang=en")
     frame = page.frame_locator("#desktop")
     frame.locator("text=Take Action NOW!").first.wait_for()
     en = project / "alerts" / ALERT_ID / "en.md"
@@ -105,10 +87,10 @@ def test_preview_reloads_after_content_change(page, server, project):
     assert page.url.endswith("?lang=en")  # the reload keeps the language
 
 
-def test_preview_shows_template_error_and_recovers(page, server, project):
+def test_preview_shows_template_error_and_recovers(page, preview_server, project):
     layout = project / "templates" / "email" / render.LAYOUT_HTML
     good = layout.read_text(encoding="utf-8")
-    page.goto(server.url)
+    page.goto(preview_server.url)
     page.locator("#desktop").wait_for()
     lines = good.splitlines(keepends=True)
     lines.insert(4, "{% if %}\n")  # line 5
@@ -124,9 +106,9 @@ def test_preview_shows_template_error_and_recovers(page, server, project):
     assert page.locator("#error").count() == 0
 
 
-def test_preview_recipient_picker(page, server):
-    page.goto(server.url)
-    person = next(r for r in server.snapshot.recipients if r.language == "en" and r.name)
+def test_preview_recipient_picker(page, preview_server):
+    page.goto(preview_server.url)
+    person = next(r for r in preview_server.snapshot.recipients if r.language == "en" and r.name)
     page.select_option("#recipient", str(person.line))
     page.wait_for_url(f"**/?r={person.line}")
     assert frame_lang(page, "desktop") == "en"  # the language they get

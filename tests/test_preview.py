@@ -21,28 +21,12 @@ import pytest
 from newsletter import preview
 from newsletter.config import load_config
 from newsletter.errors import NewsletterError
-from tests.conftest import ALERT_ID, REPO, free_port
+from tests.conftest import ALERT_ID, free_port
 
 
 def get(url: str, timeout: float = 10) -> tuple[int, str]:
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return r.status, r.read().decode("utf-8")
-
-
-@pytest.fixture
-def demo(project: Path) -> Path:
-    """The project with the repository's demo settings, as `make demo` runs it."""
-    shutil.copy(REPO / "newsletter.toml", project / "newsletter.toml")
-    return project
-
-
-@pytest.fixture
-def server(demo: Path) -> Iterator[preview.PreviewServer]:
-    srv = preview.PreviewServer(load_config(), demo / "alerts" / ALERT_ID, port=0).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def wait_version(srv: preview.PreviewServer, above: int, timeout: float = 5) -> int:
@@ -61,45 +45,45 @@ def layout_template(project: Path) -> Path:
     return candidates[0]
 
 
-def test_index_and_email_pages(server):
-    status, body = get(server.url)
+def test_index_and_email_pages(preview_server):
+    status, body = get(preview_server.url)
     assert status == 200
     assert 'id="desktop"' in body and 'id="phone"' in body and 'id="text"' in body
     assert 'href="?lang=en"' in body  # the switch to the other language
-    _, html = get(server.url + "email/es.html")
+    _, html = get(preview_server.url + "email/es.html")
     assert '<html lang="es"' in html
-    _, html = get(server.url + "email/en.html")
+    _, html = get(preview_server.url + "email/en.html")
     assert '<html lang="en"' in html
-    _, text = get(server.url + "email/en.txt")
+    _, text = get(preview_server.url + "email/en.txt")
     assert "Take Action NOW!" in text and "<" not in text.split("\n", 1)[0]
-    _, body = get(server.url + "?lang=en")
+    _, body = get(preview_server.url + "?lang=en")
     assert "/email/en.html" in body and "Take Action NOW!" in body  # the text part is on the page
 
 
-def test_unknown_path_is_404(server):
+def test_unknown_path_is_404(preview_server):
     with pytest.raises(urllib.error.HTTPError) as err:
-        get(server.url + "nope")
+        get(preview_server.url + "nope")
     assert err.value.code == 404
     err.value.close()  # the error holds the response's socket
 
 
-def test_saving_content_bumps_version_and_rerenders(server, project):
-    v = server.snapshot.version
+def test_saving_content_bumps_version_and_rerenders(preview_server, project):
+    v = preview_server.snapshot.version
     en = project / "alerts" / ALERT_ID / "en.md"
     en.write_text(
         en.read_text(encoding="utf-8").replace("Take Action NOW!", "Act today!"), encoding="utf-8"
     )
-    assert wait_version(server, v) > v
-    _, text = get(server.url + "email/en.txt")
+    assert wait_version(preview_server, v) > v
+    _, text = get(preview_server.url + "email/en.txt")
     assert "Act today!" in text and "Take Action NOW!" not in text
 
 
-def test_long_poll_returns_on_change(server, project):
-    v = server.snapshot.version
+def test_long_poll_returns_on_change(preview_server, project):
+    v = preview_server.snapshot.version
     result: dict[str, object] = {}
 
     def poll() -> None:
-        result["reply"] = json.loads(get(server.url + f"events?since={v}", timeout=15)[1])
+        result["reply"] = json.loads(get(preview_server.url + f"events?since={v}", timeout=15)[1])
 
     t = threading.Thread(target=poll)
     t.start()
@@ -108,38 +92,41 @@ def test_long_poll_returns_on_change(server, project):
     os.utime(project / "alerts" / ALERT_ID / "en.md", ns=(0, time.time_ns() + 10**9))
     t.join(timeout=5)
     assert not t.is_alive()
-    assert result["reply"] == {"version": server.snapshot.version} and server.snapshot.version > v
+    assert (
+        result["reply"] == {"version": preview_server.snapshot.version}
+        and preview_server.snapshot.version > v
+    )
 
 
-def test_template_syntax_error_shown_with_file_and_line_then_recovers(server, project):
+def test_template_syntax_error_shown_with_file_and_line_then_recovers(preview_server, project):
     layout = layout_template(project)
     good = layout.read_text(encoding="utf-8")
     lines = good.splitlines(keepends=True)
     lines.insert(2, "{% if %}\n")  # line 3
-    v = server.snapshot.version
+    v = preview_server.snapshot.version
     layout.write_text("".join(lines), encoding="utf-8")
-    v = wait_version(server, v)
-    err = server.snapshot.error
+    v = wait_version(preview_server, v)
+    err = preview_server.snapshot.error
     assert err is not None and err.line == 3
     assert err.file == str(layout.relative_to(project))
-    _, body = get(server.url)
+    _, body = get(preview_server.url)
     assert f"{layout.relative_to(project)}, line 3" in body and 'id="error"' in body
     layout.write_text(good, encoding="utf-8")
-    wait_version(server, v)
-    assert server.snapshot.error is None
-    assert '<html lang="es"' in get(server.url + "email/es.html")[1]
+    wait_version(preview_server, v)
+    assert preview_server.snapshot.error is None
+    assert '<html lang="es"' in get(preview_server.url + "email/es.html")[1]
 
 
-def test_content_error_shown(server, project):
+def test_content_error_shown(preview_server, project):
     toml = project / "alerts" / ALERT_ID / "alert.toml"
-    v = server.snapshot.version
+    v = preview_server.snapshot.version
     toml.write_text(
         toml.read_text(encoding="utf-8").replace("date = ", "date = 'x' #"), encoding="utf-8"
     )
-    wait_version(server, v)
-    assert server.snapshot.error is not None
-    assert "alert.toml" in str(server.snapshot.error)
-    status, body = get(server.url)
+    wait_version(preview_server, v)
+    assert preview_server.snapshot.error is not None
+    assert "alert.toml" in str(preview_server.snapshot.error)
+    status, body = get(preview_server.url)
     assert status == 200 and "alert.toml" in body
 
 
