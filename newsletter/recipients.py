@@ -401,6 +401,20 @@ def run_check(cfg: Config, csv_path: Path) -> None:
     click.echo(lines[0])
     for line in lines[1:]:
         click.echo(line, err=line.startswith("warning: "))
+    state = cfg.path("state")
+    if state.exists():  # only look: a check creates no state file
+        from newsletter.journal import Journal
+
+        with Journal(state) as journal:
+            gone = journal.suppressed()
+            prefs = journal.language_prefs()
+        n_gone = sum(r.key in gone for r in report.recipients)
+        n_pref = sum(prefs.get(r.key, r.language) != r.language for r in report.recipients)
+        if n_gone or n_pref:
+            click.echo(
+                f"{state}: {n_gone} unsubscribed (send skips them), {n_pref} chose the other "
+                "language (send uses their choice)."
+            )
     if report.problems:
         # Like `newsletter check`: non-zero so a script (or CI) notices rows that send would skip.
         raise NewsletterError(

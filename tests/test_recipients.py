@@ -314,6 +314,22 @@ def test_cli_recipients_check_lists_problems_and_exits_1(project):
     assert "Traceback" not in out
 
 
+def test_cli_recipients_check_counts_unsubscribed_and_language_choices(project):
+    from newsletter.journal import Journal
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["recipients", "check", "recipients/sample.csv"])
+    assert "unsubscribed" not in result.output
+    assert not Path("newsletter.db").exists()  # checking creates no state
+    first, second = read_csv("recipients/sample.csv").recipients[:2]
+    with Journal("newsletter.db") as j:
+        j.suppress(first.email.upper(), "test")
+        j.set_language(j.contact(second.email), "en" if second.language == "es" else "es")
+    result = runner.invoke(cli, ["recipients", "check", "recipients/sample.csv"])
+    assert result.exit_code == 0, result.output
+    assert "1 unsubscribed (send skips them), 1 chose the other language" in result.output
+
+
 def test_cli_recipients_check_missing_email_column(project):
     Path("x.csv").write_text("name\nAna\n", encoding="utf-8")
     result = CliRunner().invoke(cli, ["recipients", "check", "x.csv"])
