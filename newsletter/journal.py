@@ -241,6 +241,9 @@ class Journal:
             )
         if version == 0:
             with self._tx():
+                # Another process (or a web request's thread) may have created it meanwhile.
+                if db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                    return
                 if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                     raise NewsletterError(
                         f"{self.path}: an SQLite file that is not a newsletter journal. Point "

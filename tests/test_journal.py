@@ -86,6 +86,29 @@ def test_someone_elses_sqlite_file_is_not_taken_over(tmp_path):
     con.close()
 
 
+def test_many_openers_of_a_new_file_at_once(db):
+    # the web server's threads, or `serve` and `send` started together, on a fresh setup
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(6, timeout=30)
+
+    def opener() -> None:
+        try:
+            barrier.wait()
+            with Journal(db) as j:
+                j.suppress("a@example.org", "x")
+        except BaseException as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=opener) for _ in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=60)
+    assert not errors
+    with Journal(db) as j:
+        assert j.suppressed() == {"a@example.org"}
+
+
 # --- contacts and language ------------------------------------------------------------------
 
 
