@@ -585,9 +585,9 @@ class Journal:
         )
         return counts
 
-    def rows(self, alert_id: str, statuses: Iterable[str] = STATUSES) -> list[Delivery]:
+    def rows(self, alert_id: str, statuses: str | Iterable[str] = STATUSES) -> list[Delivery]:
         """The alert's deliveries in these states, in recipient-list order."""
-        wanted = list(statuses)
+        wanted = [statuses] if isinstance(statuses, str) else list(statuses)
         if unknown := set(wanted) - set(STATUSES):
             raise ValueError(f"unknown status {sorted(unknown)}; known: {STATUSES}")
         marks = ", ".join("?" * len(wanted))
@@ -745,7 +745,12 @@ def run_status(cfg: Config, alert_path: Path) -> None:
             "Resend with --retry-uncertain:"
         )
         for d in in_flight:
-            click.echo(f"  {d.email}  since {d.updated_at}")
+            click.echo(f"  {d.email}  since {_shown(d.updated_at)}")
+
+
+def _shown(stamp: str) -> str:
+    """`2026-11-28T09:00:00.000000Z` as `2026-11-28 09:00:00 UTC`."""
+    return f"{stamp[:10]} {stamp[11:19]} UTC"
 
 
 def run_suppress(cfg: Config, addresses: tuple[str, ...], csv_path: Path | None) -> None:
