@@ -341,8 +341,13 @@ class PreviewServer:
 
     def start(self) -> PreviewServer:
         """Serve and watch in background threads."""
-        for target in (self.httpd.serve_forever, self._watch):
-            t = threading.Thread(target=target, name=f"preview-{target.__name__}", daemon=True)
+        # serve_forever checks for shutdown every poll_interval: short, so Ctrl-C stops at once
+        serve = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="preview-http"
+        )
+        watch = threading.Thread(target=self._watch, name="preview-watch")
+        for t in (serve, watch):
+            t.daemon = True
             t.start()
             self._threads.append(t)
         return self
