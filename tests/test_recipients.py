@@ -113,6 +113,12 @@ def test_header_any_case_stray_spaces_and_merge_field_names(tmp_path):
     assert r.fields == {"first_name": "Ana", "last_name": "Pérez", "home_city": "Tucson"}
 
 
+def test_spanish_headers(tmp_path):
+    text = "Correo electrónico,Nombre,Apellidos,Idioma\nana@example.org,Ana,Ibáñez Ruiz,inglés\n"
+    r = read_csv(write(tmp_path, text)).recipients[0]
+    assert (r.email, r.name, r.language) == ("ana@example.org", "Ana Ibáñez Ruiz", "en")
+
+
 def test_blank_lines_are_skipped_and_line_numbers_stay_physical(tmp_path):
     text = "\n\nemail,name\n\na@example.org,A\n,\n  \nb@example.org,B\n\n"
     report = read_csv(write(tmp_path, text))
