@@ -36,6 +36,8 @@ POLL_SECONDS = 0.25  # file watch interval: a save shows in well under a second
 LONG_POLL_SECONDS = 20.0  # an idle /events request returns after this, and the page asks again
 MAX_PICKER = 500  # a picker of thousands helps nobody; the first rows are enough to look at
 MAX_WATCHED_FILES = 5000  # bounded walk: a stray huge folder must not stall the watcher
+VARIANTS = ("member", "forward", "archive")
+VARIANT_LABELS = {"member": "Member", "forward": "Friend's copy", "archive": "Web archive"}
 DEFAULT_RECIPIENTS = "recipients/sample.csv"
 PHONE_WIDTH = 375
 DESKTOP_WIDTH = 680  # room for the 600 px layout and its margins
@@ -82,7 +84,8 @@ class Copy:
 @dataclass
 class Snapshot:
     version: int = 0
-    copies: dict[str, Copy] = field(default_factory=dict)
+    copies: dict[tuple[str, str], Copy] = field(default_factory=dict)  # (lang, variant) -> copy
+    languages: list[str] = field(default_factory=list)
     error: RenderError | None = None
     alert_id: str = ""
     recipients: list[recipients.Recipient] = field(default_factory=list)  # for the picker
@@ -172,35 +175,33 @@ class PreviewServer:
 
     def render(self) -> Snapshot:
         """Render every edition once; keep the error instead on failure. Bumps the version."""
-        copies: dict[str, Copy] = {}
+        copies: dict[tuple[str, str], Copy] = {}
         error = None
         alert_id = self.snapshot.alert_id
+        languages: list[str] = []
         people, note = self._read_recipients()
         try:
             alert = content.load_alert(self.cfg, self.alert_path)
-            alert_id = alert.id
+            alert_id, languages = alert.id, list(alert.languages)
             for lang in alert.languages:
-                edition = render.render_edition(self.cfg, alert, lang, variant="member")
-                filled = check.fill_edition(edition, check.sample_values(self.cfg, edition))
-                copies[lang] = Copy(
-                    lang,
-                    edition.subject,
-                    edition.preheader,
-                    filled.html,
-                    filled.text,
-                    edition,
-                )
+                for variant in VARIANTS:
+                    edition = render.render_edition(self.cfg, alert, lang, variant=variant)
+                    filled = check.fill_edition(edition, self._sample_values(edition))
+                    copies[lang, variant] = Copy(
+                        lang, edition.subject, edition.preheader, filled.html, filled.text, edition
+                    )
         except Exception as err:  # any failure is shown in the page; the server must keep running
             error = describe_error(self.cfg, err)
             click.echo(f"preview: {error}", err=True)
         with self._changed:
             self.snapshot = Snapshot(
-                self.snapshot.version + 1,
-                copies if error is None else {},
-                error,
-                alert_id,
-                people,
-                note,
+                version=self.snapshot.version + 1,
+                copies=copies if error is None else {},
+                languages=languages,
+                error=error,
+                alert_id=alert_id,
+                recipients=people,
+                recipients_note=note,
             )
             self._changed.notify_all()
         return self.snapshot
@@ -224,6 +225,20 @@ class PreviewServer:
             note = f"{path}: showing the first {MAX_PICKER} of {len(report.recipients)} recipients"
         return people, note
 
+    def _sample_values(self, edition: render.Edition) -> dict[str, str]:
+        """What each copy shows before a recipient is picked: as `build` and a forward fill it."""
+        if edition.variant == "member":
+            return check.sample_values(self.cfg, edition)
+        if edition.variant == "forward":
+            from newsletter import web  # Flask: only needed here
+
+            return {
+                tokens.FORWARD_INTRO: web.forward_intro(self.cfg, edition.lang, render.SAMPLE_NAME),
+                tokens.FORWARD_NOTE: "",
+                tokens.VIEW_URL: links.archive_url(self.cfg, edition.alert_id, edition.lang),
+            }
+        return {}  # the archive copy carries no token
+
     def recipient(self, line: str | None) -> recipients.Recipient | None:
         """The picked recipient (by CSV line number), or None for the sample member."""
         for r in self.snapshot.recipients:
@@ -231,10 +246,10 @@ class PreviewServer:
                 return r
         return None
 
-    def copy_for(self, lang: str, line: str | None) -> Copy | None:
+    def copy_for(self, lang: str, line: str | None, variant: str = "member") -> Copy | None:
         """The email as the picked recipient gets it (their name, fields and links), else the sample."""
-        copy = self.snapshot.copies.get(lang)
-        person = self.recipient(line)
+        copy = self.snapshot.copies.get((lang, variant))
+        person = self.recipient(line) if variant == "member" else None
         if copy is None or person is None:
             return copy
         edition = copy.edition
@@ -310,16 +325,19 @@ class PreviewServer:
 
     # --- pages ----------------------------------------------------------------------------------
 
-    def index_page(self, lang: str | None, line: str | None = None) -> str:
+    def index_page(
+        self, lang: str | None, line: str | None = None, variant: str | None = None
+    ) -> str:
         snap = self.snapshot
-        languages = list(snap.copies) or ["es", "en"]
-        person = self.recipient(line)
+        languages = snap.languages or ["es", "en"]
+        variant = variant if variant in VARIANTS else "member"
+        person = self.recipient(line) if variant == "member" else None
         if lang not in languages:
             # a picked recipient is shown in the language they get
             lang = person.language if person and person.language in languages else languages[0]
         template = self._pages.get_template("index.html")
         try:
-            copy, copy_error = self.copy_for(lang, line), None
+            copy, copy_error = self.copy_for(lang, line, variant), None
         except NewsletterError as err:
             copy, copy_error = None, err.format_message()
         return template.render(
@@ -329,6 +347,8 @@ class PreviewServer:
             copy=copy,
             person=person,
             r=str(person.line) if person else "",
+            variant=variant,
+            variants=VARIANT_LABELS,
             copy_error=copy_error,
             error=snap.error,
             excerpt=snap.error.excerpt(self.cfg.root) if snap.error else [],
@@ -396,7 +416,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = url.path
         try:
             if path == "/":
-                page = preview.index_page(query.get("lang"), query.get("r"))
+                page = preview.index_page(query.get("lang"), query.get("r"), query.get("variant"))
                 self._send(HTTPStatus.OK, "text/html", page)
             elif path == "/events":
                 try:
@@ -406,7 +426,7 @@ class _Handler(BaseHTTPRequestHandler):
                 version = preview.wait_for_change(since, LONG_POLL_SECONDS)
                 self._send(HTTPStatus.OK, "application/json", json.dumps({"version": version}))
             elif path.startswith("/email/") and path.endswith((".html", ".txt")):
-                self._send_email(path.removeprefix("/email/"), query.get("r"))
+                self._send_email(path.removeprefix("/email/"), query.get("r"), query.get("variant"))
             else:
                 self._send(HTTPStatus.NOT_FOUND, "text/plain", "not found\n")
         except (BrokenPipeError, ConnectionResetError):
@@ -418,10 +438,10 @@ class _Handler(BaseHTTPRequestHandler):
                     HTTPStatus.INTERNAL_SERVER_ERROR, "text/plain", f"preview error: {msg}\n"
                 )
 
-    def _send_email(self, name: str, line: str | None) -> None:
+    def _send_email(self, name: str, line: str | None, variant: str | None) -> None:
         snap = self.server.preview.snapshot
         lang, _, ext = name.partition(".")
-        copy = self.server.preview.copy_for(lang, line)
+        copy = self.server.preview.copy_for(lang, line, variant or "member")
         if snap.error is not None:
             body = f"{snap.error}\n"
             self._send(HTTPStatus.OK, "text/plain", body)

@@ -66,7 +66,7 @@ def test_preview_loads_and_switches_language(page, preview_server):
     assert page.locator("#desktop").evaluate("f => f.clientWidth") >= 600
     assert page.locator("#text").inner_text().strip()
     page.click("#lang-en")
-    page.wait_for_url("**/?lang=en")
+    page.wait_for_url("**/?lang=en&variant=member")
     assert frame_lang(page, "desktop") == "en"
     assert frame_lang(page, "phone") == "en"
     assert "Take Action NOW!" in page.locator("#text").inner_text()

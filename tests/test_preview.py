@@ -49,7 +49,7 @@ def test_index_and_email_pages(preview_server):
     status, body = get(preview_server.url)
     assert status == 200
     assert 'id="desktop"' in body and 'id="phone"' in body and 'id="text"' in body
-    assert 'href="?lang=en"' in body  # the switch to the other language
+    assert 'href="?lang=en&amp;variant=member"' in body  # the switch to the other language
     _, html = get(preview_server.url + "email/es.html")
     assert '<html lang="es"' in html
     _, html = get(preview_server.url + "email/en.html")
@@ -221,7 +221,7 @@ def test_picker_lists_recipients_and_shows_their_copy_in_their_language(picker):
     sam = next(r for r in picker.snapshot.recipients if r.email == "sam@example.com")
     _, body = get(picker.url + f"?r={sam.line}")
     assert (
-        f"/email/en.html?v={picker.snapshot.version}&amp;r={sam.line}" in body
+        f"/email/en.html?v={picker.snapshot.version}&amp;variant=member&amp;r={sam.line}" in body
     )  # Sam reads English
     _, html = get(picker.url + f"email/en.html?r={sam.line}")
     assert "Sam Lee" in html and "Ana García" not in html  # their name, not the sample's
@@ -271,3 +271,15 @@ def test_missing_preview_template_is_one_clear_error(demo):
     shutil.rmtree(demo / "templates" / "preview")
     with pytest.raises(NewsletterError, match="preview page's template is missing"):
         preview.PreviewServer(load_config(), demo / "alerts" / ALERT_ID, port=0)
+
+
+def test_friends_copy_and_archive_copy(preview_server):
+    _, body = get(preview_server.url + "?lang=en&variant=forward")
+    assert 'id="variant-forward" aria-current="page"' in body and 'id="recipient"' not in body
+    _, friend = get(preview_server.url + "email/en.html?variant=forward")
+    _, member = get(preview_server.url + "email/en.html")
+    assert "Ana García forwarded you this alert" in friend
+    assert "unsubscribe@example.org" in member and "unsubscribe@example.org" not in friend
+    _, archive = get(preview_server.url + "email/en.html?variant=archive")
+    assert "Ana García" not in archive and "__NL_" not in archive
+    assert '<html lang="en"' in archive
