@@ -358,3 +358,15 @@ def test_no_unsubscribe_setting_is_named_once_per_edition(demo, monkeypatch):
     errors = [line for line in out.splitlines() if line.startswith("E-")]
     assert len(errors) == 2 and all(line.startswith("E-UNSUB") for line in errors), out
     assert "[web] base_url" in errors[0] and "[sender] unsubscribe_mailto" in errors[0]
+
+
+def test_local_base_url_warns_and_needs_no_secret(demo, monkeypatch):
+    """A test setup on 127.0.0.1 is a warning, not an error; check builds sample tokens itself."""
+    monkeypatch.setenv("NEWSLETTER_WEB_BASE_URL", "http://127.0.0.1:8080")
+    code, out = run_check(f"alerts/{ALERT_ID}")
+    assert code == 0, out
+    assert "W-LINK-LOCAL" in found(out) and "http://127.0.0.1:8080/u/" in out
+    monkeypatch.setenv("NEWSLETTER_WEB_BASE_URL", "https://alerts.nalacc.test")
+    code, out = run_check(f"alerts/{ALERT_ID}")
+    assert code == 0, out
+    assert found(out) == {"W-EXAMPLE"}
