@@ -83,7 +83,7 @@ class _Bucket:
             self.clock.sleep(min(left, POLL))
 
 
-@dataclass(order=True)
+@dataclass(order=True, slots=True)
 class _Job:
     due: float
     seq: int
@@ -92,29 +92,37 @@ class _Job:
 
 
 class _Work:
-    """Jobs by due time; a retried job comes back later. Empty and nobody busy = done."""
+    """The to-do list in order, retries first once due. Nothing left and nobody busy = done.
 
-    def __init__(self, jobs: list[_Job], clock: Clock) -> None:
-        self.heap = list(jobs)
-        heapq.heapify(self.heap)
+    Jobs are made as they are taken, not all up front: 100,000 of them would cost megabytes.
+    """
+
+    def __init__(self, todo: list, clock: Clock) -> None:
+        self.todo = todo
+        self.next = 0
+        self.heap: list[_Job] = []  # retries, by due time
         self.busy = 0
         self.cond = threading.Condition()
         self.clock = clock
-        self.seq = itertools.count(len(jobs))
+        self.seq = itertools.count(len(todo))
 
     def take(self, stop: threading.Event) -> _Job | None:
         while not stop.is_set():
             with self.cond:
-                if self.heap:
-                    wait = self.heap[0].due - self.clock.monotonic()
-                    if wait <= 0:
-                        self.busy += 1
-                        return heapq.heappop(self.heap)
-                elif self.busy == 0:
-                    return None
-                else:
+                now = self.clock.monotonic()
+                if self.heap and self.heap[0].due <= now:
+                    self.busy += 1
+                    return heapq.heappop(self.heap)
+                if self.next < len(self.todo):
+                    self.busy += 1
+                    self.next += 1
+                    return _Job(0.0, self.next - 1, self.todo[self.next - 1])
+                if not self.heap:
+                    if self.busy == 0:
+                        return None
                     self.cond.wait(POLL)  # another worker may hand a retry back
                     continue
+                wait = self.heap[0].due - now
             self.clock.sleep(min(wait, POLL))
         return None
 
@@ -126,10 +134,6 @@ class _Work:
                 job.seq = next(self.seq)
                 heapq.heappush(self.heap, job)
             self.cond.notify_all()
-
-    def left(self) -> list[_Job]:
-        with self.cond:
-            return list(self.heap)
 
 
 class _Ticket:
@@ -335,7 +339,7 @@ class _Run:
         reply = f"{code} {text}"
         if 200 <= code < 300:
             self.journal.sent(self.alert_id, key, reply)  # type: ignore[attr-defined]
-            self.results.put(("sent", address, reply))
+            self.results.put(("sent", address, ""))
             return None
         if code >= 500:
             self.journal.fail(self.alert_id, key, reply)  # type: ignore[attr-defined]
@@ -481,7 +485,7 @@ def _deliver(
     """Run K workers over the to-do list, with a progress bar fed from their results."""
     if not todo:
         return
-    work = _Work([_Job(0.0, i, p) for i, p in enumerate(todo)], run.clock)
+    work = _Work(todo, run.clock)
     bucket = _Bucket(cap, run.clock)
     k = max(1, min(k, len(todo)))
     transports = [deliver.make_transport(run.cfg, alert_id) for _ in range(k)]
