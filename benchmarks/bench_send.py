@@ -103,6 +103,7 @@ def make_project(root: Path, sink: Sink | None) -> None:
     lines = [
         "[sender]",
         'from = "NALACC <alerts@nalacc.example.org>"',
+        'postal_address = "NALACC, 1638 S Blue Island Ave, Chicago, IL 60608"',
         "[web]",
         'base_url = "https://alerts.example.org"',
         "[smtp]",

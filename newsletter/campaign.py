@@ -408,6 +408,7 @@ def run_send(
 
     clock = clock or Clock()
     alert = content.load_alert(cfg, alert_path)
+    _check_first(cfg, alert_path, test_copy=bool(test_address))
     editions = render.render_editions(cfg, alert, variant="member")
     default_lang = alert.default_language
     if test_address:
@@ -477,6 +478,22 @@ def run_send(
             f"{alert_path}`. To retry them: {command} --retry-failed"
         )
     return out
+
+
+def _check_first(cfg: Config, alert_path: Path, *, test_copy: bool) -> None:
+    """`newsletter check`'s errors stop a send (warnings do not); a test copy still goes."""
+    from newsletter import check
+
+    errors = [p for p in check.collect(cfg, alert_path) if p.is_error]
+    if not errors:
+        return
+    for p in errors:
+        click.echo(p.line(), err=True)
+    what = f"{alert_path}: {len(errors)} error(s) from `newsletter check`"
+    if test_copy:
+        click.echo(f"warning: {what}; sending the test copy anyway.", err=True)
+        return
+    raise NewsletterError(f"{what}. Fix them, then send again.")
 
 
 def _deliver(

@@ -58,6 +58,7 @@ def setup_project(project: Path, monkeypatch, server=None, csv: str = CSV, **smt
         "[sender]",
         'from = "NALACC Alertas <alerts@nalacc.example.org>"',
         'reply_to = "info@nalacc.example.org"',
+        'postal_address = "NALACC, 1638 S Blue Island Ave, Chicago, IL 60608"',
         "[web]",
         'base_url = "https://alerts.example.org"',
     ]
@@ -323,6 +324,21 @@ def test_dry_run_builds_everything_and_sends_and_writes_nothing(project, smtp_se
     assert not smtp_server.received
     with Journal(project / "newsletter.db") as j:
         assert not j.states(ALERT_ID)
+
+
+def test_check_errors_stop_a_send_but_not_a_test_copy(project, smtp_server, monkeypatch):
+    setup_project(project, monkeypatch, smtp_server)
+    toml = project / "newsletter.toml"
+    toml.write_text(
+        "\n".join(x for x in toml.read_text().splitlines() if "postal_address" not in x) + "\n"
+    )
+    result = send("--yes")
+    assert result.exit_code == 1 and "E-POSTAL" in result.output
+    assert "error(s) from `newsletter check`" in result.output
+    assert not smtp_server.received
+    test = send("--test", "editor@example.org")
+    assert test.exit_code == 0 and "sending the test copy anyway" in test.output
+    assert [r.rcpt_tos for r in smtp_server.wait_for(1)] == [["editor@example.org"]]
 
 
 def test_limit_then_the_rest(project, smtp_server, monkeypatch):
