@@ -469,9 +469,10 @@ def run_send(
     _summary(out, dry_run, transport_desc, len(todo))
     command = resume_command(cfg, alert_path, to_csv, extra)
     if run.fatal is not None or out.stopped:
+        reason = run.fatal.message if run.fatal is not None else out.stopped
         if out.not_reached:
-            click.echo(f"To resume: {command}", err=True)
-        raise run.fatal or NewsletterError(out.stopped)
+            reason += f" To resume: {command}"
+        raise NewsletterError(reason)
     if out.failed and not dry_run:
         raise NewsletterError(
             f"{len(out.failed)} recipient(s) failed; see above or `newsletter status "
@@ -554,9 +555,9 @@ def _deliver(
     out.elapsed = time.monotonic() - start
     out.not_reached = len(todo) - done
     if interrupted:
-        out.stopped = "interrupted"
+        out.stopped = f"Interrupted: {len(todo) - done} recipient(s) not sent yet."
     elif run.fatal is None and out.not_reached:
-        out.stopped = f"{out.not_reached} recipient(s) were not reached"
+        out.stopped = f"{out.not_reached} recipient(s) were not reached."
 
 
 def _summary(out: Outcome, dry_run: bool, where: str, planned: int) -> None:

@@ -101,3 +101,41 @@ def test_kill_9_mid_run_then_resume_sends_each_once(project, smtp_server, monkey
     assert got == Counter(addresses)  # the stuck one never arrived before, now once
     with Journal(project / "newsletter.db") as j:
         assert set(j.states(ALERT_ID).values()) == {"sent"}
+
+
+def test_ctrl_c_prints_the_command_that_resumes(project, smtp_server, monkeypatch):
+    rows = "".join(f"m{i:02d}@example.org,Member {i},es\n" for i in range(N))
+    setup_project(project, monkeypatch, smtp_server, csv="email,name,language\n" + rows)
+
+    async def slow(rec):
+        await asyncio.sleep(0.1)
+
+    smtp_server.on_data = slow
+    proc = subprocess.Popen(
+        send_cmd("--connections", "2"),
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    smtp_server.wait_for(3, timeout=30)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "Traceback" not in err
+    assert "Interrupted:" in err and "not sent yet" in err
+    resume = err.split("To resume: ", 1)[1].splitlines()[0]
+    assert resume == f"newsletter send {ALERT} --to members.csv --connections 2"
+    assert "uncertain 0" in out  # the messages on the wire were finished, not abandoned
+
+    smtp_server.on_data = None
+    again = subprocess.run(
+        [sys.executable, "-m", *resume.split(), "--yes"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    got = Counter(a for r in smtp_server.received for a in r.rcpt_tos)
+    assert got == Counter(f"m{i:02d}@example.org" for i in range(N))
