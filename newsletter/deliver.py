@@ -136,7 +136,8 @@ class SmtpTransport:
         except smtplib.SMTPNotSupportedError as err:
             self._drop()
             raise NewsletterError(
-                f"{self.where}: {err}. Check [smtp] security and port (587 starttls, 465 ssl)."
+                f"{self.where}: {str(err).rstrip('.')}. Check [smtp] security and port "
+                "(587 starttls, 465 ssl)."
             ) from None
         except ssl.SSLCertVerificationError as err:
             self._drop()

@@ -415,3 +415,130 @@ def test_refusals_with_and_without_pipelining(project, smtp_server, monkeypatch,
     finally:
         t.close()
     assert received_by(smtp_server) == Counter(["ana@example.org", "eve@example.net"])
+
+
+# --- TLS: STARTTLS on 587-style servers, implicit TLS on 465-style, certificates verified --------
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, written as PEM files."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    """Factory: an aiosmtpd server that requires STARTTLS (or speaks TLS at once) and a login."""
+    import ssl
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    from tests.conftest import SmtpServer, _Handler, free_port
+
+    cert, key = _self_signed(tmp_path)
+    started = []
+
+    def start(mode: str) -> tuple[SmtpServer, Path]:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert, key)
+        server = SmtpServer("127.0.0.1", free_port())
+
+        def check(srv, session, envelope, mechanism, auth_data):
+            ok = isinstance(auth_data, LoginPassword) and auth_data == (b"nalacc", b"s3cret")
+            return AuthResult(success=ok, handled=False)
+
+        tls = (
+            {"tls_context": ctx, "require_starttls": True}
+            if mode == "starttls"
+            # aiosmtpd only counts STARTTLS as TLS for AUTH; here the whole session is TLS.
+            else {"ssl_context": ctx, "auth_require_tls": False}
+        )
+        tls["auth_required"] = mode == "starttls"
+        c = Controller(
+            _Handler(server),
+            hostname="127.0.0.1",
+            port=server.port,
+            authenticator=check,
+            ready_timeout=10,
+            **tls,
+        )
+        c.start()
+        started.append(c)
+        return server, cert
+
+    yield start
+    for c in started:
+        c.stop()
+
+
+@pytest.mark.parametrize("mode", ["starttls", "ssl"])
+def test_tls_with_a_verified_certificate_and_login(project, monkeypatch, tls_server, mode):
+    server, cert = tls_server(mode)
+    setup_project(
+        project,
+        monkeypatch,
+        host="127.0.0.1",
+        port=server.port,
+        security=mode,
+        username="nalacc",
+        timeout=5,
+    )
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "s3cret")
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trust the test certificate, nothing else
+    result = send("--yes")
+    assert result.exit_code == 0, result.output
+    assert received_by(server) == Counter(VALID)
+
+
+def test_tls_with_an_untrusted_certificate_stops_before_the_login(project, monkeypatch, tls_server):
+    server, _ = tls_server("starttls")
+    setup_project(
+        project,
+        monkeypatch,
+        host="127.0.0.1",
+        port=server.port,
+        security="starttls",
+        username="nalacc",
+        timeout=5,
+    )
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "s3cret")
+    result = send("--yes")
+    assert result.exit_code == 1
+    assert "certificate does not verify" in result.output and "s3cret" not in result.output
+    assert not server.received
+    assert set(states(project).values()) == {"pending"}
