@@ -167,7 +167,8 @@ class SmtpTransport:
             if code == 354:
                 handed_over = True
                 # Dot-stuffing (RFC 5321 4.5.2); message bytes from `message` end in CRLF.
-                body = _LEADING_DOT.sub(b"..", data)
+                dotted = data.startswith(b".") or b"\n." in data  # a scan, not a regex pass
+                body = _LEADING_DOT.sub(b"..", data) if dotted else data
                 if not body.endswith(b"\r\n"):
                     body += b"\r\n"
                 smtp.send(body + b".\r\n")

@@ -8,6 +8,7 @@ short values and joins bytes, so a message costs tens of microseconds instead of
 
 from __future__ import annotations
 
+import base64
 import binascii
 import email.policy
 import email.utils
@@ -17,7 +18,6 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.header import Header
 from pathlib import Path
 from typing import Protocol
 
@@ -90,8 +90,24 @@ def format_address(name: str, address: str) -> str:
         return address
     if name.isascii():
         return email.utils.formataddr((name, address))
-    encoded = Header(name, "utf-8", header_name="To").encode(linesep="\r\n")
-    return f"{encoded} <{address}>"
+    return f"{encoded_words(name)} <{address}>"
+
+
+def encoded_words(text: str) -> str:
+    """RFC 2047 base64 encoded-words, folded, none over 75 characters, no character split.
+
+    email.header.Header does the same in ~80 µs; this is one per recipient, so ~5 µs matters.
+    """
+    words: list[bytes] = []
+    chunk = b""
+    for ch in text:
+        b = ch.encode("utf-8")
+        if len(chunk) + len(b) > 45:  # 45 octets -> 60 base64 characters + 12 of wrapping
+            words.append(chunk)
+            chunk = b""
+        chunk += b
+    words.append(chunk)
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words)
 
 
 def _header_value(value: str) -> str:
