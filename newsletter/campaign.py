@@ -23,6 +23,10 @@ import click
 from newsletter import deliver, links, message, recipients
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
+from newsletter.journal import Journal, Planned
+from newsletter.render import Edition
+
+Prepared = dict[str, tuple[message.PreparedEdition, Edition]]  # language -> ready edition
 
 BACKOFF_FIRST = 1.0  # seconds before the first retry of a recipient; doubles each time
 BACKOFF_MAX = 30.0
@@ -87,7 +91,7 @@ class _Bucket:
 class _Job:
     due: float
     seq: int
-    planned: object = field(compare=False)  # journal.Planned
+    planned: Planned = field(compare=False)
     tries: int = field(default=0, compare=False)  # attempts in this run
 
 
@@ -97,7 +101,7 @@ class _Work:
     Jobs are made as they are taken, not all up front: 100,000 of them would cost megabytes.
     """
 
-    def __init__(self, todo: list, clock: Clock) -> None:
+    def __init__(self, todo: list[Planned], clock: Clock) -> None:
         self.todo = todo
         self.next = 0
         self.heap: list[_Job] = []  # retries, by due time
@@ -156,7 +160,7 @@ class _GroupCommit:
 
     FLUSH_AFTER = 0.05
 
-    def __init__(self, journal: object) -> None:
+    def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self.cond = threading.Condition()
         self.queue: list[tuple[Callable[..., object], tuple, _Ticket]] = []
@@ -212,7 +216,7 @@ class _GroupCommit:
 
     def _commit(self, batch: list[tuple[Callable[..., object], tuple, _Ticket]]) -> None:
         try:
-            with self.journal.batch():  # type: ignore[attr-defined]
+            with self.journal.batch():
                 for fn, args, ticket in batch:
                     try:
                         fn(*args)
@@ -248,9 +252,9 @@ class _Run:
         self,
         cfg: Config,
         alert_id: str,
-        prepared: dict,
+        prepared: Prepared,
         default_lang: str,
-        journal: object,
+        journal: _GroupCommit,
         clock: Clock,
         dry_run: bool,
     ) -> None:
@@ -266,21 +270,21 @@ class _Run:
         self.fatal: NewsletterError | None = None
         self.retries = max(1, cfg.smtp.retries)
 
-    def build(self, p: object) -> tuple[str, str, bytes]:
+    def build(self, p: Planned) -> tuple[str, str, bytes]:
         """(language, Message-ID, bytes) for one planned recipient, links and all."""
-        lang = p.lang if p.lang in self.prepared else self.default_lang  # type: ignore[attr-defined]
+        lang = p.lang if p.lang in self.prepared else self.default_lang
         prep, ed = self.prepared[lang]
         member = links.member_links(
             self.cfg,
             alert_id=self.alert_id,
             lang=lang,
-            contact_id=p.contact_id,  # type: ignore[attr-defined]
+            contact_id=p.contact_id,
             subject=ed.subject,
             forward_body=ed.forward_body,
             language_subject=ed.language_subject,
             unsubscribe_subject=ed.unsubscribe_subject,
         )
-        msg_id, data = prep.build(p.recipient, member)  # type: ignore[attr-defined]
+        msg_id, data = prep.build(p.recipient, member)
         return lang, msg_id, data
 
     def worker(self, transport: deliver.Transport, work: _Work, bucket: _Bucket) -> None:
@@ -306,12 +310,12 @@ class _Run:
     def one(self, transport: deliver.Transport, job: _Job, bucket: _Bucket) -> float | None:
         """Deliver one job; returns seconds until it should be tried again, or None."""
         p = job.planned
-        key, address = p.recipient.key, p.recipient.email  # type: ignore[attr-defined]
+        key, address = p.recipient.key, p.recipient.email
         try:
             lang, msg_id, data = self.build(p)
         except (NewsletterError, ValueError) as err:
             if not self.dry_run:
-                self.journal.fail(self.alert_id, key, f"not built: {err}")  # type: ignore[attr-defined]
+                self.journal.fail(self.alert_id, key, f"not built: {err}")
             self.results.put(("failed", address, f"not built: {err}"))
             return None
         if self.dry_run:
@@ -324,7 +328,7 @@ class _Run:
             return 0.0
         mail_from = self.prepared[lang][0].mail_from
         job.tries += 1
-        self.journal.begin(self.alert_id, key, msg_id, lang)  # type: ignore[attr-defined]
+        self.journal.begin(self.alert_id, key, msg_id, lang)
         try:
             code, text = transport.send(mail_from, address, data)
         except deliver.Uncertain as err:
@@ -333,16 +337,16 @@ class _Run:
             return None
         except deliver.Retry as err:
             return self.again(job, key, address, str(err))
-        except NewsletterError:  # login refused, bad TLS: nothing went out for this one
-            self.journal.defer(self.alert_id, key, "not sent: the run stopped")  # type: ignore[attr-defined]
+        except NewsletterError:  # refused before anything went out (login, TLS, envelope)
+            self.journal.defer(self.alert_id, key, "not sent: the run stopped")
             raise
         reply = f"{code} {text}"
         if 200 <= code < 300:
-            self.journal.sent(self.alert_id, key, reply)  # type: ignore[attr-defined]
+            self.journal.sent(self.alert_id, key, reply)
             self.results.put(("sent", address, ""))
             return None
         if code >= 500:
-            self.journal.fail(self.alert_id, key, reply)  # type: ignore[attr-defined]
+            self.journal.fail(self.alert_id, key, reply)
             self.results.put(("failed", address, reply))
             return None
         return self.again(job, key, address, reply)
@@ -370,10 +374,10 @@ class _Run:
         """A 4xx, a timeout or a drop before the data: retry later, a bounded number of times."""
         if job.tries >= self.retries:
             reply = f"gave up after {job.tries} attempts: {reply}"
-            self.journal.fail(self.alert_id, key, reply)  # type: ignore[attr-defined]
+            self.journal.fail(self.alert_id, key, reply)
             self.results.put(("failed", address, reply))
             return None
-        self.journal.defer(self.alert_id, key, reply)  # type: ignore[attr-defined]
+        self.journal.defer(self.alert_id, key, reply)
         self.results.put(("retry", address, reply))
         return backoff(job.tries)
 
@@ -404,7 +408,7 @@ def run_send(
     clock: Clock | None = None,
 ) -> Outcome:
     """`newsletter send`: every valid recipient of the CSV gets one copy, once."""
-    from newsletter import content, journal, render
+    from newsletter import content, render
 
     clock = clock or Clock()
     alert = content.load_alert(cfg, alert_path)
@@ -433,7 +437,7 @@ def run_send(
         *(["--rate", f"{rate:g}"] if rate is not None else []),
     ]
 
-    with journal.Journal(cfg.path("state"), secret=cfg.secret) as jr:
+    with Journal(cfg.path("state"), secret=cfg.secret) as jr:
         if not dry_run:
             jr.acquire_send_lock()
         plan = jr.plan(
@@ -498,7 +502,7 @@ def _check_first(cfg: Config, alert_path: Path, *, test_copy: bool) -> None:
 
 
 def _deliver(
-    run: _Run, todo: list, k: int, cap: float, out: Outcome, alert_id: str, label: str
+    run: _Run, todo: list[Planned], k: int, cap: float, out: Outcome, alert_id: str, label: str
 ) -> None:
     """Run K workers over the to-do list, with a progress bar fed from their results."""
     if not todo:
@@ -590,7 +594,7 @@ def _summary(out: Outcome, dry_run: bool, where: str, planned: int) -> None:
                 click.echo(f"  … and {len(items) - SHOW_MAX} more (newsletter status)", err=True)
 
 
-def _send_test(cfg: Config, alert_id: str, editions: dict, address: str) -> Outcome:
+def _send_test(cfg: Config, alert_id: str, editions: dict[str, Edition], address: str) -> Outcome:
     """One copy of the default-language edition to any address, marked [TEST]; not journaled."""
     lang = cfg.defaults.language if cfg.defaults.language in editions else next(iter(editions))
     ed = editions[lang]
