@@ -599,7 +599,10 @@ def _send_test(cfg: Config, alert_id: str, editions: dict[str, Edition], address
     lang = cfg.defaults.language if cfg.defaults.language in editions else next(iter(editions))
     ed = editions[lang]
     prep = message.prepare(cfg, ed, subject=f"[TEST] {ed.subject}")
-    who = TestRecipient(message.check_address(address.strip()))
+    try:
+        who = TestRecipient(recipients.check_address(address)[0])
+    except ValueError as err:
+        raise NewsletterError(f"--test {address!r}: {err}. Give one plain address.") from None
     member = links.member_links(
         cfg,
         alert_id=alert_id,
@@ -612,5 +615,6 @@ def _send_test(cfg: Config, alert_id: str, editions: dict[str, Edition], address
     )
     _, data = prep.build(who, member)
     reply = deliver.send_one(cfg, f"{alert_id}/tests", who.email, data)
-    click.echo(f"Test copy ({lang}) sent to {who.email}: {reply}")
+    if cfg.smtp.host:  # the outbox already said where the file went
+        click.echo(f"Test copy ({lang}) for {who.email} accepted by {cfg.smtp.host}: {reply}")
     return Outcome(sent=[who.email])

@@ -366,6 +366,9 @@ def test_test_copy_is_marked_and_not_journaled(project, smtp_server, monkeypatch
     (rec,) = smtp_server.wait_for(1)
     assert rec.rcpt_tos == ["editor@example.org"]
     assert rec.message["Subject"].startswith("[TEST] ")
+    assert "accepted by 127.0.0.1" in result.output
+    bad = send("--test", "Editor <editor@example.org>")
+    assert bad.exit_code == 1 and "--test 'Editor <editor@example.org>'" in bad.output
     db = project / "newsletter.db"
     if db.exists():
         assert not sqlite3.connect(db).execute("SELECT count(*) FROM deliveries").fetchone()[0]
