@@ -596,6 +596,8 @@ def _summary(out: Outcome, dry_run: bool, where: str, planned: int) -> None:
 
 def _send_test(cfg: Config, alert_id: str, editions: dict[str, Edition], address: str) -> Outcome:
     """One copy of the default-language edition to any address, marked [TEST]; not journaled."""
+    from newsletter import render
+
     lang = cfg.defaults.language if cfg.defaults.language in editions else next(iter(editions))
     ed = editions[lang]
     prep = message.prepare(cfg, ed, subject=f"[TEST] {ed.subject}")
@@ -603,17 +605,8 @@ def _send_test(cfg: Config, alert_id: str, editions: dict[str, Edition], address
         who = TestRecipient(recipients.check_address(address)[0])
     except ValueError as err:
         raise NewsletterError(f"--test {address!r}: {err}. Give one plain address.") from None
-    member = links.member_links(
-        cfg,
-        alert_id=alert_id,
-        lang=lang,
-        contact_id=0,
-        subject=ed.subject,
-        forward_body=ed.forward_body,
-        language_subject=ed.language_subject,
-        unsubscribe_subject=ed.unsubscribe_subject,
-    )
-    _, data = prep.build(who, member)
+    # Not a member: sample links (contact 0), as `newsletter build` shows them.
+    _, data = prep.build(who, render.sample_links(cfg, ed))
     reply = deliver.send_one(cfg, f"{alert_id}/tests", who.email, data)
     if cfg.smtp.host:  # the outbox already said where the file went
         click.echo(f"Test copy ({lang}) for {who.email} accepted by {cfg.smtp.host}: {reply}")

@@ -19,18 +19,24 @@ N = 12
 STUCK = "m05@example.org"  # the server sits on this one's DATA until the sender is killed
 
 
+def newsletter(project, *args: str) -> subprocess.CompletedProcess:
+    """`python -m newsletter ARGS` in the project, as a user runs it; bounded in time."""
+    return subprocess.run(
+        [sys.executable, "-m", "newsletter", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+SEND = ["send", ALERT, "--to", "members.csv", "--yes"]
+
+
 def send_cmd(*extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "newsletter",
-        "send",
-        ALERT,
-        "--to",
-        "members.csv",
-        "--yes",
-        *extra,
-    ]
+    """The command line of a send, for Popen (a process to kill)."""
+    return [sys.executable, "-m", "newsletter", *SEND, *extra]
 
 
 def test_kill_9_mid_run_then_resume_sends_each_once(project, smtp_server, monkeypatch):
@@ -69,33 +75,17 @@ def test_kill_9_mid_run_then_resume_sends_each_once(project, smtp_server, monkey
     assert len(sent_before) == 5  # m00..m04, then m05 hung
 
     smtp_server.on_data = None
-    again = subprocess.run(
-        send_cmd(), cwd=project, capture_output=True, text=True, timeout=60, check=False
-    )
+    again = newsletter(project, *SEND)
     assert again.returncode == 0, again.stderr
     assert "uncertain 1" in again.stdout and "skipped 5 (already sent)" in again.stdout
     assert STUCK in again.stderr and "--retry-uncertain" in again.stderr
     got = Counter(a for r in smtp_server.received for a in r.rcpt_tos)
     assert got == Counter(a for a in addresses if a != STUCK)  # everyone else exactly once
 
-    status = subprocess.run(
-        [sys.executable, "-m", "newsletter", "status", ALERT],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    status = newsletter(project, "status", ALERT)
     assert "1 uncertain" in status.stdout and STUCK in status.stdout
 
-    resend = subprocess.run(
-        send_cmd("--retry-uncertain"),
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    resend = newsletter(project, *SEND, "--retry-uncertain")
     assert resend.returncode == 0, resend.stderr
     got = Counter(a for r in smtp_server.received for a in r.rcpt_tos)
     assert got == Counter(addresses)  # the stuck one never arrived before, now once
@@ -128,14 +118,7 @@ def test_ctrl_c_prints_the_command_that_resumes(project, smtp_server, monkeypatc
     assert "uncertain 0" in out  # the messages on the wire were finished, not abandoned
 
     smtp_server.on_data = None
-    again = subprocess.run(
-        [sys.executable, "-m", *resume.split(), "--yes"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    again = newsletter(project, *resume.split()[1:], "--yes")
     assert again.returncode == 0, again.stderr
     got = Counter(a for r in smtp_server.received for a in r.rcpt_tos)
     assert got == Counter(f"m{i:02d}@example.org" for i in range(N))
