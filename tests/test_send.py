@@ -545,3 +545,21 @@ def test_tls_with_an_untrusted_certificate_stops_before_the_login(project, monke
     assert "certificate does not verify" in result.output and "s3cret" not in result.output
     assert not server.received
     assert set(states(project).values()) == {"pending"}
+
+
+def test_group_commit_keeps_good_changes_when_one_is_refused(tmp_path):
+    """Several journal changes share one transaction; a refused one undoes none of the others."""
+    from newsletter.journal import JournalError
+    from newsletter.recipients import Recipient
+
+    people = [Recipient(f"p{i}@example.org", f"p{i}@example.org", "", "es", {}, i) for i in (1, 2)]
+    with Journal(tmp_path / "state.db") as j:
+        j.plan("a", people)
+        writer = campaign._GroupCommit(j)
+        writer.begin("a", "p1@example.org", "<1@x>", "es")  # returns once durable
+        writer.sent("a", "p1@example.org", "250 ok")
+        writer.sent("a", "p2@example.org", "250 ok")  # never begun: refused by the journal
+        writer.begin("a", "p2@example.org", "<2@x>", "es")
+        with pytest.raises(JournalError):
+            writer.close()
+        assert j.states("a") == {"p1@example.org": "sent", "p2@example.org": "in_flight"}
