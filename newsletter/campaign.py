@@ -533,27 +533,36 @@ def _deliver(
     ) as bar:
         for t in threads:
             t.start()
-        while any(t.is_alive() for t in threads) or not run.results.empty():
+        # Poll, don't wait per result: a wake-up per message would take the interpreter lock
+        # from the senders a thousand times a second.
+        while True:
+            running = any(t.is_alive() for t in threads)
+            shown = done
+            while True:
+                try:
+                    kind, address, detail = run.results.get_nowait()
+                except queue.Empty:
+                    break
+                if kind == "retry":
+                    continue
+                done += 1
+                if kind == "sent":
+                    out.sent.append(address)
+                elif kind == "failed":
+                    out.failed.append((address, detail))
+                else:
+                    out.uncertain.append((address, detail))
+            if done > shown:
+                bar.update(done - shown)
+            if not running:
+                break
             try:
-                kind, address, detail = run.results.get(timeout=POLL)
-            except queue.Empty:
-                continue
+                time.sleep(POLL)
             except KeyboardInterrupt:
                 if not interrupted:
                     interrupted = True
                     run.stop.set()
                     click.echo("\nInterrupted: finishing the messages on the wire…", err=True)
-                continue
-            if kind == "retry":
-                continue
-            done += 1
-            bar.update(1, address)
-            if kind == "sent":
-                out.sent.append(address)
-            elif kind == "failed":
-                out.failed.append((address, detail))
-            else:
-                out.uncertain.append((address, detail))
     for t in threads:
         t.join(timeout=run.cfg.smtp.timeout + 5)
     out.elapsed = time.monotonic() - start
