@@ -25,11 +25,10 @@ from newsletter import links as links_mod
 from newsletter import tokens
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
+from newsletter.recipients import clean_text
 
 CRLF = b"\r\n"
 SOFT_BREAK = b"=\r\n"
-# Control characters (CR, LF, NUL, …) in a name would end the header line: they become spaces.
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 # What an envelope/header address may hold: printable ASCII, no spaces, brackets, quotes or commas.
 _ADDRESS_RE = re.compile(r"^[!#-'*+\-./0-9=?A-Z^-~]+@[A-Za-z0-9.\-\[\]:]+$")
 MAX_NAME = 200
@@ -70,14 +69,14 @@ class EditionLike(Protocol):
 
 def clean_name(name: str) -> str:
     """A display name safe for a header and a greeting: no control characters, bounded length."""
-    return " ".join(_CONTROL_RE.sub(" ", name or "").split())[:MAX_NAME]
+    return clean_text(name)[:MAX_NAME]
 
 
 def check_address(address: str) -> str:
     """The address itself, or NewsletterError when it could add a header or a recipient."""
     if not _ADDRESS_RE.match(address or ""):
         raise NewsletterError(
-            f"{address!r}: not a plain ASCII e-mail address; fix it in the recipient list."
+            f"{address!r}: not a plain ASCII e-mail address (one address, no name or brackets)."
         )
     return address
 
@@ -108,10 +107,6 @@ def encoded_words(text: str) -> str:
         chunk += b
     words.append(chunk)
     return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words)
-
-
-def _header_value(value: str) -> str:
-    return " ".join(_CONTROL_RE.sub(" ", value).split())
 
 
 def _fold(name: str, value: str) -> bytes:
@@ -207,7 +202,7 @@ class PreparedEdition:
             if name and self.greeting_named
             else self.greeting_anonymous
         )
-        values = {tokens.field(k): _header_value(str(v)) for k, v in recipient.fields.items()}
+        values = {tokens.field(k): clean_text(str(v)) for k, v in recipient.fields.items()}
         values[tokens.NAME] = greeting
         values.update(links)
         return values
@@ -238,7 +233,7 @@ class PreparedEdition:
             if "List-Unsubscribe-Post" in unsub:
                 head.append(f"List-Unsubscribe-Post: {unsub['List-Unsubscribe-Post']}")
         for key, value in (extra_headers or {}).items():
-            head.append(f"{_header_value(key)}: {_header_value(value)}")
+            head.append(f"{clean_text(key)}: {clean_text(value)}")
         b = self.boundary.encode("ascii")
         data = b"".join(
             [
@@ -338,7 +333,7 @@ def prepare(cfg: Config, edition: EditionLike, *, subject: str | None = None) ->
     """Once per edition: static headers, the MIME skeleton and pre-encoded body pieces."""
     name, addr = sender_address(cfg)
     domain = addr.rsplit("@", 1)[1]
-    subj = _header_value(subject if subject is not None else edition.subject)
+    subj = clean_text(subject if subject is not None else edition.subject)
     lines = [f"From: {format_address(name, addr)}"]
     if cfg.sender.reply_to:
         r_name, r_addr = email.utils.parseaddr(cfg.sender.reply_to)
@@ -350,7 +345,7 @@ def prepare(cfg: Config, edition: EditionLike, *, subject: str | None = None) ->
     head = "\r\n".join(lines).encode("utf-8") + CRLF
     head += _fold("Subject", subj)
     list_id = cfg.sender.list_id or f"{cfg.org.name} <alerts.{domain}>"
-    head += _fold("List-Id", _header_value(list_id))
+    head += _fold("List-Id", clean_text(list_id))
     return PreparedEdition(
         alert_id=edition.alert_id,
         lang=edition.lang,
