@@ -159,6 +159,7 @@ class _GroupCommit:
     """
 
     FLUSH_AFTER = 0.05
+    WAIT_MAX = 120.0  # far beyond SQLite's own busy timeout: only a stuck disk gets here
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
@@ -182,7 +183,10 @@ class _GroupCommit:
             self.urgent = self.urgent or wait
             self.cond.notify_all()
         if wait:
-            ticket.done.wait()
+            if not ticket.done.wait(self.WAIT_MAX):
+                raise NewsletterError(
+                    f"the state file did not take a write in {self.WAIT_MAX:.0f} s; stopping."
+                )
             if ticket.error is not None:
                 raise ticket.error
 
