@@ -488,11 +488,10 @@ date = {date}
 # Editions, default language first.
 languages = ["es", "en"]
 
-# Named links; the text refers to them as [words](link:name).
-# example.org values are placeholders: `newsletter check` warns until they are replaced.
+# Named links (https://…); the text refers to them as [words](link:name).
 [links]
-petition = "https://example.org/set-links.petition-in-alert.toml"
-press-release = "https://example.org/set-links.press-release-in-alert.toml"
+petition = "[[WRITE: https://… address of the petition page]]"
+press-release = "[[WRITE: https://… address of the press release]]"
 
 # One table per event; `::: event <id>` shows it. Local time, no end time unless you know it.
 [events.main]
@@ -505,7 +504,7 @@ address = "[[WRITE: street address, city, state]]"
 [contacts.main]
 name = "[[WRITE: contact name]]"
 phone = "[[WRITE: phone number]]"
-email = "set-contacts.main.email-in-alert.toml@example.org"
+email = "[[WRITE: contact email address]]"
 """
 
 NEW_TEXT = {
@@ -609,6 +608,6 @@ def run_new(cfg: Config, alert_id: str, *, today: dt.date | None = None) -> Path
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     click.echo(f"Created {folder}/ ({ALERT_FILE}, es.md, en.md).")
-    click.echo("Replace every [[WRITE: …]] and every example.org value, then run:")
+    click.echo("Replace every [[WRITE: …]], then run:")
     click.echo(f"  newsletter check {folder}")
     return folder

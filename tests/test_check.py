@@ -370,3 +370,35 @@ def test_local_base_url_warns_and_needs_no_secret(demo, monkeypatch):
     code, out = run_check(f"alerts/{ALERT_ID}")
     assert code == 0, out
     assert found(out) == {"W-EXAMPLE"}
+
+
+# What `newsletter new` leaves for the editor to write, with a plausible answer for each.
+NEW_ALERT_ANSWERS = {
+    '"[[WRITE: date and time as 2026-12-05T18:00:00, without quotes]]"': "2026-12-05T18:00:00",
+    "[[WRITE: https://… address of the petition page]]": "https://act.nalacc.org/petition",
+    "[[WRITE: https://… address of the press release]]": "https://nalacc.org/press/dream-act",
+    "[[WRITE: contact email address]]": "carlos@nalacc.org",
+}
+
+
+def test_new_alert_is_refused_until_every_place_to_write_is_filled(demo):
+    """The petition, press-release and contact addresses are the editor's to write, like the text:
+    left as they come, `check` refuses (an example.org link would only warn and could be sent)."""
+    assert CliRunner().invoke(cli, ["new", "2026-12-04-dream-act"]).exit_code == 0
+    folder = demo / "alerts" / "2026-12-04-dream-act"
+    code, out = run_check(str(folder))
+    assert code == 1
+    toml_lines = [line for line in out.splitlines() if f"{folder.name}/alert.toml" in line]
+    for what in ("petition page", "press release", "contact email address"):
+        assert any(line.startswith("E-PLACEHOLDER") and what in line for line in toml_lines), what
+    # A marker in a link is one problem (unfinished), not also a relative link or a text-part gap.
+    assert found(out) == {"E-PLACEHOLDER", "W-EXAMPLE"}, out
+    for path in folder.iterdir():
+        text = path.read_text(encoding="utf-8")
+        for mark, answer in NEW_ALERT_ANSWERS.items():
+            text = text.replace(mark, answer)
+        text = re.sub(r"\[\[WRITE: ([^\]]*)\]\]", lambda m: m.group(1).strip(" .…"), text)
+        path.write_text(text, encoding="utf-8")
+    code, out = run_check(str(folder))
+    assert code == 0, out
+    assert not any(line.startswith("W-EXAMPLE") and folder.name in line for line in out.splitlines())
