@@ -396,6 +396,20 @@ class PreviewServer:
         self.stop()
 
 
+HEAD_RE = re.compile(r"<head\b[^>]*>", re.I)
+
+
+def open_links_outside(html: str) -> str:
+    """The email with its links opening a new tab, as a mail client does.
+
+    In the preview's iframe a click would load the page inside the frame, and `newsletter serve`
+    refuses to be framed (X-Frame-Options: DENY): the picked member's links would show nothing.
+    """
+    base = '<base target="_blank">'
+    m = HEAD_RE.search(html)
+    return html[: m.end()] + base + html[m.end() :] if m else base + html
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a browser's pending long-poll must not hold up Ctrl-C
     allow_reuse_address = True
@@ -448,7 +462,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif copy is None:
             self._send(HTTPStatus.NOT_FOUND, "text/plain", f"no {lang} edition\n")
         elif ext == "html":
-            self._send(HTTPStatus.OK, "text/html", copy.html)
+            self._send(HTTPStatus.OK, "text/html", open_links_outside(copy.html))
         else:
             self._send(HTTPStatus.OK, "text/plain", copy.text)
 

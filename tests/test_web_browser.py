@@ -231,3 +231,25 @@ def test_pages_at_375px(live, page, project):
         len(page.get_by_label("Una nota para tus amistades (opcional)").input_value())
         == web.NOTE_MAX
     )
+
+
+def test_preview_of_a_picked_member_links_to_a_local_serve(live, page, project):
+    """`newsletter preview` with a recipient picked: a click in the email opens their page on serve.
+
+    serve refuses to be framed (X-Frame-Options), so the preview's links must leave its iframe.
+    """
+    from newsletter.preview import PreviewServer
+
+    csv = project / "members.csv"
+    csv.write_text(MEMBERS, encoding="utf-8")
+    with PreviewServer(live.cfg, project / "alerts" / ALERT_ID, port=0, recipients_csv=csv) as pv:
+        beto = next(r for r in pv.snapshot.recipients if r.email == "beto@example.org")
+        page.goto(f"{pv.url}?r={beto.line}")
+        link = page.frame_locator("#desktop").locator(f'a[href^="{live.url}/f/"]').first
+        with page.context.expect_page(timeout=10_000) as opened:
+            link.click()
+        form = opened.value
+        form.wait_for_load_state()
+        assert form.url.startswith(f"{live.url}/f/")
+        assert form.locator("html").get_attribute("lang") == "en"  # Beto reads English
+        assert form.get_by_label("Your name").input_value() == "Beto"
