@@ -666,6 +666,10 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
         data = pages.token("unsubscribe", token)  # BadToken: the 400 page
         lang = data.lang
         if request.method != "POST":  # GET and HEAD: never a change
+            if is_unsubscribed(data.contact_id):
+                # Unsubscribed already (maybe by the mail client's one-click button, which
+                # shows no page): this link is their way back.
+                return unsubscribed_page(token, lang)
             other = other_language(lang)
             t_other = i18n.translations(cfg, other, "web")
             language_token = links.make_token(
@@ -691,6 +695,14 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
             if contact is None:
                 return pages.notice("no_contact", 404, lang)
             j.suppress(contact.email, "one-click" if one_click else "unsubscribe page")
+        return unsubscribed_page(token, lang)
+
+    def is_unsubscribed(contact_id: int) -> bool:
+        with pages.journal() as j:
+            contact = j.get_contact(contact_id)
+            return contact is not None and j.is_suppressed(contact.email)
+
+    def unsubscribed_page(token: str, lang: str) -> Response:
         html = pages.render(
             lang,
             "unsubscribed.html",

@@ -287,12 +287,57 @@ def test_one_click_post_unsubscribes(client, cfg, member):
     assert resp.status_code == 200
 
 
+def test_after_one_click_the_link_offers_to_resubscribe(client, cfg, member):
+    """The mail client's button shows no page: the email's link, opened later, lets them back in."""
+    tok = token("unsubscribe", member, "es")
+    client.post(f"/u/{tok}", data={"List-Unsubscribe": "One-Click"})
+    assert suppressed(cfg, "ana@example.org")
+    before = state(cfg)
+    resp = client.get(f"/u/{tok}")
+    page = resp.get_data(as_text=True)
+    assert resp.status_code == 200 and "Te diste de baja" in page
+    assert state(cfg) == before  # a GET changes nothing
+    action = re.search(r'action="(/u/[^"]+/resubscribe)"', page).group(1)
+    resp = client.post(action, data={"csrf": csrf_of(page)})
+    assert resp.status_code == 200 and "Volverás a recibir" in resp.get_data(as_text=True)
+    assert not suppressed(cfg, "ana@example.org")
+    assert "¿Darte de baja" in client.get(f"/u/{tok}").get_data(as_text=True)  # subscribed again
+
+
 def test_unsubscribe_post_without_the_field_changes_nothing(client, cfg, member):
     tok = token("unsubscribe", member, "es")
     before = state(cfg)
     assert client.post(f"/u/{tok}", data={}).status_code == 400
     assert client.post(f"/u/{tok}", data={"List-Unsubscribe": "yes"}).status_code == 400
     assert state(cfg) == before
+
+
+@pytest.mark.parametrize("purpose", ["forward", "language", "unsubscribe"])
+def test_bad_tokens_on_every_page_change_nothing(client, cfg, member, smtp_server, purpose):
+    """Tampered, foreign-purpose, other-secret and malformed tokens, each with a full valid form."""
+    good = token(purpose, member)
+    page = client.get(f"/{purpose[0]}/{good}").get_data(as_text=True)
+    form = {"List-Unsubscribe": "One-Click", "confirm": "1", "to": FRIENDS, "name": "Ana"}
+    if 'name="csrf"' in page:
+        form["csrf"] = csrf_of(page)
+    other = "language" if purpose != "language" else "forward"
+    bad = [
+        good[:-3] + ("aaa" if not good.endswith("aaa") else "bbb"),
+        good.replace(".", "x", 1),
+        token(other, member),
+        links.make_token("another-secret-0123456789", purpose, member, ALERT_ID, "es"),
+        "not-a-token",
+    ]
+    before = state(cfg)
+    for tok in bad:
+        for method in ("GET", "POST"):
+            resp = client.open(f"/{purpose[0]}/{tok}", method=method, data=form)
+            body = resp.get_data(as_text=True)
+            assert resp.status_code == 400, (tok, method)
+            assert "Este enlace no es válido" in body and "This link is not valid" in body
+    resp = client.post(f"/u/{bad[0]}/resubscribe", data={"csrf": form.get("csrf", "")})
+    assert resp.status_code == 400
+    assert state(cfg) == before and smtp_server.received == []
 
 
 def test_expired_tokens_are_refused_and_change_nothing(client, cfg, member, clock):
