@@ -72,6 +72,15 @@ def test_preview_loads_and_switches_language(page, preview_server):
     assert "Take Action NOW!" in page.locator("#text").inner_text()
 
 
+def test_preview_page_has_no_horizontal_scroll(page, preview_server):
+    """The plain-text part's long mailto: URLs wrap inside its box instead of widening the page."""
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(preview_server.url)
+    assert "mailto:" in page.locator("#text").inner_text()  # the long unbroken lines are there
+    scroll, client = page.evaluate(NO_HSCROLL_JS)
+    assert scroll <= client, f"the preview page scrolls sideways at 1280 px ({scroll} > {client})"
+
+
 def test_preview_reloads_after_content_change(page, preview_server, project):
     page.goto(preview_server.url + "?lang=en")
     frame = page.frame_locator("#desktop")
