@@ -401,4 +401,15 @@ def test_new_alert_is_refused_until_every_place_to_write_is_filled(demo):
         path.write_text(text, encoding="utf-8")
     code, out = run_check(str(folder))
     assert code == 0, out
-    assert not any(line.startswith("W-EXAMPLE") and folder.name in line for line in out.splitlines())
+    assert not any(
+        line.startswith("W-EXAMPLE") and folder.name in line for line in out.splitlines()
+    )
+
+
+def test_problems_of_a_file_are_listed_in_line_order(demo):
+    assert CliRunner().invoke(cli, ["new", "next"]).exit_code == 0
+    code, out = run_check("alerts/next")
+    assert code == 1
+    for name in ("alert.toml", "en.md", "es.md"):
+        numbers = [int(n) for n in re.findall(rf"^E-\S+\s+alerts/next/{name}:(\d+):", out, re.M)]
+        assert len(numbers) >= 5 and numbers == sorted(numbers), (name, numbers)
