@@ -29,6 +29,7 @@ from markupsafe import Markup
 
 from newsletter import i18n, links, message, tokens
 from newsletter.config import Config
+from newsletter.content import WRITE_MARK_RE
 from newsletter.errors import NewsletterError
 
 # Abuse limits on forwarding, counted in friends (messages), over the last 24 hours.
@@ -473,6 +474,10 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
 
         lang = cfg.defaults.language
         alerts = []
+        # Only what went out: the alerts folder also holds next week's draft, and a send that
+        # was planned but not confirmed reached nobody.
+        with pages.journal() as j:
+            published = {a for a in j.alerts() if j.counts(a)["sent"]}
         where = cfg.path("alerts")
         folders = (
             sorted((p for p in where.iterdir() if p.is_dir()), reverse=True)
@@ -480,7 +485,7 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
             else []
         )
         for folder in folders:
-            if not ALERT_ID_RE.fullmatch(folder.name):
+            if folder.name not in published or not ALERT_ID_RE.fullmatch(folder.name):
                 continue
             try:
                 alert = content.load_alert(cfg, folder)
@@ -493,9 +498,11 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
                     {"url": f"{root}/a/{alert.id}/{code}", "lang": code, "subject": text.subject}
                     for code in alert.languages
                     if (text := alert.texts.get(code)) is not None
+                    and not WRITE_MARK_RE.search(text.subject)  # a draft (sent by mistake?)
                 ],
             }
-            alerts.append(entry)
+            if entry["links"]:
+                alerts.append(entry)
         return pages.page(pages.render(lang, "index.html", alerts=alerts))
 
     @app.get("/a/<alert_id>/<lang>")
@@ -503,7 +510,7 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
         if lang not in i18n.LANGUAGES:
             return pages.notice("not_found", 404)
         ed = pages.edition(alert_id, lang, "archive")
-        if ed is None:
+        if ed is None or WRITE_MARK_RE.search(ed.text):  # `newsletter new`'s blanks: a draft
             return pages.notice("not_found", 404, lang)
         # The archive variant has no member link; blank any token left so nothing leaks.
         html = tokens.fill(

@@ -516,7 +516,27 @@ def test_forward_when_the_server_refuses(client, cfg, member, smtp_server):
 # --- archive --------------------------------------------------------------------------------------
 
 
+def mark_sent(cfg, alert_id: str = ALERT_ID) -> None:
+    """The journal as after a send that reached one member (the index lists sent alerts only)."""
+    from newsletter.journal import Journal
+    from newsletter.recipients import Recipient
+
+    ana = Recipient("ana@example.org", "ana@example.org", "Ana", "es", {}, 2)
+    with Journal(cfg.path("state")) as j:
+        j.plan(alert_id, [ana])
+        j.begin(alert_id, ana.key, "<m1@example.org>")
+        j.sent(alert_id, ana.key)
+
+
 def test_archive_and_index(client, cfg):
+    # Before any send the index lists nothing (a planned send that was not confirmed neither).
+    from newsletter.journal import Journal
+    from newsletter.recipients import Recipient
+
+    with Journal(cfg.path("state")) as j:
+        j.plan(ALERT_ID, [Recipient("b@example.org", "b@example.org", "", "es", {}, 2)])
+    assert f"/a/{ALERT_ID}/" not in client.get("/").get_data(as_text=True)
+    mark_sent(cfg)
     index = client.get("/").get_data(as_text=True)
     assert f'href="/a/{ALERT_ID}/es"' in index and f'href="/a/{ALERT_ID}/en"' in index
     for lang in ("es", "en"):
@@ -529,6 +549,22 @@ def test_archive_and_index(client, cfg):
     assert client.get(f"/a/{ALERT_ID}/fr").status_code == 404
     assert client.get("/a/no-such-alert/es").status_code == 404
     assert client.get("/a/..%2F..%2Fetc/es").status_code == 404
+
+
+def test_a_draft_is_not_published(client, cfg, project):
+    """Next week's alert, started with `newsletter new` while serve runs, stays private."""
+    from click.testing import CliRunner
+
+    from newsletter.cli import cli
+
+    draft = "2011-08-19-next-week"
+    assert CliRunner().invoke(cli, ["new", draft]).exit_code == 0
+    assert "[[WRITE:" in (project / "alerts" / draft / "es.md").read_text(encoding="utf-8")
+    mark_sent(cfg, draft)  # even sent by mistake: never shown with its blanks
+    assert draft not in client.get("/").get_data(as_text=True)
+    for lang in ("es", "en"):
+        resp = client.get(f"/a/{draft}/{lang}")
+        assert resp.status_code == 404 and "WRITE" not in resp.get_data(as_text=True)
 
 
 def test_archive_is_cached(client, cfg, monkeypatch):
@@ -761,4 +797,5 @@ def test_pages_link_under_the_base_url_path(project, smtp_server, monkeypatch):
     page = client.get(f"/u/{tok}").get_data(as_text=True)
     assert f'action="/nalacc/u/{tok}"' in page
     assert 'href="/nalacc/l/' in page
+    mark_sent(cfg)
     assert f'href="/nalacc/a/{ALERT_ID}/es"' in client.get("/").get_data(as_text=True)
