@@ -253,3 +253,29 @@ def test_preview_of_a_picked_member_links_to_a_local_serve(live, page, project):
         assert form.url.startswith(f"{live.url}/f/")
         assert form.locator("html").get_attribute("lang") == "en"  # Beto reads English
         assert form.get_by_label("Your name").input_value() == "Beto"
+
+
+def test_pages_work_without_javascript(live, browser, smtp_server):
+    """Forward, language and unsubscribe with JavaScript off (as some readers and mail apps browse)."""
+    from newsletter.journal import Journal
+
+    with Journal(live.cfg.path("state")) as j:
+        cid = j.contact("ana@example.org", "Ana Pérez")
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 375, "height": 800})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        page.goto(f"{live.url}/f/{links.make_token(SECRET, 'forward', cid, ALERT_ID, 'en')}")
+        page.get_by_label("Friend's email 1").fill("luis@example.org")
+        page.get_by_role("button", name="Send to my friends").click()
+        page.get_by_text("We sent the alert to 1 friend.").wait_for()
+        assert len(smtp_server.wait_for(1)) == 1
+        page.goto(f"{live.url}/l/{links.make_token(SECRET, 'language', cid, ALERT_ID, 'en')}")
+        page.get_by_role("button").click()
+        page.get_by_text("A partir de la próxima alerta te escribiremos en español").wait_for()
+        page.goto(f"{live.url}/u/{links.make_token(SECRET, 'unsubscribe', cid, ALERT_ID, 'es')}")
+        page.get_by_role("button", name="Darse de baja").click()
+        page.get_by_text("Te diste de baja").wait_for()
+    finally:
+        context.close()
+    assert state(live.cfg)[0][0][3] == "es" and state(live.cfg)[1][0][1] == "unsubscribe page"
