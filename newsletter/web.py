@@ -749,6 +749,12 @@ def run_serve(cfg: Config, host: str, port: int) -> None:
             "pages; serving for local use only.",
             err=True,
         )
+    if not cfg.smtp.host:
+        click.echo(
+            f"warning: {cfg.source}: [smtp] host is not set, so forwards from the form are "
+            f"written to {cfg.path('outbox')}/<alert>/forwards/, not sent.",
+            err=True,
+        )
     app = create_app(cfg)
     try:
         server = make_server(host, port, app, threaded=True, request_handler=_request_handler())

@@ -757,6 +757,8 @@ def test_newsletter_serve_answers(project, monkeypatch):
         proc.terminate()
         out = proc.communicate(timeout=10)[0].decode()
     assert f"http://127.0.0.1:{port}/" in out
+    # No [smtp] host: the forward page says "sent", so the console says where the copies go.
+    assert "warning: " in out and "[smtp] host is not set" in out and "outbox" in out
     assert '"GET /u/… HTTP/1.1" 200' in out  # logged, without the member's token
     assert tok not in out and tok.split(".")[0] not in out
     assert SECRET not in out
