@@ -472,7 +472,8 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
     def index() -> Response:
         from newsletter import content
 
-        lang = cfg.defaults.language
+        lang = request.args.get("lang", "")
+        lang = lang if lang in i18n.LANGUAGES else cfg.defaults.language
         alerts = []
         # Only what went out: the alerts folder also holds next week's draft, and a send that
         # was planned but not confirmed reached nobody.
@@ -503,7 +504,17 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
             }
             if entry["links"]:
                 alerts.append(entry)
-        return pages.page(pages.render(lang, "index.html", alerts=alerts))
+        other = other_language(lang)
+        return pages.page(
+            pages.render(
+                lang,
+                "index.html",
+                alerts=alerts,
+                other=other,
+                other_name=links.LANG_NAMES[other],
+                other_url=f"{root}/?lang={other}",
+            )
+        )
 
     @app.get("/a/<alert_id>/<lang>")
     def archive(alert_id: str, lang: str) -> Response:

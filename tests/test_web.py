@@ -551,6 +551,18 @@ def test_archive_and_index(client, cfg):
     assert client.get("/a/..%2F..%2Fetc/es").status_code == 404
 
 
+def test_index_in_both_languages(client, cfg):
+    mark_sent(cfg)
+    es = client.get("/").get_data(as_text=True)
+    assert '<html lang="es">' in es and "<h1>Alertas de acción</h1>" in es
+    assert '<a href="/?lang=en" lang="en" hreflang="en">English</a>' in es
+    en = client.get("/?lang=en").get_data(as_text=True)
+    assert '<html lang="en">' in en and "<h1>Action alerts</h1>" in en
+    assert '<a href="/?lang=es" lang="es" hreflang="es">español</a>' in en
+    assert f'href="/a/{ALERT_ID}/en"' in en
+    assert client.get("/?lang=fr").get_data(as_text=True) == es  # unknown: the default
+
+
 def test_a_draft_is_not_published(client, cfg, project):
     """Next week's alert, started with `newsletter new` while serve runs, stays private."""
     from click.testing import CliRunner
