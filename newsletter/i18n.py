@@ -74,6 +74,15 @@ def catalog(cfg: Config, lang: str, domain: str = "messages") -> Catalog:
     """The parsed catalog of one language and domain (cached until the file changes)."""
     if lang not in LANGUAGES:
         raise NewsletterError(f"unknown language {lang!r}; use one of {', '.join(LANGUAGES)}.")
+    locale = cfg.path("locale")
+    if not locale.is_dir():
+        # Usually newsletter run outside the project folder: say so, not "create a catalog".
+        fix = (
+            "Run newsletter in the project folder (where newsletter.toml is), or pass --config FILE"
+            if cfg.source == Config.source
+            else f"Set [paths] locale in {cfg.source}"
+        )
+        raise NewsletterError(f"{locale}: no such folder. {fix}.")
     return _load_catalog(_stamp(catalog_path(cfg, lang, domain)), lang)
 
 

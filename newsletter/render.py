@@ -385,7 +385,13 @@ def run_build(cfg: Config, alert_path: str | Path, out: str | Path | None = None
         if event.start is not None:
             files[f"{event.id}.ics"] = event_ics(cfg, alert, event.id).encode("utf-8")
     for name, data in files.items():
-        write_atomic(folder / name, data)
+        try:
+            write_atomic(folder / name, data)
+        except OSError as err:
+            raise NewsletterError(
+                f"{folder / name}: cannot write it ({err.strerror}). Give --out a folder you can "
+                "write to."
+            ) from None
         click.echo(f"wrote {folder / name} ({len(data) / 1024:.1f} KB)")
     first = folder / f"{alert.default_language}.html"
     click.echo(

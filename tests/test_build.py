@@ -137,3 +137,28 @@ def test_new_refuses_existing_and_bad_ids(demo: Path) -> None:
     assert result.exit_code == 1 and "already exists" in result.output
     result = CliRunner().invoke(cli, ["new", "Bad Id"])
     assert result.exit_code == 1 and "lowercase letters, digits and hyphens" in result.output
+
+
+def test_build_into_a_folder_it_cannot_make_is_one_clear_line(demo: Path) -> None:
+    (demo / "taken").write_text("a file, not a folder", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["build", ALERT, "--out", "taken/out"])
+    assert result.exit_code == 1
+    assert not isinstance(result.exception, OSError), result.exception  # no traceback
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "taken/out" in lines[0] and "--out" in lines[0], lines
+
+
+def test_build_outside_the_project_folder_says_where_to_run(
+    demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run from another folder (no newsletter.toml): the fix named is the folder, not a catalog."""
+    elsewhere = demo / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(cli, ["build", f"../{ALERT}"])
+    assert result.exit_code == 1
+    assert "newsletter.toml" in result.output and "--config" in result.output, result.output
+    assert "Traceback" not in result.output
+    # and with --config it works from there
+    code, out = run("--config", "../newsletter.toml", "build", f"../{ALERT}", "--out", "b")
+    assert code == 0, out
