@@ -224,7 +224,7 @@ def test_pages_at_375px(live, page, project):
         assert page.locator("html").get_attribute("lang") in ("es", "en"), name
         assert no_horizontal_scroll(page), name
         assert unlabelled_fields(page) == [], name
-    # The form refuses a sixth friend even when the browser is bypassed: shown, not a crash.
+    # The browser itself stops a note at the limit (maxlength); the server checks it again.
     page.goto(live.url + urls["forward"])
     page.get_by_label("Una nota para tus amistades (opcional)").fill("x" * 600)
     assert (
