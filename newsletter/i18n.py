@@ -34,6 +34,8 @@ EMAIL_STRINGS = {
     "unsubscribe_subject": "Unsubscribe me from the %(org)s alerts",
     "subscribe_subject": "Subscribe me to the %(org)s alerts",
     "when": "%(date)s at %(time)s",
+    # Translated with the catalog of the language it offers (the reader who needs it reads that).
+    "language_label": "Get emails in this language",
 }
 
 

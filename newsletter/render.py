@@ -35,8 +35,6 @@ VARIANTS = ("member", "forward", "archive")
 LAYOUT_HTML = "layout.html"
 LAYOUT_TEXT = "layout.txt"
 TOP_BLOCKS = ("forward-link", "language")
-# The language link is written in the language it offers, for the reader who needs it.
-LANGUAGE_LINK_LABEL = {"en": "Get emails in English", "es": "Recibe los correos en español"}
 DATE_FORMAT = {"es": "EEEE d 'de' MMMM 'de' y", "en": "EEEE, MMMM d, y"}
 TIME_FORMAT = "h:mm a zzzz"
 FORWARD_BODY_MAX = 1500  # characters of text in a mailto: forward; mail clients cut long URLs
@@ -204,7 +202,12 @@ def _visibility(cfg: Config, alert: Alert, lang: str, variant: str) -> dict[str,
         "forward": member,
         "language": language,
         "other_lang": others[0] if others else "",
-        "language_label": LANGUAGE_LINK_LABEL.get(others[0], "") if others else "",
+        # Written in the language it offers, for the reader who needs it: that language's catalog.
+        "language_label": (
+            i18n.translations(cfg, others[0]).gettext(i18n.EMAIL_STRINGS["language_label"])
+            if others
+            else ""
+        ),
         "unsubscribe": member,
         "view_url": view_url,
         "subscribe_url": "" if member else subscribe_url,

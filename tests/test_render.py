@@ -351,3 +351,26 @@ def test_premailer_runs_once_per_edition(
     monkeypatch.setattr(render, "inline", counting)
     editions = render.render_editions(demo, alert, "member")
     assert len(calls) == len(editions) == 2
+
+
+def test_language_link_label_comes_from_the_offered_languages_catalog(
+    demo: Config, tmp_path: Path
+) -> None:
+    """The link offering Spanish is written in Spanish: es/messages.po holds it, a translator edits
+    it there, and check's missing-translation rule covers it like every UI string."""
+    for name in ("templates", "locale"):
+        shutil.copytree(REPO / name, tmp_path / name)
+    cfg = copy.deepcopy(demo)
+    cfg.root = tmp_path
+    alert = content.load_alert(cfg, ALERT)
+    po = i18n.catalog_path(cfg, "es")
+    text = po.read_text(encoding="utf-8")
+    assert text.count('msgstr "Recibe los correos en español"') == 1
+    po.write_text(
+        text.replace("Recibe los correos en español", "Correos en español, aquí"), "utf-8"
+    )
+    en = render.render_edition(cfg, alert, "en")
+    assert "Correos en español, aquí" in en.html and "Correos en español, aquí:" in en.text
+    assert "Recibe los correos" not in en.html
+    po.write_text(text.replace('msgstr "Recibe los correos en español"', 'msgstr ""'), "utf-8")
+    assert len(i18n.missing_translations(cfg, "es")) == 1
