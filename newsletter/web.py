@@ -151,6 +151,21 @@ def forward_messages(
     return [(friend, prepared.build(Friend(friend), values)[1]) for friend in fwd.friends]
 
 
+def unsubscribed_friends(cfg: Config, friends: Sequence[str]) -> set[str]:
+    """Friends who unsubscribed from the list: a forward is the organisation's mail, so they get none.
+
+    (CAN-SPAM treats a forward the organisation sends as its own message: opt-outs apply.)
+    Reads the state file only if it exists: a first run creates nothing.
+    """
+    state = cfg.path("state")
+    if not state.exists():
+        return set()
+    from newsletter.journal import Journal
+
+    with Journal(state) as j:
+        return {f for f in friends if j.is_suppressed(f)}
+
+
 def deliver_all(
     cfg: Config, alert_id: str, messages: list[tuple[str, bytes]]
 ) -> tuple[list[str], str]:
@@ -205,6 +220,13 @@ def run_forward(
         raise NewsletterError(
             "; ".join(_error_line(code, arg, where="command") for code, arg in errors) + "."
         )
+    skipped = unsubscribed_friends(cfg, fwd.friends)
+    if skipped:
+        click.echo(f"Skipped (unsubscribed from the list): {', '.join(sorted(skipped))}")
+        fwd = replace(fwd, friends=tuple(f for f in fwd.friends if f not in skipped))
+    if not fwd.friends:
+        click.echo("Nothing forwarded: every address given has unsubscribed from the list.")
+        return
     reached, where = deliver_all(cfg, alert.id, forward_messages(cfg, alert, fwd, reply_to=None))
     click.echo(
         f"Forwarded {alert.id} ({lang}) to {len(reached)} of {len(fwd.friends)} friends "
@@ -627,18 +649,24 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
         if errors:
             return forward_form(token, data, alert, errors=errors, status=429, **given)
         reply_to = contact.email if contact is not None else None
-        messages = forward_messages(
-            cfg, alert, fwd, reply_to, pages.edition(alert.id, fwd.lang, "forward")
-        )
-        try:
-            reached, _where = deliver_all(cfg, alert.id, messages)
-        except NewsletterError as err:
-            app.logger.error("forward: %s", err.message)
-            reached = []
+        # A friend who unsubscribed gets nothing; the page lists them as not reached, without
+        # saying why (that they unsubscribed is theirs to tell, not the forwarder's to learn).
+        skipped = unsubscribed_friends(cfg, fwd.friends)
+        wanted = replace(fwd, friends=tuple(f for f in fwd.friends if f not in skipped))
+        reached = []
+        if wanted.friends:
+            messages = forward_messages(
+                cfg, alert, wanted, reply_to, pages.edition(alert.id, fwd.lang, "forward")
+            )
+            try:
+                reached, _where = deliver_all(cfg, alert.id, messages)
+            except NewsletterError as err:
+                app.logger.error("forward: %s", err.message)
+                reached = []
         if reached:
             with pages.journal() as j:
                 j.record_forward(data.contact_id, ip, alert.id, len(reached))
-        if not reached:
+        if not reached and wanted.friends:
             return forward_form(
                 token, data, alert, errors=[("send_failed", None)], status=503, **given
             )

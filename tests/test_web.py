@@ -813,3 +813,46 @@ def test_pages_link_under_the_base_url_path(project, smtp_server, monkeypatch):
     assert 'href="/nalacc/l/' in page
     mark_sent(cfg)
     assert f'href="/nalacc/a/{ALERT_ID}/es"' in client.get("/").get_data(as_text=True)
+
+
+# --- friends who unsubscribed ----------------------------------------------------------------------
+
+
+def test_forward_skips_a_friend_who_unsubscribed(client, cfg, member, smtp_server):
+    """A forward is the organisation's mail (CAN-SPAM): an opted-out friend gets no copy."""
+    from newsletter.journal import Journal
+
+    with Journal(cfg.path("state")) as j:
+        j.suppress("Marta@Example.net", "unsubscribe page")
+    tok = token("forward", member, "es")
+    resp = post_forward(client, tok, forward_page(client, tok), note="hola", lang="es")
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    got = smtp_server.wait_for(1)
+    assert [r.rcpt_tos for r in got] == [["luis@example.org"]]
+    assert state(cfg)[2] == [(member, ALERT_ID, 1)]  # only the copy sent counts
+    page = resp.get_data(as_text=True)
+    assert "marta@example.net" in page  # listed as not reached
+    assert "unsubscribed" not in page.lower() and "baja" not in page.lower()  # not why
+    # Every friend opted out: a plain "done" page (0 sent), not a delivery error.
+    resp = post_forward(client, tok, forward_page(client, tok), to=["marta@example.net"])
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert len(smtp_server.received) == 1
+
+
+def test_forward_command_skips_a_friend_who_unsubscribed(cfg, smtp_server, project):
+    from click.testing import CliRunner
+
+    from newsletter.cli import cli
+    from newsletter.journal import Journal
+
+    with Journal(cfg.path("state")) as j:
+        j.suppress("luis@example.org", "by hand")
+    args = ["forward", f"alerts/{ALERT_ID}", "--from-name", "Rosa"]
+    result = CliRunner().invoke(cli, [*args, "--to", "luis@example.org", "--to", "m@example.net"])
+    assert result.exit_code == 0, result.output
+    assert "Skipped (unsubscribed from the list): luis@example.org" in result.output
+    assert [r.rcpt_tos for r in smtp_server.wait_for(1)] == [["m@example.net"]]
+    result = CliRunner().invoke(cli, [*args, "--to", "LUIS@example.org"])
+    assert result.exit_code == 0, result.output
+    assert "Nothing forwarded: every address given has unsubscribed" in result.output
+    assert len(smtp_server.received) == 1
