@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -256,7 +257,17 @@ def _render(env: jinja2.Environment, name: str, ctx: dict[str, Any]) -> str:
             "Restore it (see templates/email/ in the repository)."
         ) from None
     except jinja2.UndefinedError as err:
-        raise NewsletterError(f"templates/email/{name}: {err.message}. Fix the template.") from None
+        place = _template_place(env, err) or f"templates/email/{name}"
+        raise NewsletterError(f"{place}: {err.message}. Fix the template.") from None
+
+
+def _template_place(env: jinja2.Environment, err: BaseException) -> str:
+    """The innermost template frame as "file:line" (Jinja rewrites tracebacks to carry them)."""
+    folders = tuple(str(Path(p).resolve()) for p in env.loader.searchpath)  # type: ignore[union-attr]
+    for frame in reversed(traceback.extract_tb(err.__traceback__)):
+        if frame.lineno and str(Path(frame.filename).resolve()).startswith(folders):
+            return f"{frame.filename}:{frame.lineno}"
+    return ""
 
 
 def inline(html: str) -> str:

@@ -117,6 +117,23 @@ def test_template_syntax_error_shown_with_file_and_line_then_recovers(preview_se
     assert '<html lang="es"' in get(preview_server.url + "email/es.html")[1]
 
 
+def test_undefined_name_in_a_block_shown_with_its_file_and_line(preview_server, project):
+    """A runtime template error (StrictUndefined) names the block template and line, not layout."""
+    block = project / "templates" / "email" / "blocks" / "petition.html"
+    good = block.read_text(encoding="utf-8")
+    v = preview_server.snapshot.version
+    block.write_text("{# one #}\n{{ petiton_url }}\n" + good, encoding="utf-8")  # line 2
+    v = wait_version(preview_server, v)
+    err = preview_server.snapshot.error
+    assert err is not None and "petiton_url" in err.message
+    assert (err.file, err.line) == (str(block.relative_to(project)), 2)
+    _, body = get(preview_server.url)
+    assert f"{block.relative_to(project)}, line 2" in body
+    block.write_text(good, encoding="utf-8")
+    wait_version(preview_server, v)
+    assert preview_server.snapshot.error is None
+
+
 def test_content_error_shown(preview_server, project):
     toml = project / "alerts" / ALERT_ID / "alert.toml"
     v = preview_server.snapshot.version

@@ -333,6 +333,16 @@ def test_template_error_names_file_and_line(tmp_path: Path, demo: Config) -> Non
         render.render_edition(cfg, ALERT, "en")
 
 
+def test_undefined_name_names_the_block_file_and_line(tmp_path: Path, demo: Config) -> None:
+    shutil.copytree(REPO / "templates", tmp_path / "templates")
+    shutil.copytree(REPO / "locale", tmp_path / "locale")
+    block = tmp_path / "templates" / "email" / "blocks" / "petition.html"
+    block.write_text("<p>\n{{ petiton_url }}\n" + block.read_text(encoding="utf-8"), "utf-8")
+    cfg = Config(root=tmp_path)
+    with pytest.raises(NewsletterError, match=r"blocks/petition\.html:2: 'petiton_url' is undef"):
+        render.render_edition(cfg, ALERT, "en")
+
+
 def test_unknown_language_is_an_error(demo: Config, alert: content.Alert) -> None:
     with pytest.raises(NewsletterError):
         render.render_edition(demo, alert, "fr")
