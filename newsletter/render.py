@@ -259,6 +259,15 @@ def _render(env: jinja2.Environment, name: str, ctx: dict[str, Any]) -> str:
     except jinja2.UndefinedError as err:
         place = _template_place(env, err) or f"templates/email/{name}"
         raise NewsletterError(f"{place}: {err.message}. Fix the template.") from None
+    except NewsletterError:
+        raise
+    except Exception as err:
+        # Any other runtime error raised in a template ({{ "a" + 1 }}, a bad filter argument):
+        # one clear line at the template's line, not a traceback.
+        place = _template_place(env, err)
+        if not place:
+            raise
+        raise NewsletterError(f"{place}: {type(err).__name__}: {err}. Fix the template.") from None
 
 
 def _template_place(env: jinja2.Environment, err: BaseException) -> str:

@@ -333,13 +333,23 @@ def test_template_error_names_file_and_line(tmp_path: Path, demo: Config) -> Non
         render.render_edition(cfg, ALERT, "en")
 
 
-def test_undefined_name_names_the_block_file_and_line(tmp_path: Path, demo: Config) -> None:
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("{{ petiton_url }}", "'petiton_url' is undefined"),  # StrictUndefined
+        ('{{ "a" + 1 }}', "TypeError: can only concatenate str"),  # any runtime error
+    ],
+)
+def test_runtime_template_error_names_the_block_file_and_line(
+    tmp_path: Path, demo: Config, line: str, says: str
+) -> None:
+    """One clear error at the block's file and line (not layout.html, never a traceback)."""
     shutil.copytree(REPO / "templates", tmp_path / "templates")
     shutil.copytree(REPO / "locale", tmp_path / "locale")
     block = tmp_path / "templates" / "email" / "blocks" / "petition.html"
-    block.write_text("<p>\n{{ petiton_url }}\n" + block.read_text(encoding="utf-8"), "utf-8")
+    block.write_text(f"<p>\n{line}\n" + block.read_text(encoding="utf-8"), "utf-8")
     cfg = Config(root=tmp_path)
-    with pytest.raises(NewsletterError, match=r"blocks/petition\.html:2: 'petiton_url' is undef"):
+    with pytest.raises(NewsletterError, match=rf"blocks/petition\.html:2: {re.escape(says)}"):
         render.render_edition(cfg, ALERT, "en")
 
 
