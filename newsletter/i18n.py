@@ -8,6 +8,7 @@ back silently to untranslated text when a catalog is missing; here that is an er
 from __future__ import annotations
 
 import io
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -63,13 +64,37 @@ def _load_catalog(key: tuple[str, int, int], lang: str) -> Catalog:
         )
     try:
         with path.open("rb") as fh:
-            return read_po(fh, locale=lang, abort_invalid=True)
+            cat = read_po(fh, locale=lang, abort_invalid=True)
     except PoFileError as err:
         raise NewsletterError(f"{path}: {err}. Fix the .po syntax.") from None
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise NewsletterError(
             f"{path}: cannot read the catalog ({err}). Save it as UTF-8 .po."
         ) from None
+    _check_placeholders(path, cat)
+    return cat
+
+
+# %(org)s and {name}: the values the code fills in. A msgstr may leave one out, not invent one.
+PLACEHOLDER_RE = re.compile(r"%\((\w+)\)[sd]|\{(\w+)\}")
+
+
+def _check_placeholders(path: Path, cat: Catalog) -> None:
+    """A placeholder in a msgstr that its msgid lacks would fail every render (KeyError)."""
+    for msg in cat:
+        if not msg.id or msg.fuzzy:
+            continue
+        ids = msg.id if isinstance(msg.id, tuple) else (msg.id,)
+        strings = msg.string if isinstance(msg.string, tuple) else (msg.string,)
+        known = {m.group(0) for s in ids for m in PLACEHOLDER_RE.finditer(s)}
+        for s in strings:
+            for m in PLACEHOLDER_RE.finditer(s or ""):
+                if m.group(0) not in known:
+                    use = ", ".join(sorted(known)) or "none"
+                    raise NewsletterError(
+                        f"{path}:{msg.lineno}: msgstr {s!r} has {m.group(0)}, which msgid "
+                        f"{ids[0]!r} does not. Use the msgid's placeholders as written ({use})."
+                    )
 
 
 def catalog(cfg: Config, lang: str, domain: str = "messages") -> Catalog:

@@ -85,6 +85,27 @@ def test_broken_catalog_is_an_error_naming_the_file(tiny: Config) -> None:
         i18n.jinja_env(tiny, "es")
 
 
+@pytest.mark.parametrize(
+    ("msgid", "msgstr", "says"),
+    [
+        ("Bye %(n)s", "Adiós %(nombre)s", "%(nombre)s"),
+        ("Dear {name},", "Hola, {nombre}:", "{nombre}"),
+    ],
+)
+def test_catalog_placeholder_the_msgid_lacks_is_an_error_at_its_line(
+    tiny: Config, msgid: str, msgstr: str, says: str
+) -> None:
+    """A translator's renamed placeholder would crash rendering (KeyError): name the .po line."""
+    po = i18n.catalog_path(tiny, "es")
+    po.write_text(
+        PO_HEADER + f'msgid "Hello"\nmsgstr "Hola"\n\nmsgid "{msgid}"\nmsgstr "{msgstr}"\n', "utf-8"
+    )
+    with pytest.raises(NewsletterError) as err:
+        i18n.translations(tiny, "es")
+    message = err.value.format_message()
+    assert f"{po}:8: " in message and says in message and msgid in message, message
+
+
 def test_catalog_edit_is_picked_up(tiny: Config) -> None:
     assert i18n.jinja_env(tiny, "en").get_template("a.html").render(x="1").startswith("Hello")
     po = i18n.catalog_path(tiny, "en")
