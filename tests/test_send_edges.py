@@ -156,3 +156,64 @@ def test_resume_command_keeps_limit_and_retry_flags(project, monkeypatch):
     resume = result.output.split("To resume: ", 1)[1].split()
     assert {"--retry-failed", "--retry-uncertain"} <= set(resume)
     assert resume[resume.index("--limit") + 1] == "2"  # nothing was sent: the same 2
+
+
+@pytest.fixture
+def memory_keyring() -> Iterator[dict[tuple[str, str], str]]:
+    """An in-memory keyring backend (a real one: keyring calls it as it would the OS store)."""
+    import keyring
+    from keyring.backend import KeyringBackend
+
+    store: dict[tuple[str, str], str] = {}
+
+    class Memory(KeyringBackend):
+        priority = 1  # type: ignore[assignment]
+
+        def get_password(self, service: str, username: str) -> str | None:
+            return store.get((service, username))
+
+        def set_password(self, service: str, username: str, password: str) -> None:
+            store[(service, username)] = password
+
+        def delete_password(self, service: str, username: str) -> None:
+            store.pop((service, username), None)
+
+    before = keyring.get_keyring()
+    keyring.set_keyring(Memory())
+    try:
+        yield store
+    finally:
+        keyring.set_keyring(before)
+
+
+def test_password_from_the_keyring(project, smtp_server, monkeypatch, memory_keyring):
+    setup_project(project, monkeypatch, smtp_server, username="nalacc")
+    smtp_server.auth = ("nalacc", "from-the-keyring")
+    none = send("--yes")
+    assert none.exit_code == 1 and "keyring set newsletter nalacc" in none.output
+    assert not smtp_server.received
+
+    memory_keyring[("newsletter", "nalacc")] = "from-the-keyring"
+    result = send("--yes")
+    assert result.exit_code == 0, result.output
+    assert received_by(smtp_server) == Counter(VALID)
+    assert "from-the-keyring" not in result.output
+
+
+def test_a_csv_column_is_a_merge_field_a_template_can_show(project, smtp_server, monkeypatch):
+    """README: `{{ tokens.field("city") }}` in a template shows each member's City column."""
+    setup_project(project, monkeypatch, smtp_server)
+    footer = project / "templates" / "email" / "footer.txt"
+    footer.write_text(
+        footer.read_text(encoding="utf-8") + 'City: {{ tokens.field("city") }}\n', encoding="utf-8"
+    )
+    result = send("--yes")
+    assert result.exit_code == 0, result.output
+    cities = {
+        "ana@example.org": "Chicago",
+        "bob@example.com": "Boston",
+        "jose@example.org": "Houston",
+    }
+    for address, city in cities.items():
+        (rec,) = smtp_server.to(address)
+        assert f"City: {city}\r\n" in rec.message.get_body(("plain",)).get_content()
