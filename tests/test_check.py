@@ -413,3 +413,27 @@ def test_problems_of_a_file_are_listed_in_line_order(demo):
     for name in ("alert.toml", "en.md", "es.md"):
         numbers = [int(n) for n in re.findall(rf"^E-\S+\s+alerts/next/{name}:(\d+):", out, re.M)]
         assert len(numbers) >= 5 and numbers == sorted(numbers), (name, numbers)
+
+
+def test_content_that_cannot_be_read_is_a_problem_with_an_id_and_the_rest_still_listed(demo):
+    """An unknown block stops rendering, but check still lists it as E-CONTENT at its line, with
+    the [[WRITE: …]] marks and settings, then the summary (not a bare error line)."""
+    folder = demo / "alerts" / ALERT_ID
+    edit(folder / "en.md", "::: petition", "::: button")
+    edit(folder / "es.md", "## ¡Tome acción AHORA!", "## [[WRITE: título]]")
+    code, out = run_check(f"alerts/{ALERT_ID}")
+    assert code == 1
+    assert found(out) == {"E-CONTENT", "E-PLACEHOLDER", "W-EXAMPLE"}, out
+    content_line = next(line for line in out.splitlines() if line.startswith("E-CONTENT"))
+    assert f"alerts/{ALERT_ID}/en.md:" in content_line and "'::: button'" in content_line
+    assert "Fix:" in content_line
+    assert out.strip().splitlines()[-1].startswith(f"Error: alerts/{ALERT_ID}: 2 errors")
+
+
+def test_a_broken_catalog_is_a_problem_with_an_id(demo):
+    po = demo / "locale" / "es" / "LC_MESSAGES" / "messages.po"
+    edit(po, 'msgstr "Hola, {name}:"', 'msgstr "Hola, {nombre}:"')
+    code, out = run_check(f"alerts/{ALERT_ID}")
+    assert code == 1
+    assert "E-I18N" in found(out) and "messages.po:" in out and "{nombre}" in out, out
+    assert out.strip().splitlines()[-1].startswith(f"Error: alerts/{ALERT_ID}:")
