@@ -244,7 +244,10 @@ def read_rows(path: str | Path) -> tuple[list[str], Iterator[Row], list[str]]:
         )
     if delimiter is None:
         delimiter = _delimiter(line)
-    reader = csv.reader(itertools.chain([line], lines), delimiter=delimiter, strict=True)
+    # skipinitialspace: `a@x.org, "Pérez, Ana"` (hand-typed ", ") is a quoted value, not two.
+    reader = csv.reader(
+        itertools.chain([line], lines), delimiter=delimiter, skipinitialspace=True, strict=True
+    )
     header = _next_record(reader, path, offset + 1)
     header_line = offset + 1
     if header is None:  # only a sep= line

@@ -147,6 +147,17 @@ def test_quoted_newlines_keep_line_numbers_of_later_rows(tmp_path):
     assert [(p.line, p.email) for p in report.problems] == [(6, "not-an-address")]
 
 
+def test_quoted_values_after_a_space_following_the_delimiter(tmp_path):
+    # Hand-typed lists write ", " between values; the quotes still protect the comma inside.
+    text = 'email, name, language\nana@example.org, "Pérez, Ana", es\nbob@example.com, Bob, en\n'
+    report = read_csv(write(tmp_path, text))
+    assert [(r.email, r.name, r.language) for r in report.recipients] == [
+        ("ana@example.org", "Pérez, Ana", "es"),
+        ("bob@example.com", "Bob", "en"),
+    ]
+    assert not report.problems
+
+
 def test_unclosed_quote_stops_with_the_line_where_it_opened(tmp_path):
     p = write(tmp_path, 'email,name\na@example.org,A\nb@example.org,"B\nc@example.org,C\n')
     with pytest.raises(NewsletterError, match=r"list\.csv:3: a quoted value opened here"):
