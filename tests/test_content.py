@@ -73,6 +73,17 @@ SPANISH_FACTS = [
     "¡No olvide visitar nuestra nueva página de Facebook de NALACC!",
     "© Copyright 2009 NALACC",
     "martes 16 de agosto de 2011 a las 11:00 a. m.",
+    # the same facts as the English edition, not only the names
+    "Departamento de Seguridad Nacional",
+    "sede nacional de la campaña Obama for America en Chicago",
+    "entregas similares en otras ciudades ese mismo martes 16",
+    "Para leer el comunicado de prensa completo",
+    "firme la petición que le pide a Obama poner fin al programa S-Comm de inmediato",
+    "audiencias comunitarias del ICE",
+    "NALACC aspira a ser una entidad reconocida por su capacidad de articular los desafíos que "
+    "enfrentan las comunidades inmigrantes transnacionales, así como soluciones viables a esos "
+    "desafíos.",
+    "Comunidades Seguras trae inseguridad",
 ]
 # Blog furniture and garble of the archived copy that must not come back.
 NOT_IN_ANY = [
