@@ -217,3 +217,33 @@ def test_a_csv_column_is_a_merge_field_a_template_can_show(project, smtp_server,
     for address, city in cities.items():
         (rec,) = smtp_server.to(address)
         assert f"City: {city}\r\n" in rec.message.get_body(("plain",)).get_content()
+
+
+class _NeedsLogin(_Handler):
+    """A relay that takes no mail without a login: 530 to every MAIL FROM."""
+
+    async def handle_MAIL(self, srv, session, envelope, address, mail_options):  # noqa: N802
+        return "530 5.7.0 Authentication required"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="deliver.py SmtpTransport._envelope returns a refused MAIL FROM as the recipient's "
+    "reply and campaign.py _Run.one fails that recipient (code >= 500) and goes on: a relay "
+    "that wants a login (530) or refuses the sender marks the whole list failed one by one, "
+    "instead of stopping at once as an authentication failure must",
+)
+def test_a_relay_that_wants_a_login_stops_the_run(project, monkeypatch):
+    from aiosmtpd.controller import Controller
+
+    server = SmtpServer("127.0.0.1", free_port())
+    controller = Controller(_NeedsLogin(server), hostname="127.0.0.1", port=server.port)
+    controller.start()
+    try:
+        setup_project(project, monkeypatch, server)  # no [smtp] username
+        result = send("--yes")
+    finally:
+        controller.stop()
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "username" in result.output  # the fix: set [smtp] username and the password
+    assert "failed" not in set(states(project).values())  # nobody marked failed for it
