@@ -134,6 +134,18 @@ def test_undefined_name_in_a_block_shown_with_its_file_and_line(preview_server, 
     assert preview_server.snapshot.error is None
 
 
+def test_saving_a_catalog_rerenders(preview_server, project):
+    """The words of the blocks live in the .po catalogs: saving one shows at once, too."""
+    po = project / "locale" / "es" / "LC_MESSAGES" / "messages.po"
+    text = po.read_text(encoding="utf-8")
+    assert 'msgstr "Firme la petición"' in text
+    v = preview_server.snapshot.version
+    po.write_text(text.replace('msgstr "Firme la petición"', 'msgstr "Firme aquí"'), "utf-8")
+    wait_version(preview_server, v)
+    html = get(preview_server.url + "email/es.html")[1]
+    assert "Firme aquí" in html  # the button (the preheader keeps its own words)
+
+
 def test_content_error_shown(preview_server, project):
     toml = project / "alerts" / ALERT_ID / "alert.toml"
     v = preview_server.snapshot.version
