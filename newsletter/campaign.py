@@ -160,19 +160,23 @@ class _GroupCommit:
 
     FLUSH_AFTER = 0.05
     WAIT_MAX = 120.0  # far beyond SQLite's own busy timeout: only a stuck disk gets here
+    # How long a mark waits for the other connections' marks to share its fsync. An fsync
+    # costs 0.6-1.5 ms here; without waiting, 4 connections averaged 1.7 marks per fsync.
+    GATHER = 0.0005
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, workers: int = 1) -> None:
         self.journal = journal
+        self.workers = workers
         self.cond = threading.Condition()
         self.queue: list[tuple[Callable[..., object], tuple, _Ticket]] = []
-        self.urgent = False
+        self.urgent = 0  # marks waiting to be on disk
         self.closed = False
         self.since = 0.0
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._loop, daemon=True, name="journal")
         self.thread.start()
 
-    def _submit(self, name: str, args: tuple, wait: bool) -> None:
+    def _submit(self, name: str, args: tuple, wait: bool) -> _Ticket:
         ticket = _Ticket(wait)
         with self.cond:
             if self.closed:
@@ -180,18 +184,25 @@ class _GroupCommit:
             if not self.queue:
                 self.since = time.monotonic()
             self.queue.append((getattr(self.journal, name), args, ticket))
-            self.urgent = self.urgent or wait
+            self.urgent += wait
             self.cond.notify_all()
-        if wait:
-            if not ticket.done.wait(self.WAIT_MAX):
-                raise NewsletterError(
-                    f"the state file did not take a write in {self.WAIT_MAX:.0f} s; stopping."
-                )
-            if ticket.error is not None:
-                raise ticket.error
+        return ticket
+
+    def _wait(self, ticket: _Ticket) -> None:
+        if not ticket.done.wait(self.WAIT_MAX):
+            raise NewsletterError(
+                f"the state file did not take a write in {self.WAIT_MAX:.0f} s; stopping."
+            )
+        if ticket.error is not None:
+            raise ticket.error
 
     def begin(self, alert_id: str, key: str, message_id: str, lang: str) -> None:
-        self._submit("begin", (alert_id, key, message_id, lang), wait=True)
+        """Mark in flight; returns once it is on disk."""
+        self.begin_soon(alert_id, key, message_id, lang)()
+
+    def begin_soon(self, alert_id: str, key: str, message_id: str, lang: str) -> _Mark:
+        """Start the in-flight mark; calling the result returns once it is on disk."""
+        return _Mark(self, self._submit("begin", (alert_id, key, message_id, lang), wait=True))
 
     def sent(self, alert_id: str, key: str, reply: str) -> None:
         self._submit("sent", (alert_id, key, reply), wait=False)
@@ -213,7 +224,14 @@ class _GroupCommit:
                         self.cond.wait(left)
                     else:
                         self.cond.wait()
-                batch, self.queue, self.urgent = self.queue, [], False
+                until = time.monotonic() + self.GATHER
+                while (
+                    0 < self.urgent < self.workers
+                    and not self.closed
+                    and (left := until - time.monotonic()) > 0
+                ):
+                    self.cond.wait(left)
+                batch, self.queue, self.urgent = self.queue, [], 0
                 if not batch and self.closed:
                     return
             self._commit(batch)
@@ -242,6 +260,24 @@ class _GroupCommit:
         self.thread.join()
         if self.error is not None:
             raise self.error
+
+
+class _Mark:
+    """An in-flight mark on its way to disk. Calling it waits for it (and raises if refused);
+    the transport calls it after the server's 354, so the fsync overlaps the envelope's round
+    trip and the message's bytes still go out only once the mark is durable."""
+
+    __slots__ = ("refused", "ticket", "writer")
+
+    def __init__(self, writer: _GroupCommit, ticket: _Ticket) -> None:
+        self.writer, self.ticket, self.refused = writer, ticket, False
+
+    def __call__(self) -> None:
+        try:
+            self.writer._wait(self.ticket)
+        except BaseException:
+            self.refused = True
+            raise
 
 
 def backoff(tries: int) -> float:
@@ -332,18 +368,24 @@ class _Run:
             return 0.0
         mail_from = self.prepared[lang][0].mail_from
         job.tries += 1
-        self.journal.begin(self.alert_id, key, msg_id, lang)
+        mark = self.journal.begin_soon(self.alert_id, key, msg_id, lang)
         try:
-            code, text = transport.send(mail_from, address, data)
+            # The transport calls mark() between the envelope's 354 and the message bytes.
+            code, text = transport.send(mail_from, address, data, before_data=mark)
         except deliver.Uncertain as err:
             # Stays in flight: the server may have it. Sending again could deliver it twice.
             self.results.put(("uncertain", address, str(err)))
             return None
         except deliver.Retry as err:
+            mark()
             return self.again(job, key, address, str(err))
         except NewsletterError:  # refused before anything went out (login, TLS, envelope)
+            if mark.refused:  # the mark itself failed: nothing was sent, nothing to undo
+                raise
+            mark()
             self.journal.defer(self.alert_id, key, "not sent: the run stopped")
             raise
+        mark()  # the envelope may have been refused before the data: still wait for it
         reply = f"{code} {text}"
         if 200 <= code < 300:
             self.journal.sent(self.alert_id, key, reply)
@@ -466,7 +508,7 @@ def run_send(
             )
         if not cfg.smtp.host and not dry_run:
             click.echo(f"No [smtp] host configured: delivering into {outbox}/ (one .eml each).")
-        writer = _GroupCommit(jr)
+        writer = _GroupCommit(jr, workers=max(1, min(k, len(todo))))
         run = _Run(cfg, alert.id, prepared, default_lang, writer, clock, dry_run)
         try:
             _deliver(run, todo, k, cap, out, alert.id, label="Building" if dry_run else "Sending")

@@ -17,6 +17,7 @@ import smtplib
 import ssl
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -53,7 +54,13 @@ class Transport(Protocol):
 
     def open(self) -> None: ...
 
-    def send(self, mail_from: str, rcpt: str, data: bytes) -> Reply: ...
+    def send(
+        self,
+        mail_from: str,
+        rcpt: str,
+        data: bytes,
+        before_data: Callable[[], None] | None = None,
+    ) -> Reply: ...
 
     def close(self) -> None: ...
 
@@ -152,8 +159,19 @@ class SmtpTransport:
         self._esmtp_size = self._smtp.has_extn("size")
         self._pipelining = self._smtp.has_extn("pipelining")
 
-    def send(self, mail_from: str, rcpt: str, data: bytes) -> Reply:
-        """MAIL, RCPT, DATA by hand: only a failure after the data went out is uncertain."""
+    def send(
+        self,
+        mail_from: str,
+        rcpt: str,
+        data: bytes,
+        before_data: Callable[[], None] | None = None,
+    ) -> Reply:
+        """MAIL, RCPT, DATA by hand: only a failure after the data went out is uncertain.
+
+        `before_data` runs after the server's 354 and before any message byte is sent (the
+        journal's in-flight mark); if it raises, the connection is closed mid-DATA, which makes
+        the server discard the transaction, and the error goes to the caller.
+        """
         for address in (mail_from, rcpt):
             if not _ENVELOPE_RE.match(address):
                 raise NewsletterError(f"{address!r}: not an address for the SMTP envelope.")
@@ -161,16 +179,26 @@ class SmtpTransport:
             self.open()
         smtp = self._smtp
         assert smtp is not None
+        # Dot-stuffing (RFC 5321 4.5.2); message bytes from `message` end in CRLF.
+        dotted = data.startswith(b".") or b"\n." in data  # a scan, not a regex pass
+        body = _LEADING_DOT.sub(b"..", data) if dotted else data
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
         handed_over = False
         try:
             code, text = self._envelope(smtp, mail_from, rcpt, len(data))
+        except (smtplib.SMTPException, OSError) as err:
+            self._drop()
+            raise Retry(f"{self.where}: {_describe(err)}") from None
+        if code == 354 and before_data is not None:
+            try:
+                before_data()
+            except BaseException:
+                self._drop()
+                raise
+        try:
             if code == 354:
                 handed_over = True
-                # Dot-stuffing (RFC 5321 4.5.2); message bytes from `message` end in CRLF.
-                dotted = data.startswith(b".") or b"\n." in data  # a scan, not a regex pass
-                body = _LEADING_DOT.sub(b"..", data) if dotted else data
-                if not body.endswith(b"\r\n"):
-                    body += b"\r\n"
                 smtp.send(body + b".\r\n")
                 code, text = smtp.getreply()
             elif code >= 400:
@@ -265,7 +293,15 @@ class OutboxTransport:
                 # Number on from what a previous run left, so a resume never overwrites a file.
                 self._numbers = itertools.count(len(list(self.folder.glob("*.eml"))) + 1)
 
-    def send(self, mail_from: str, rcpt: str, data: bytes) -> Reply:
+    def send(
+        self,
+        mail_from: str,
+        rcpt: str,
+        data: bytes,
+        before_data: Callable[[], None] | None = None,
+    ) -> Reply:
+        if before_data is not None:
+            before_data()
         if self._numbers is None:
             self.open()
         with self._lock:

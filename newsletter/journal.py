@@ -44,6 +44,7 @@ STATUSES = ("pending", "in_flight", "sent", "retry", "failed")
 LANGUAGES = ("es", "en")
 BUSY_TIMEOUT = 10.0  # seconds another process may hold the write lock before we give up
 REPLY_MAX = 500  # characters of an SMTP reply worth keeping
+_SHARED = {s: s for s in (*LANGUAGES, *STATUSES)}
 # Hashed IPs are only needed for the daily forward cap; after this they are erased, counts kept.
 IP_HASH_KEEP = timedelta(days=2)
 
@@ -482,6 +483,9 @@ class Journal:
             )
             for seq, contact_id, lang, status, attempts, reply, old_lang, blocked in rows:
                 r = people[seq]
+                # SQLite hands out a new "es" per row: one shared string saves ~5 MiB per 100,000.
+                lang = _SHARED.get(lang, lang)
+                status = _SHARED.get(status, status)
                 p = Planned(r, contact_id, lang, status or "pending", attempts or 0, reply or "")
                 if status == "sent":
                     plan.sent.append(p)
