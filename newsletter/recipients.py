@@ -161,7 +161,8 @@ def check_address(address: str) -> tuple[str, str]:
     try:
         v = validate_email(address, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as err:
-        raise ValueError(f"invalid address {address!r}: {err}") from None
+        # No closing full stop: callers go on with "; skipped" or ". Nothing was…".
+        raise ValueError(f"invalid address {address!r}: {str(err).rstrip('.')}") from None
     send_to = address if address.isascii() else str(v.ascii_email)
     key = send_to.lower()
     return send_to, send_to if key == send_to else key  # one string when already lower case

@@ -301,6 +301,16 @@ def test_an_address_with_a_newline_is_refused():
         check_address("a@example.org\nBcc: b@example.org")
 
 
+def test_an_invalid_address_reads_as_one_sentence_after_any_prefix(project):
+    with pytest.raises(ValueError, match=r"^invalid address 'bad@': .*[^.]$"):
+        check_address("bad@")
+    result = CliRunner().invoke(cli, ["suppress", "bad@"])
+    assert result.exit_code == 1 and ".." not in result.output
+    Path("u.csv").write_text("email\nnope\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["suppress", "--csv", "u.csv"])
+    assert "u.csv:2: invalid address 'nope': " in result.output and ".;" not in result.output
+
+
 def test_clean_text():
     assert clean_text("  a\r\n\r\n  b\x1b[31m ") == "a b [31m"
     assert clean_text("") == ""
