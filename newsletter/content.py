@@ -38,7 +38,7 @@ FRONT_KEYS = ("subject", "preheader", "headline", "subtitle")
 # Typed blocks: name -> does it take an id (None: no; "event"/"contact"/"link": which table).
 BLOCKS: dict[str, str | None] = {
     "forward-link": None,  # "Forward this link", at the top
-    "language": None,  # "Get emails in English" / "Recibe los correos en español"
+    "language": None,  # "Get emails in English" / "Reciba los correos en español"
     "event": "event",
     "petition": "link",  # call-to-action button; id = a link name, default "petition"
     "contact": "contact",

@@ -45,7 +45,7 @@ ENGLISH_FACTS = [
     "has been harmful to community & police relations and it should end once and for all",
     "Forward this link",
     "Forward this message to a friend",
-    "Recibe los correos en español",
+    "Reciba los correos en español",
     "NALACC aspires to become an entity recognized for its ability to articulate the challenges "
     "faced by transnational immigrant communities, as well as viable solutions to those challenges.",
     "Don't forget to visit our new NALACC Facebook!",

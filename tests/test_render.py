@@ -406,12 +406,12 @@ def test_language_link_label_comes_from_the_offered_languages_catalog(
     alert = content.load_alert(cfg, ALERT)
     po = i18n.catalog_path(cfg, "es")
     text = po.read_text(encoding="utf-8")
-    assert text.count('msgstr "Recibe los correos en español"') == 1
+    assert text.count('msgstr "Reciba los correos en español"') == 1
     po.write_text(
-        text.replace("Recibe los correos en español", "Correos en español, aquí"), "utf-8"
+        text.replace("Reciba los correos en español", "Correos en español, aquí"), "utf-8"
     )
     en = render.render_edition(cfg, alert, "en")
     assert "Correos en español, aquí" in en.html and "Correos en español, aquí:" in en.text
-    assert "Recibe los correos" not in en.html
-    po.write_text(text.replace('msgstr "Recibe los correos en español"', 'msgstr ""'), "utf-8")
+    assert "Reciba los correos" not in en.html
+    po.write_text(text.replace('msgstr "Reciba los correos en español"', 'msgstr ""'), "utf-8")
     assert len(i18n.missing_translations(cfg, "es")) == 1

@@ -218,7 +218,7 @@ def test_language_get_changes_nothing_post_records_it(client, cfg, member):
     # And back, from an English edition's link: the page is in Spanish.
     tok_en = token("language", member, "en")
     page = client.get(f"/l/{tok_en}").get_data(as_text=True)
-    assert '<html lang="es">' in page and "Recibe nuestros correos en español" in page
+    assert '<html lang="es">' in page and "Reciba nuestros correos en español" in page
     client.post(f"/l/{tok_en}", data={"csrf": csrf_of(page)})
     assert language_pref(cfg, member) == "es"
 

@@ -176,7 +176,7 @@ def test_forward_language_and_unsubscribe_from_a_delivered_message(
     # Unsubscribe through the page (it offers Spanish instead); the next send skips Ana.
     page.goto(links_in(ana2[0])["/u/"])
     assert page.locator("html").get_attribute("lang") == "en"
-    assert page.get_by_role("link", name="Recibe nuestros correos en español").is_visible()
+    assert page.get_by_role("link", name="Reciba nuestros correos en español").is_visible()
     assert no_horizontal_scroll(page)
     page.get_by_role("button", name="Unsubscribe").click()
     page.get_by_text("You are unsubscribed").wait_for()
