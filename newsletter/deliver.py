@@ -218,6 +218,7 @@ class SmtpTransport:
         size_opt = f" SIZE={size}" if self._esmtp_size else ""
         if not self._pipelining:
             code, text = smtp.docmd(f"MAIL FROM:<{mail_from}>{size_opt}")
+            self._check_sender(code, text, mail_from)
             if code == 250:
                 code, text = smtp.docmd(f"RCPT TO:<{rcpt}>")
             if code in (250, 251):
@@ -236,7 +237,28 @@ class SmtpTransport:
             # A server that takes DATA after refusing the envelope gets an empty message's end.
             smtp.send(b".\r\n")
             smtp.getreply()
+        self._check_sender(*replies[0], mail_from)
         return refused
+
+    def _check_sender(self, code: int, text: bytes | str, mail_from: str) -> None:
+        """A permanent refusal of MAIL FROM is the run's problem, not one recipient's: stop.
+
+        Otherwise a relay that wants a login (530) or rejects the sender would mark the whole
+        list failed, one recipient at a time.
+        """
+        if code < 500:
+            return
+        self._reset(code)
+        reply = f"{code} {_text(text)}"
+        if code == 530 or "auth" in reply.lower():
+            raise AuthFailed(
+                f"{self.where} wants a login before it takes mail ({reply}). Set [smtp] "
+                "username and NEWSLETTER_SMTP_PASSWORD."
+            )
+        raise NewsletterError(
+            f"{self.where} refused the sender <{mail_from}> ({reply}). Check [sender] from: "
+            "the relay must accept mail from that address. Nothing more was sent."
+        )
 
     def _reset(self, code: int) -> None:
         """Forget a refused transaction so the connection can carry the next message."""
