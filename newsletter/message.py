@@ -12,6 +12,7 @@ import base64
 import binascii
 import email.policy
 import email.utils
+import functools
 import html
 import re
 import time
@@ -45,6 +46,10 @@ DKIM_HEADERS = (
     "MIME-Version",
     "Content-Type",
 )
+
+
+# The same few column names for every recipient: their tokens are worked out once (a regex each).
+_field_token = functools.lru_cache(maxsize=1024)(tokens.field)
 
 
 class RecipientLike(Protocol):
@@ -202,7 +207,7 @@ class PreparedEdition:
             if name and self.greeting_named
             else self.greeting_anonymous
         )
-        values = {tokens.field(k): clean_text(str(v)) for k, v in recipient.fields.items()}
+        values = {_field_token(k): clean_text(str(v)) for k, v in recipient.fields.items()}
         values[tokens.NAME] = greeting
         values.update(links)
         return values
