@@ -312,9 +312,13 @@ class _Run:
         self.fatal: NewsletterError | None = None
         self.retries = max(1, cfg.smtp.retries)
 
-    def build(self, p: Planned) -> tuple[str, str, bytes]:
+    def lang(self, p: Planned) -> str:
+        """The edition a planned recipient gets: theirs, else the alert's default."""
+        return p.lang if p.lang in self.prepared else self.default_lang
+
+    def build(self, p: Planned, message_id: str | None = None) -> tuple[str, str, bytes]:
         """(language, Message-ID, bytes) for one planned recipient, links and all."""
-        lang = p.lang if p.lang in self.prepared else self.default_lang
+        lang = self.lang(p)
         prep, ed = self.prepared[lang]
         member = links.member_links(
             self.cfg,
@@ -326,7 +330,7 @@ class _Run:
             language_subject=ed.language_subject,
             unsubscribe_subject=ed.unsubscribe_subject,
         )
-        msg_id, data = prep.build(p.recipient, member)
+        msg_id, data = prep.build(p.recipient, member, message_id=message_id)
         return lang, msg_id, data
 
     def worker(self, transport: deliver.Transport, work: _Work, bucket: _Bucket) -> None:
@@ -353,14 +357,12 @@ class _Run:
         """Deliver one job; returns seconds until it should be tried again, or None."""
         p = job.planned
         key, address = p.recipient.key, p.recipient.email
-        try:
-            lang, msg_id, data = self.build(p)
-        except (NewsletterError, ValueError) as err:
-            if not self.dry_run:
-                self.journal.fail(self.alert_id, key, f"not built: {err}")
-            self.results.put(("failed", address, f"not built: {err}"))
-            return None
         if self.dry_run:
+            try:
+                data = self.build(p)[2]
+            except (NewsletterError, ValueError) as err:
+                self.results.put(("failed", address, f"not built: {err}"))
+                return None
             self.results.put(("sent", address, f"{len(data)} bytes"))
             return None
         if not transport.connected and not self.connect(transport):
@@ -368,9 +370,19 @@ class _Run:
         bucket.wait(self.stop)
         if self.stop.is_set():
             return 0.0
-        mail_from = self.prepared[lang][0].mail_from
+        lang = self.lang(p)
+        prep = self.prepared[lang][0]
+        msg_id = prep.new_message_id()
         job.tries += 1
         mark = self.journal.begin_soon(self.alert_id, key, msg_id, lang)
+        try:  # built while the mark's fsync runs (it is durable before any byte goes out)
+            data = self.build(p, msg_id)[2]
+        except (NewsletterError, ValueError) as err:
+            mark()
+            self.journal.fail(self.alert_id, key, f"not built: {err}")
+            self.results.put(("failed", address, f"not built: {err}"))
+            return None
+        mail_from = prep.mail_from
         try:
             # The transport calls mark() between the envelope's 354 and the message bytes.
             code, text = transport.send(mail_from, address, data, before_data=mark)

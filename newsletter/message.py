@@ -199,6 +199,10 @@ class PreparedEdition:
     cfg: Config = field(repr=False)
     dkim: _Dkim | None = field(default=None, repr=False)
 
+    def new_message_id(self) -> str:
+        """A unique Message-ID on the sender's domain."""
+        return f"<{uuid.uuid4().hex}@{self.domain}>"
+
     def values(self, recipient: RecipientLike, links: Mapping[str, str]) -> dict[str, str]:
         """Token → value for one recipient: greeting, merge fields, then links (which win)."""
         name = clean_name(recipient.name)
@@ -217,10 +221,14 @@ class PreparedEdition:
         recipient: RecipientLike,
         links: Mapping[str, str],
         extra_headers: Mapping[str, str] | None = None,
+        message_id: str | None = None,
     ) -> tuple[str, bytes]:
-        """(Message-ID, message bytes with CRLF line ends) for one recipient."""
+        """(Message-ID, message bytes with CRLF line ends) for one recipient.
+
+        `message_id` (from new_message_id) when the caller journals it before building.
+        """
         values = self.values(recipient, links)
-        msg_id = f"<{uuid.uuid4().hex}@{self.domain}>"
+        msg_id = message_id or self.new_message_id()
         head = [
             f"To: {format_address(recipient.name, recipient.email)}",
             f"Date: {_date_now()}",
