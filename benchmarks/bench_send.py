@@ -202,6 +202,26 @@ def build_rate(root: Path, n: int) -> tuple[float, float, float, int, Path]:
         os.chdir(cwd)
 
 
+def commit_us(root: Path, n: int = 300) -> float:
+    """Mean µs of one durable SQLite commit here (WAL, synchronous=FULL: one fsync), as `begin`."""
+    import sqlite3
+
+    db = sqlite3.connect(root / "fsync.db", isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER)")
+        db.executemany("INSERT INTO t VALUES (?, 0)", ((i,) for i in range(n)))
+        t0 = time.perf_counter()
+        for i in range(n):
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("UPDATE t SET v = v + 1 WHERE k = ?", (i,))
+            db.execute("COMMIT")
+        return (time.perf_counter() - t0) / n * 1e6
+    finally:
+        db.close()
+
+
 def smtp_source_rate(sink: Sink, sample: Path, n: int, k: int) -> float | None:
     exe = shutil.which("smtp-source") or (
         "/usr/sbin/smtp-source" if Path("/usr/sbin/smtp-source").exists() else None
@@ -263,6 +283,11 @@ def main() -> None:
             print(
                 f"\nSend {a.recipients:,} recipients to {sink.kind} on 127.0.0.1 "
                 "(journal fsync'd per message):"
+            )
+            fsync = commit_us(root)
+            print(
+                f"  a bare durable SQLite commit (WAL, FULL: one fsync) here: {fsync:,.0f} µs; "
+                "each message waits for one (its in-flight mark, shared by up to K)"
             )
             ours = {}
             for k in (1, 4):
