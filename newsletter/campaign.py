@@ -25,7 +25,7 @@ import click
 from newsletter import deliver, links, message, recipients
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
-from newsletter.journal import Journal, Planned
+from newsletter.journal import Journal, Planned, Unsubscribed
 from newsletter.render import Edition
 
 Prepared = dict[str, tuple[message.PreparedEdition, Edition]]  # language -> ready edition
@@ -34,6 +34,7 @@ BACKOFF_FIRST = 1.0  # seconds before the first retry of a recipient; doubles ea
 BACKOFF_MAX = 30.0
 POLL = 0.1  # longest a worker sleeps before it looks at the stop flag again
 SHOW_MAX = 20  # failed/uncertain recipients listed in the summary (the rest: `status`)
+EARLIER = "in flight when an earlier run stopped"
 
 
 @dataclass
@@ -375,6 +376,25 @@ class _Run:
         msg_id = prep.new_message_id()
         job.tries += 1
         mark = self.journal.begin_soon(self.alert_id, key, msg_id, lang)
+        try:
+            return self.marked(transport, job, mark, prep, msg_id)
+        except Unsubscribed:
+            # Suppressed since the plan (begin checks it in the mark's own transaction): if
+            # the envelope had gone, the transport cut the line before the message's bytes.
+            self.results.put(("suppressed", address, "unsubscribed during the run"))
+            return None
+
+    def marked(
+        self,
+        transport: deliver.Transport,
+        job: _Job,
+        mark: _Mark,
+        prep: message.PreparedEdition,
+        msg_id: str,
+    ) -> float | None:
+        """The rest of one(), once the in-flight mark is on its way to disk."""
+        p = job.planned
+        key, address = p.recipient.key, p.recipient.email
         try:  # built while the mark's fsync runs (it is durable before any byte goes out)
             data = self.build(p, msg_id)[2]
         except (NewsletterError, ValueError) as err:
@@ -477,6 +497,8 @@ def run_send(
     default_lang = alert.default_language
     if test_address:
         return _send_test(cfg, alert.id, editions, test_address)
+    if cfg.web.base_url:
+        cfg.require_secret()  # every member's links are signed: one clear line, before the plan
 
     report = recipients.read_csv(to_csv, cfg.defaults.language)
     lines = recipients.format_report(report)
@@ -495,6 +517,7 @@ def run_send(
     extra = [
         *(["--connections", str(connections)] if connections else []),
         *(["--rate", f"{rate:g}"] if rate is not None else []),
+        *(["--retry-failed"] if retry_failed else []),
     ]
 
     with Journal(cfg.path("state"), secret=cfg.secret) as jr:
@@ -509,9 +532,7 @@ def run_send(
         )
         out.skipped = len(plan.sent)
         out.suppressed = len(plan.suppressed)
-        out.uncertain = [
-            (p.recipient.email, "in flight when an earlier run stopped") for p in plan.uncertain
-        ]
+        out.uncertain = [(p.recipient.email, EARLIER) for p in plan.uncertain]
         earlier_failed = [(p.recipient.email, p.last_reply) for p in plan.failed]
         todo = plan.todo[:limit] if limit else plan.todo
         if todo and cfg.smtp.host and not dry_run and not yes:
@@ -532,6 +553,12 @@ def run_send(
         out.failed += earlier_failed
 
     _summary(out, dry_run, transport_desc, len(todo))
+    if limit:  # what is left of this run's --limit (a daily cap stays a daily cap)
+        extra += ["--limit", str(max(1, out.not_reached))]
+    if retry_uncertain and not any(w != EARLIER for _, w in out.uncertain):
+        # Asked to retry uncertain ones and none became uncertain in this run: keep asking.
+        # One that did may have arrived: resending it is the user's call, not the hint's.
+        extra.append("--retry-uncertain")
     command = resume_command(cfg, alert_path, to_csv, extra)
     if run.fatal is not None or out.stopped:
         reason = run.fatal.message if run.fatal is not None else out.stopped
@@ -574,6 +601,28 @@ def _one_malloc_arena() -> None:
         ctypes.CDLL(None).mallopt(-8, 1)  # -8: M_ARENA_MAX in glibc's malloc.h
 
 
+class _NoTransport:
+    """The transport of a dry run: messages are built, none is handed to anyone."""
+
+    description = "nothing (dry run)"
+    connected = True
+
+    def open(self) -> None:
+        pass
+
+    def send(
+        self,
+        mail_from: str,
+        rcpt: str,
+        data: bytes,
+        before_data: Callable[[], None] | None = None,
+    ) -> deliver.Reply:
+        raise AssertionError("a dry run sends nothing")
+
+    def close(self) -> None:
+        pass
+
+
 def _deliver(
     run: _Run, todo: list[Planned], k: int, cap: float, out: Outcome, alert_id: str, label: str
 ) -> None:
@@ -583,7 +632,11 @@ def _deliver(
     work = _Work(todo, run.clock)
     bucket = _Bucket(cap, run.clock)
     k = max(1, min(k, len(todo)))
-    transports = [deliver.make_transport(run.cfg, alert_id) for _ in range(k)]
+    # A dry run delivers nothing: no connection, so no SMTP password is needed for it.
+    transports: list[deliver.Transport] = [
+        _NoTransport() if run.dry_run else deliver.make_transport(run.cfg, alert_id)
+        for _ in range(k)
+    ]
     threads = [
         threading.Thread(target=run.worker, args=(t, work, bucket), daemon=True, name=f"send-{i}")
         for i, t in enumerate(transports)
@@ -623,6 +676,8 @@ def _deliver(
                     out.sent.append(address)
                 elif kind == "failed":
                     out.failed.append((address, detail))
+                elif kind == "suppressed":
+                    out.suppressed += 1
                 else:
                     out.uncertain.append((address, detail))
             if done > shown:

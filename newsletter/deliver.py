@@ -350,8 +350,11 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def _describe(err: BaseException) -> str:
     if isinstance(err, TimeoutError):
-        return "timed out"
+        return "timed out (no reply within [smtp] timeout)"
     if isinstance(err, smtplib.SMTPServerDisconnected):
+        # smtplib reports a read timeout as a disconnect ("…: timed out"): name the setting.
+        if "timed out" in str(err):
+            return "timed out (no reply within [smtp] timeout)"
         return "connection closed by the server"
     return str(err) or type(err).__name__
 

@@ -126,6 +126,11 @@ class AlreadySent(JournalError):
     """begin() on a delivery that is already sent: sending again would make a second copy."""
 
 
+class Unsubscribed(JournalError):
+    """begin() on an address suppressed after the run was planned (e.g. a one-click unsubscribe
+    while a long, rate-capped run goes on): it gets nothing."""
+
+
 @dataclass(frozen=True, slots=True)
 class Contact:
     """A person the organisation writes to; tokens carry the id, never the address."""
@@ -519,17 +524,23 @@ class Journal:
     def begin(self, alert_id: str, key: str, message_id: str, lang: str | None = None) -> int:
         """Mark in flight (committed) before handing the message to SMTP; returns the attempt.
 
-        Raises AlreadySent for a delivery already sent, JournalError for one never planned.
+        Raises AlreadySent for a delivery already sent, Unsubscribed for an address suppressed
+        since the plan (checked in the same transaction: no window), JournalError for one never
+        planned.
         """
         t = _ts()
         with self._tx() as db:
             row = db.execute(
                 "UPDATE deliveries SET status = 'in_flight', attempts = attempts + 1, "
                 "message_id = ?, lang = coalesce(?, lang), updated_at = ? "
-                "WHERE alert_id = ? AND key = ? AND status <> 'sent' RETURNING attempts",
+                "WHERE alert_id = ? AND key = ? AND status <> 'sent' "
+                "AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.key = deliveries.key) "
+                "RETURNING attempts",
                 (message_id, lang, t, alert_id, key),
             ).fetchall()
             if not row:
+                if db.execute("SELECT 1 FROM suppressions WHERE key = ?", (key,)).fetchone():
+                    raise Unsubscribed(f"{alert_id}: {key} unsubscribed during the run")
                 self._refuse(db, alert_id, key, "begin")
         return int(row[0][0])
 

@@ -141,13 +141,6 @@ def test_resume_command_after_an_outage_is_exact(project, monkeypatch):
     assert resume == ["newsletter", "send", ALERT, "--to", "members.csv", "--connections", "2"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="campaign.py run_send builds the resume command's `extra` from --connections and "
-    "--rate only: --limit, --retry-failed and --retry-uncertain are dropped, so the printed "
-    "command sends to the whole rest of the list (past a daily --limit) or skips the recipients "
-    "the run was asked to retry",
-)
 def test_resume_command_keeps_limit_and_retry_flags(project, monkeypatch):
     setup_project(project, monkeypatch, host="127.0.0.1", port=free_port(), security="none")
     monkeypatch.setenv("NEWSLETTER_SMTP_RETRIES", "1")
@@ -291,13 +284,6 @@ def test_premailer_runs_per_edition_not_per_recipient(project, smtp_server, monk
     assert per_run[0] == per_run[1] > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="journal.plan reads the suppression table once, before the first message; "
-    "Journal.begin (journal.py) does not look at it and campaign.py has no way to skip a "
-    "recipient begin refuses: someone who unsubscribes (one-click) while a long, rate-capped "
-    "run is going still gets this alert",
-)
 def test_an_unsubscribe_during_the_run_is_honoured(project, smtp_server, monkeypatch):
     setup_project(project, monkeypatch, smtp_server)
 
@@ -312,13 +298,6 @@ def test_an_unsubscribe_during_the_run_is_honoured(project, smtp_server, monkeyp
     assert not smtp_server.to("jose@example.org")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="campaign.py run_send never calls cfg.require_secret() before the run: with "
-    "[web] base_url set and NEWSLETTER_SECRET unset, _Run.one catches the NewsletterError "
-    "from links.member_links per recipient and marks every one failed ('not built: …'), "
-    "instead of one clear line before anything is planned",
-)
 def test_a_missing_secret_stops_before_anyone_is_marked(project, smtp_server, monkeypatch):
     setup_project(project, monkeypatch, smtp_server)
     monkeypatch.delenv("NEWSLETTER_SECRET")
@@ -328,13 +307,6 @@ def test_a_missing_secret_stops_before_anyone_is_marked(project, smtp_server, mo
     assert "failed" not in set(states(project).values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="deliver.py _describe: smtplib turns a read timeout into SMTPServerDisconnected "
-    "('Connection unexpectedly closed: timed out'), which _describe names 'connection closed "
-    "by the server', so a slow server is reported (and journaled) as a hang-up and the user "
-    "is not pointed at [smtp] timeout",
-)
 def test_a_timeout_is_reported_as_a_timeout(project, smtp_server, monkeypatch):
     setup_project(project, monkeypatch, smtp_server, timeout=0.3)
 
@@ -370,12 +342,6 @@ def test_no_message_byte_goes_out_before_its_in_flight_mark_is_on_disk(
     assert states(project)["eve@example.net"] != "sent"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="campaign.py _deliver makes the SMTP transports (deliver.SmtpTransport.__init__ "
-    "reads the password) even for --dry-run, which delivers nothing: an editor without the "
-    "SMTP password cannot dry-run the list at all",
-)
 def test_a_dry_run_needs_no_smtp_password(project, monkeypatch):
     setup_project(project, monkeypatch, host="smtp.example.org", username="nalacc")
     result = send("--dry-run")
