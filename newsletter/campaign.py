@@ -321,16 +321,7 @@ class _Run:
         """(language, Message-ID, bytes) for one planned recipient, links and all."""
         lang = self.lang(p)
         prep, ed = self.prepared[lang]
-        member = links.member_links(
-            self.cfg,
-            alert_id=self.alert_id,
-            lang=lang,
-            contact_id=p.contact_id,
-            subject=ed.subject,
-            forward_body=ed.forward_body,
-            language_subject=ed.language_subject,
-            unsubscribe_subject=ed.unsubscribe_subject,
-        )
+        member = links.edition_links(self.cfg, ed, p.contact_id)
         msg_id, data = prep.build(p.recipient, member, message_id=message_id)
         return lang, msg_id, data
 

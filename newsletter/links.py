@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import quote
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -164,6 +165,31 @@ def member_links(
         ),
         tokens.VIEW_URL: "",
     }
+
+
+class EditionStrings(Protocol):
+    """What an edition (render.Edition) gives the link model: its id, language and wording."""
+
+    alert_id: str
+    lang: str
+    subject: str
+    forward_body: str
+    language_subject: str
+    unsubscribe_subject: str
+
+
+def edition_links(cfg: Config, edition: EditionStrings, contact_id: int | None) -> dict[str, str]:
+    """member_links for one member's copy of `edition` (its subject and mailto wording)."""
+    return member_links(
+        cfg,
+        alert_id=edition.alert_id,
+        lang=edition.lang,
+        contact_id=contact_id,
+        subject=edition.subject,
+        forward_body=edition.forward_body,
+        language_subject=edition.language_subject,
+        unsubscribe_subject=edition.unsubscribe_subject,
+    )
 
 
 def list_unsubscribe_headers(cfg: Config, unsubscribe_url: str) -> dict[str, str]:

@@ -269,16 +269,7 @@ class PreviewServer:
         # send would.
         with Journal(self.cfg.path("state"), secret=self.cfg.secret) as journal:
             contact_id = journal.contact(person.email, person.name)
-        return links.member_links(
-            self.cfg,
-            alert_id=edition.alert_id,
-            lang=edition.lang,
-            contact_id=contact_id,
-            subject=edition.subject,
-            forward_body=edition.forward_body,
-            language_subject=edition.language_subject,
-            unsubscribe_subject=edition.unsubscribe_subject,
-        )
+        return links.edition_links(self.cfg, edition, contact_id)
 
     def _watched_roots(self) -> list[Path]:
         roots = [self.cfg.path("templates"), self.alert_path]

@@ -366,16 +366,7 @@ def render_editions(
 
 def sample_links(cfg: Config, edition: Edition) -> dict[str, str]:
     """Token values for a sample member (contact id 0 when a base URL needs one)."""
-    return links.member_links(
-        cfg,
-        alert_id=edition.alert_id,
-        lang=edition.lang,
-        contact_id=0 if links.base_url(cfg) else None,
-        subject=edition.subject,
-        forward_body=edition.forward_body,
-        language_subject=edition.language_subject,
-        unsubscribe_subject=edition.unsubscribe_subject,
-    )
+    return links.edition_links(cfg, edition, 0 if links.base_url(cfg) else None)
 
 
 SAMPLE_NAME = "Ana García"
