@@ -317,13 +317,11 @@ class _Run:
         """The edition a planned recipient gets: theirs, else the alert's default."""
         return p.lang if p.lang in self.prepared else self.default_lang
 
-    def build(self, p: Planned, message_id: str | None = None) -> tuple[str, str, bytes]:
-        """(language, Message-ID, bytes) for one planned recipient, links and all."""
-        lang = self.lang(p)
-        prep, ed = self.prepared[lang]
+    def build(self, p: Planned, message_id: str | None = None) -> bytes:
+        """The message bytes for one planned recipient, links and all."""
+        prep, ed = self.prepared[self.lang(p)]
         member = links.edition_links(self.cfg, ed, p.contact_id)
-        msg_id, data = prep.build(p.recipient, member, message_id=message_id)
-        return lang, msg_id, data
+        return prep.build(p.recipient, member, message_id=message_id)[1]
 
     def worker(self, transport: deliver.Transport, work: _Work, bucket: _Bucket) -> None:
         try:
@@ -351,7 +349,7 @@ class _Run:
         key, address = p.recipient.key, p.recipient.email
         if self.dry_run:
             try:
-                data = self.build(p)[2]
+                data = self.build(p)
             except (NewsletterError, ValueError) as err:
                 self.results.put(("failed", address, f"not built: {err}"))
                 return None
@@ -387,7 +385,7 @@ class _Run:
         p = job.planned
         key, address = p.recipient.key, p.recipient.email
         try:  # built while the mark's fsync runs (it is durable before any byte goes out)
-            data = self.build(p, msg_id)[2]
+            data = self.build(p, msg_id)
         except (NewsletterError, ValueError) as err:
             mark()
             self.journal.fail(self.alert_id, key, f"not built: {err}")
