@@ -99,6 +99,11 @@ def _check_placeholders(path: Path, cat: Catalog) -> None:
 
 def catalog(cfg: Config, lang: str, domain: str = "messages") -> Catalog:
     """The parsed catalog of one language and domain (cached until the file changes)."""
+    return _catalog(cfg, lang, domain)[1]
+
+
+def _catalog(cfg: Config, lang: str, domain: str) -> tuple[tuple[str, int, int], Catalog]:
+    """(the file's stamp, its catalog): one stat, so what is cached under a stamp matches it."""
     if lang not in LANGUAGES:
         raise NewsletterError(f"unknown language {lang!r}; use one of {', '.join(LANGUAGES)}.")
     locale = cfg.path("locale")
@@ -110,13 +115,18 @@ def catalog(cfg: Config, lang: str, domain: str = "messages") -> Catalog:
             else f"Set [paths] locale in {cfg.source}"
         )
         raise NewsletterError(f"{locale}: no such folder. {fix}.")
-    return _load_catalog(_stamp(catalog_path(cfg, lang, domain)), lang)
+    stamp = _stamp(catalog_path(cfg, lang, domain))
+    return stamp, _load_catalog(stamp, lang)
 
 
 def translations(cfg: Config, lang: str, domain: str = "messages") -> Translations:
     """gettext translations compiled in memory from the .po catalog (cached until it changes)."""
-    cat = catalog(cfg, lang, domain)
-    return _compile(_stamp(catalog_path(cfg, lang, domain)), domain, cat)
+    return _translations(cfg, lang, domain)[1]
+
+
+def _translations(cfg: Config, lang: str, domain: str) -> tuple[tuple[str, int, int], Translations]:
+    stamp, cat = _catalog(cfg, lang, domain)
+    return stamp, _compile(stamp, domain, cat)
 
 
 @lru_cache(maxsize=32)
@@ -134,9 +144,9 @@ def jinja_env(
     cfg: Config, lang: str, domain: str = "messages", subdir: str = "email"
 ) -> jinja2.Environment:
     """The Jinja environment for one language: i18n installed, strict, autoescaped for HTML."""
-    translations_ = translations(cfg, lang, domain)  # raises first when the catalog is bad
+    stamp, translations_ = _translations(cfg, lang, domain)  # raises first when the catalog is bad
     folder = cfg.path("templates") / subdir
-    key = (str(folder), lang, domain, _stamp(catalog_path(cfg, lang, domain)))
+    key = (str(folder), lang, domain, stamp)
     env = _ENVS.get(key)
     if env is None:
         env = jinja2.Environment(
