@@ -186,7 +186,7 @@ class PreviewServer:
             for lang in alert.languages:
                 for variant in VARIANTS:
                     edition = render.render_edition(self.cfg, alert, lang, variant=variant)
-                    filled = check.fill_edition(edition, self._sample_values(edition))
+                    filled = render.fill_edition(edition, self._sample_values(edition))
                     copies[lang, variant] = Copy(
                         lang, edition.subject, edition.preheader, filled.html, filled.text, edition
                     )
@@ -254,12 +254,10 @@ class PreviewServer:
             return copy
         edition = copy.edition
         prepared = message.prepare(self.cfg, edition)
-        values = prepared.values(person, self._links_for(edition, person))
-        return dataclasses.replace(
-            copy,
-            html=tokens.fill(edition.html, values, escape_html=True),
-            text=tokens.fill(edition.text, values, escape_html=False),
+        filled = render.fill_edition(
+            edition, prepared.values(person, self._links_for(edition, person))
         )
+        return dataclasses.replace(copy, html=filled.html, text=filled.text)
 
     def _links_for(self, edition: render.Edition, person: recipients.Recipient) -> dict[str, str]:
         """Working links for `newsletter serve` when it can make them (base URL and secret set)."""

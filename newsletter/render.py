@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import re
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -372,6 +372,22 @@ def sample_links(cfg: Config, edition: Edition) -> dict[str, str]:
 SAMPLE_NAME = "Ana García"
 
 
+def sample_values(cfg: Config, edition: Edition) -> dict[str, str]:
+    """Token values for the sample member: links and the greeting with SAMPLE_NAME."""
+    values = sample_links(cfg, edition)
+    values[tokens.NAME] = edition.greeting_named.format(name=SAMPLE_NAME)
+    return values
+
+
+def fill_edition(edition: Edition, values: dict[str, str]) -> Edition:
+    """A copy of the edition with the tokens of both parts filled."""
+    return replace(
+        edition,
+        html=tokens.fill(edition.html, values, escape_html=True),
+        text=tokens.fill(edition.text, values, escape_html=False),
+    )
+
+
 @dataclass(frozen=True)
 class _SampleRecipient:
     email: str
@@ -388,10 +404,9 @@ def run_build(cfg: Config, alert_path: str | Path, out: str | Path | None = None
     # Everything is made before anything is written: a bad alert leaves no half-built folder.
     files: dict[str, bytes] = {}
     for lang, edition in render_editions(cfg, alert).items():
-        values = sample_links(cfg, edition)
-        values[tokens.NAME] = edition.greeting_named.format(name=SAMPLE_NAME)
-        files[f"{lang}.html"] = tokens.fill(edition.html, values, escape_html=True).encode()
-        files[f"{lang}.txt"] = tokens.fill(edition.text, values, escape_html=False).encode()
+        filled = fill_edition(edition, sample_values(cfg, edition))
+        files[f"{lang}.html"] = filled.html.encode()
+        files[f"{lang}.txt"] = filled.text.encode()
         eml = _sample_eml(cfg, edition)
         if eml is not None:
             files[f"{lang}.eml"] = eml
