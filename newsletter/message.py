@@ -292,11 +292,8 @@ def _date_now() -> str:
 def _dkim_sign(d: _Dkim, data: bytes) -> bytes:
     import dkim
 
-    present = [
-        h.encode()
-        for h in DKIM_HEADERS
-        if re.search(rb"(?im)^" + h.encode() + rb":", data.split(b"\r\n\r\n", 1)[0])
-    ]
+    head = data.split(b"\r\n\r\n", 1)[0]  # once, not once per header name
+    present = [h.encode() for h in DKIM_HEADERS if re.search(rb"(?im)^" + h.encode() + rb":", head)]
     return dkim.sign(data, d.selector, d.domain, d.key, include_headers=present, linesep=b"\r\n")
 
 
