@@ -178,7 +178,10 @@ def template_msgids(cfg: Config, domain: str = "messages", subdir: str = "email"
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or path.suffix not in (".html", ".txt", ".htm", ".xml", ".j2"):
             continue
-        source = path.read_text(encoding="utf-8")
+        try:
+            source = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise NewsletterError(f"{path}: not UTF-8 text. Save it as UTF-8.") from None
         try:
             items = list(env.extract_translations(source, GETTEXT_FUNCS))  # type: ignore[attr-defined]
         except jinja2.TemplateSyntaxError as err:

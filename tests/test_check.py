@@ -437,3 +437,12 @@ def test_a_broken_catalog_is_a_problem_with_an_id(demo):
     assert code == 1
     assert "E-I18N" in found(out) and "messages.po:" in out and "{nombre}" in out, out
     assert out.strip().splitlines()[-1].startswith(f"Error: alerts/{ALERT_ID}:")
+
+
+def test_a_template_not_in_utf8_is_a_problem_not_a_traceback(demo):
+    with footer(demo).open("ab") as fh:
+        fh.write("<p>café</p>\n".encode("latin-1"))
+    code, out = run_check(f"alerts/{ALERT_ID}")
+    assert code == 1
+    assert "footer.html: not UTF-8 text" in out and "E-I18N" in found(out), out
+    assert out.strip().splitlines()[-1].startswith(f"Error: alerts/{ALERT_ID}:")
