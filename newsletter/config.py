@@ -242,6 +242,8 @@ def _validate(cfg: Config) -> None:
         )
     if cfg.smtp.connections < 1 or cfg.smtp.connections > 32:
         raise NewsletterError(f"{where}: [smtp] connections must be 1 to 32.")
+    if cfg.smtp.timeout <= 0:  # socket timeouts: 0 is non-blocking, below 0 a ValueError
+        raise NewsletterError(f"{where}: [smtp] timeout must be more than 0 seconds.")
     if cfg.smtp.rate < 0:
         raise NewsletterError(f"{where}: [smtp] rate must be 0 (no cap) or more.")
     if cfg.web.base_url and not cfg.web.base_url.startswith("https://"):

@@ -44,6 +44,8 @@ def test_environment_overrides_the_file(project: Path, monkeypatch: pytest.Monke
         ('[smtpp]\nhost = "x"\n', "unknown section [smtpp]"),
         ('[smtp]\nport = "abc"\n', "[smtp] port: expected int"),
         ('[smtp]\nsecurity = "tls"\n', "starttls, ssl, none"),
+        ("[smtp]\ntimeout = -1\n", "[smtp] timeout must be more than 0"),
+        ("[smtp]\ntimeout = 0\n", "[smtp] timeout must be more than 0"),
         ('[web]\nbase_url = "http://alerts.example.org"\n', "https://"),
         ("[smtp\n", "Fix the TOML syntax"),
     ],
