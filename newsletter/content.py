@@ -291,20 +291,24 @@ def _load_text(alert: Alert, lang: str) -> Text:
     source = _read(path)
     front, body, body_line = _split_front_matter(path, source)
     meta = _toml(path, front, line_offset=1)
+
+    def where(key: str) -> str:
+        return f"{path}:{1 + _line_of(front, key)}"
+
     for key in FRONT_KEYS:
         if key not in meta:
             raise NewsletterError(f'{path}:1: front matter lacks {key} = "…". Add it.')
-        _str(meta[key], f"{path}:{1 + _line_of(front, key)}")
+        _str(meta[key], where(key))
     unknown = set(meta) - set(FRONT_KEYS) - {"events"}
     if unknown:
         key = sorted(unknown)[0]
         raise NewsletterError(
-            f"{path}:{1 + _line_of(front, key)}: unknown front matter key {key!r}; use "
+            f"{where(key)}: unknown front matter key {key!r}; use "
             f"{', '.join(FRONT_KEYS)} and [events.<id>] title/detail."
         )
     events: dict[str, dict[str, str]] = {}
-    for eid, ev in meta.get("events", {}).items():
-        w = f"{path}:{1 + _line_of(front, f'events.{eid}')}"
+    for eid, ev in _table(meta, "events", where).items():
+        w = where(f"events.{eid}")
         if eid not in alert.events:
             raise NewsletterError(
                 f"{w}: [events.{eid}] is not an event of {ALERT_FILE}. Fix the id."

@@ -375,3 +375,11 @@ def test_new_validates_the_id(tmp_path: Path, bad: str) -> None:
     with pytest.raises(NewsletterError, match="lowercase letters, digits and hyphens"):
         content.run_new(Config(root=tmp_path), bad)
     assert not (tmp_path / "alerts").exists() or not any((tmp_path / "alerts").iterdir())
+
+
+def test_front_matter_events_not_a_table(alert_copy: Path) -> None:
+    text = (alert_copy / "en.md").read_text(encoding="utf-8")
+    table = text[text.index("[events.chicago-protest]") : text.index("+++", 4)]
+    edit(alert_copy / "en.md", table, 'events = "x"\n')
+    msg = load_error(alert_copy)
+    assert re.search(r"en\.md:7: \[events\.<id>\] tables expected", msg), msg
