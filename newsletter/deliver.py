@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import re
 import smtplib
 import ssl
-import tempfile
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Protocol
 
 import click
 
 from newsletter.config import Config
+from newsletter.content import write_atomic
 from newsletter.errors import NewsletterError
 
 Reply = tuple[int, str]
@@ -329,23 +327,14 @@ class OutboxTransport:
         with self._lock:
             n = next(self._numbers)  # type: ignore[arg-type]
         path = self.folder / f"{n:06d}-{_UNSAFE.sub('_', rcpt)}.eml"
-        write_atomic(path, data)
+        try:
+            write_atomic(path, data)  # a temporary file beside it, then a rename
+        except OSError as err:
+            raise NewsletterError(f"{path}: cannot write ({err.strerror}).") from None
         return 250, f"written to {path}"
 
     def close(self) -> None:
         pass
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: never a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".eml")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise NewsletterError(f"{path}: cannot write ({err.strerror}).") from None
 
 
 def _describe(err: BaseException) -> str:

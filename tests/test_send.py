@@ -391,7 +391,7 @@ def test_no_smtp_host_delivers_into_the_outbox(project, monkeypatch):
         for f in files
     )
     assert to == sorted(VALID)
-    assert not list((project / "outbox" / ALERT_ID).glob(".tmp-*"))
+    assert not list((project / "outbox" / ALERT_ID).glob(".*"))  # no temporary file left
 
 
 @pytest.mark.parametrize("pipelining", [True, False])

@@ -347,3 +347,16 @@ def test_a_dry_run_needs_no_smtp_password(project, monkeypatch):
     result = send("--dry-run")
     assert result.exit_code == 0, result.output
     assert "Dry run: 4 of 4 message(s) built" in result.output
+
+
+def test_an_outbox_that_cannot_be_written_stops_with_its_path(project, monkeypatch):
+    setup_project(project, monkeypatch)
+
+    def refused(*args, **kwargs):  # a read-only folder; root, who runs the tests, ignores modes
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("tempfile.mkstemp", refused)
+    result = send("--yes")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "cannot write (Permission denied)" in result.output
+    assert "sent" not in states(project).values()
