@@ -273,8 +273,7 @@ class PreviewServer:
         roots = [self.cfg.path("templates"), self.alert_path]
         if self.recipients_csv is not None:
             roots.append(self.recipients_csv)
-        with contextlib.suppress(AttributeError):
-            roots.append(self.cfg.path("locale"))
+        roots.append(self.cfg.path("locale"))
         return roots
 
     def _watch_signature(self) -> tuple[tuple[str, int, int], ...]:
