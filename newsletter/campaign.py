@@ -536,7 +536,7 @@ def run_send(
         writer = _GroupCommit(jr, workers=max(1, min(k, len(todo))))
         run = _Run(cfg, alert.id, prepared, default_lang, writer, clock, dry_run)
         try:
-            _deliver(run, todo, k, cap, out, alert.id, label="Building" if dry_run else "Sending")
+            _deliver(run, todo, k, cap, out)
         finally:
             writer.close()
         out.failed += earlier_failed
@@ -612,9 +612,7 @@ class _NoTransport:
         pass
 
 
-def _deliver(
-    run: _Run, todo: list[Planned], k: int, cap: float, out: Outcome, alert_id: str, label: str
-) -> None:
+def _deliver(run: _Run, todo: list[Planned], k: int, cap: float, out: Outcome) -> None:
     """Run K workers over the to-do list, with a progress bar fed from their results."""
     if not todo:
         return
@@ -623,7 +621,7 @@ def _deliver(
     k = max(1, min(k, len(todo)))
     # A dry run delivers nothing: no connection, so no SMTP password is needed for it.
     transports: list[deliver.Transport] = [
-        _NoTransport() if run.dry_run else deliver.make_transport(run.cfg, alert_id)
+        _NoTransport() if run.dry_run else deliver.make_transport(run.cfg, run.alert_id)
         for _ in range(k)
     ]
     threads = [
@@ -640,7 +638,7 @@ def _deliver(
     interrupted = False
     with click.progressbar(
         length=len(todo),
-        label=label,
+        label="Building" if run.dry_run else "Sending",
         file=sys.stderr,
         show_pos=True,
         show_eta=True,
