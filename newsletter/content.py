@@ -16,7 +16,7 @@ import re
 import tempfile
 import textwrap
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -231,8 +231,7 @@ def load_alert(cfg: Config, path: str | Path) -> Alert:
             cid, *(_str(c.get(k, ""), where(f"contacts.{cid}")) for k in ("name", "phone", "email"))
         )
     alert = Alert(alert_id, folder, date, tuple(languages), links, events, contacts)
-    texts = {lang: _load_text(alert, lang) for lang in alert.languages}
-    return Alert(alert_id, folder, date, tuple(languages), links, events, contacts, texts)
+    return replace(alert, texts={lang: _load_text(alert, lang) for lang in alert.languages})
 
 
 def _table(data: dict[str, Any], name: str, where: Any) -> dict[str, Any]:
