@@ -226,13 +226,14 @@ def _lead(parts: tuple[Part, ...]) -> tuple[Part, ...]:
 
 def _context(cfg: Config, alert: Alert, lang: str, variant: str) -> dict[str, Any]:
     text: Text = alert.texts[lang]
+    lead = _lead(text.parts)
     return {
         "lang": lang,
         "variant": variant,
         "alert": alert,
         "t": text,
-        "lead_parts": _lead(text.parts),
-        "body_parts": text.parts[len(_lead(text.parts)) :],
+        "lead_parts": lead,
+        "body_parts": text.parts[len(lead) :],
         "events": {e.id: event_view(cfg, alert, e, lang) for e in alert.events.values()},
         "contacts": alert.contacts,
         "links": alert.links,
