@@ -331,7 +331,7 @@ def _load_dkim(cfg: Config) -> _Dkim | None:
 def sender_address(cfg: Config) -> tuple[str, str]:
     """(display name, address) of `[sender] from`, or a clear error naming the setting."""
     name, addr = email.utils.parseaddr(cfg.sender.from_)
-    if not addr or "@" not in addr or not _ADDRESS_RE.match(addr):
+    if not _ADDRESS_RE.match(addr):  # an empty address or one without "@" does not match
         raise NewsletterError(
             f"{cfg.source}: [sender] from = {cfg.sender.from_!r} has no valid address; "
             'write it as "Org name <alerts@your-domain.org>".'
@@ -347,7 +347,7 @@ def prepare(cfg: Config, edition: EditionLike, *, subject: str | None = None) ->
     lines = [f"From: {format_address(name, addr)}"]
     if cfg.sender.reply_to:
         r_name, r_addr = email.utils.parseaddr(cfg.sender.reply_to)
-        if not r_addr or not _ADDRESS_RE.match(r_addr):
+        if not _ADDRESS_RE.match(r_addr):
             raise NewsletterError(
                 f"{cfg.source}: [sender] reply_to = {cfg.sender.reply_to!r} is not an address."
             )
