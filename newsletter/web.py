@@ -151,19 +151,12 @@ def forward_messages(
     return [(friend, prepared.build(Friend(friend), values)[1]) for friend in fwd.friends]
 
 
-def unsubscribed_friends(cfg: Config, friends: Sequence[str]) -> set[str]:
+def unsubscribed_friends(journal: Any, friends: Sequence[str]) -> set[str]:
     """Friends who unsubscribed from the list: a forward is the organisation's mail, so they get none.
 
     (CAN-SPAM treats a forward the organisation sends as its own message: opt-outs apply.)
-    Reads the state file only if it exists: a first run creates nothing.
     """
-    state = cfg.path("state")
-    if not state.exists():
-        return set()
-    from newsletter.journal import Journal
-
-    with Journal(state) as j:
-        return {f for f in friends if j.is_suppressed(f)}
+    return {f for f in friends if journal.is_suppressed(f)}
 
 
 def deliver_all(
@@ -220,7 +213,12 @@ def run_forward(
         raise NewsletterError(
             "; ".join(_error_line(code, arg, where="command") for code, arg in errors) + "."
         )
-    skipped = unsubscribed_friends(cfg, fwd.friends)
+    skipped: set[str] = set()
+    if cfg.path("state").exists():  # a first run creates no state file just to read it
+        from newsletter.journal import Journal
+
+        with Journal(cfg.path("state"), secret=cfg.secret) as j:
+            skipped = unsubscribed_friends(j, fwd.friends)
     if skipped:
         click.echo(f"Skipped (unsubscribed from the list): {', '.join(sorted(skipped))}")
         fwd = replace(fwd, friends=tuple(f for f in fwd.friends if f not in skipped))
@@ -646,12 +644,12 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
                 errors = [("limit_token", caps[0])]
             elif ip and j.forwards_since(ip=ip, since=since) + len(fwd.friends) > caps[1]:
                 errors = [("limit_ip", None)]
+            # A friend who unsubscribed gets nothing; the page lists them as not reached, without
+            # saying why (that they unsubscribed is theirs to tell, not the forwarder's to learn).
+            skipped = unsubscribed_friends(j, fwd.friends)
         if errors:
             return forward_form(token, data, alert, errors=errors, status=429, **given)
         reply_to = contact.email if contact is not None else None
-        # A friend who unsubscribed gets nothing; the page lists them as not reached, without
-        # saying why (that they unsubscribed is theirs to tell, not the forwarder's to learn).
-        skipped = unsubscribed_friends(cfg, fwd.friends)
         wanted = replace(fwd, friends=tuple(f for f in fwd.friends if f not in skipped))
         reached = []
         if wanted.friends:
