@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from newsletter import campaign, deliver
+from newsletter import campaign, deliver, pool
 from newsletter.cli import cli
 from newsletter.config import load_config
 from newsletter.errors import NewsletterError
@@ -555,11 +555,11 @@ def test_group_commit_keeps_good_changes_when_one_is_refused(tmp_path):
     people = [Recipient(f"p{i}@example.org", f"p{i}@example.org", "", "es", {}, i) for i in (1, 2)]
     with Journal(tmp_path / "state.db") as j:
         j.plan("a", people)
-        writer = campaign._GroupCommit(j)
-        writer.begin("a", "p1@example.org", "<1@x>", "es")  # returns once durable
-        writer.sent("a", "p1@example.org", "250 ok")
-        writer.sent("a", "p2@example.org", "250 ok")  # never begun: refused by the journal
-        writer.begin("a", "p2@example.org", "<2@x>", "es")
-        with pytest.raises(JournalError):
-            writer.close()
+        batch = pool.Batch(j)
+        batch.add("begin", ("a", "p1@example.org", "<1@x>", "es"), ack="first")
+        batch.add("sent", ("a", "p1@example.org", "250 ok"))
+        batch.add("sent", ("a", "p2@example.org", "250 ok"))  # never begun: refused
+        batch.add("begin", ("a", "p2@example.org", "<2@x>", "es"), ack="second")
+        assert batch.commit() == [("first", None), ("second", None)]  # both marks on disk
+        assert isinstance(batch.error, JournalError)  # the refused outcome, kept for the end
         assert j.states("a") == {"p1@example.org": "sent", "p2@example.org": "in_flight"}

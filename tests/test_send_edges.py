@@ -127,6 +127,11 @@ def test_k_connections_are_k_sessions(project, monkeypatch, closing_server):
     server, handler = closing_server
     many = "email,name\n" + "".join(f"m{i}@example.org,M {i}\n" for i in range(12))
     setup_project(project, monkeypatch, server, csv=many)
+
+    async def slow(rec):  # each message takes a while: no one connection does all 12 first
+        await asyncio.sleep(0.05)
+
+    server.on_data = slow
     out = run(FakeClock(), connections=3)
     assert len(out.sent) == 12 and sum(received_by(server).values()) == 12
     assert len(handler.peers) == 3  # three connections, each reused (no reconnect per message)
