@@ -7,15 +7,19 @@ forward and language switch become `mailto:` links with a prefilled subject and 
 
 from __future__ import annotations
 
+import base64
 import functools
+import hmac
+import json
+import struct
+import time
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Protocol
 from urllib.parse import quote
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from itsdangerous.encoding import base64_encode
-from itsdangerous.serializer import Serializer
-from itsdangerous.timed import TimestampSigner
+from itsdangerous.signer import HMACAlgorithm
 
 from newsletter import tokens
 from newsletter.config import Config
@@ -52,23 +56,51 @@ def _serializer(secret: str, purpose: str) -> URLSafeTimedSerializer:
 
 
 @functools.lru_cache(maxsize=32)
-def _signer(secret: str, purpose: str) -> TimestampSigner:
-    return _serializer(secret, purpose).make_signer()  # type: ignore[return-value]
+def _hmac(secret: str, purpose: str) -> hmac.HMAC:
+    """A pre-keyed HMAC for (secret, purpose), with the key itsdangerous derives for it.
+
+    The serializer's own signer derives the key (django-concat: SHA-1 of salt + b"signer" +
+    secret) and names the digest, so a change of either in itsdangerous follows here; each call
+    of `make_token` copies this object instead of deriving the key and keying an HMAC again.
+    """
+    signer = _serializer(secret, purpose).make_signer()
+    if type(signer.algorithm) is not HMACAlgorithm:  # what the copy below reproduces
+        raise TypeError(f"unexpected itsdangerous signing algorithm {signer.algorithm!r}")
+    return hmac.new(signer.derive_key(), digestmod=signer.digest_method)
+
+
+# itsdangerous's compact JSON (`_CompactJSON.dumps`): no spaces, non-ASCII kept as UTF-8.
+_json_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_b64 = base64.urlsafe_b64encode
+_pack_ts = struct.Struct(">Q").pack  # itsdangerous.encoding.int_to_bytes, before the lstrip
+_last_ts: tuple[int, bytes] = (-1, b"")  # (timestamp, b"." + its base64): one per second
 
 
 def make_token(secret: str, purpose: str, contact_id: int, alert_id: str, lang: str) -> str:
     """An opaque, signed, timestamped token for one contact, alert and language.
 
-    The same token as `URLSafeTimedSerializer.dumps`, at a seventh of the cost (three per
-    message): the serializer and signer are made once per secret and purpose, and the payload
-    skips the zlib attempt, which never shortens three short values (~50 µs of ~80 µs per call;
-    `loads` reads compressed and uncompressed payloads alike).
+    Byte for byte what `TimestampSigner.sign` makes of the serializer's uncompressed payload
+    (which `URLSafeTimedSerializer.dumps` also makes whenever zlib does not shorten it, as for
+    any realistic three values; `loads` reads compressed and uncompressed payloads alike), at
+    ~3.0 µs a call instead of ~9.2 µs (three per message): the derived key and a keyed HMAC are
+    made once per secret and purpose and copied per call, the JSON is formatted without
+    `json.dumps`, and the timestamp's base64 is reused within the same second.
     """
     if purpose not in MAX_AGE:
         raise ValueError(f"unknown token purpose {purpose!r}")
-    s = _serializer(secret, purpose)
-    payload = base64_encode(Serializer.dump_payload(s, [contact_id, alert_id, lang]))
-    return _signer(secret, purpose).sign(payload).decode("ascii")
+    global _last_ts
+    if type(contact_id) is int and type(alert_id) is str and type(lang) is str:
+        doc = f"[{contact_id},{encode_basestring(alert_id)},{encode_basestring(lang)}]"
+    else:  # bool, int or str subclasses...: let the encoder decide, as itsdangerous would
+        doc = _json_encode([contact_id, alert_id, lang])
+    ts = int(time.time())  # TimestampSigner.get_timestamp, looked up per call like it does
+    last = _last_ts  # one read, so that another thread's update cannot mix two seconds
+    if last[0] != ts:
+        last = _last_ts = (ts, b"." + _b64(_pack_ts(ts).lstrip(b"\x00")).rstrip(b"="))
+    value = _b64(doc.encode("utf-8")).rstrip(b"=") + last[1]
+    mac = _hmac(secret, purpose).copy()
+    mac.update(value)
+    return (value + b"." + _b64(mac.digest()).rstrip(b"=")).decode("ascii")
 
 
 def read_token(secret: str, purpose: str, token: str, *, now: float | None = None) -> TokenData:

@@ -36,9 +36,118 @@ def test_token_is_exactly_what_itsdangerous_makes(monkeypatch: pytest.MonkeyPatc
                 assert not ours.startswith(".")
             else:
                 assert ours == theirs
-            assert links.read_token(SECRET, purpose, ours, now=1_700_000_060.0).contact_id == (
-                values[0]
-            )
+            got = links.read_token(SECRET, purpose, ours, now=1_700_000_060.0)
+            assert got.contact_id == values[0]
+
+
+FIXED_NOW = 1_700_000_000.75  # a fraction, so that the timestamp's int() truncation counts
+CONTACTS = (0, 1, 42, 255, 256, 123_456_789, 2**40 + 3)
+ALERTS = (
+    "a",
+    "2011-08-12-secure-communities",
+    "acción-ñandú-2024",
+    'q"uo\\te\n',
+    "日本語",
+    "2024-03-15-ice-detainer-policy-update-los-angeles-county-sheriff",
+)
+LANGS = ("es", "en")
+
+
+def test_fast_token_equals_itsdangerous_dumps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """make_token's hand-built token is byte for byte `URLSafeTimedSerializer.dumps`.
+
+    None of these payloads is shortened by zlib, so `dumps` itself does not compress them and
+    equality is exact (checked below rather than assumed). Time is fixed by monkeypatching
+    `time.time`, which both sides read.
+    """
+    import zlib
+
+    from itsdangerous import URLSafeTimedSerializer
+    from itsdangerous.serializer import Serializer
+
+    monkeypatch.setattr(time, "time", lambda: FIXED_NOW)
+    checked = 0
+    for purpose in links.PURPOSES:
+        ref = URLSafeTimedSerializer(SECRET, salt=f"newsletter/{purpose}")
+        for contact_id in CONTACTS:
+            for alert_id in ALERTS:
+                for lang in LANGS:
+                    doc = Serializer.dump_payload(  # the JSON, before zlib
+                        ref, [contact_id, alert_id, lang]
+                    )
+                    assert not len(zlib.compress(doc)) < len(doc) - 1  # dumps stays plain
+                    theirs = ref.dumps([contact_id, alert_id, lang])
+                    ours = links.make_token(SECRET, purpose, contact_id, alert_id, lang)
+                    assert ours == theirs, (purpose, contact_id, alert_id, lang)
+                    checked += 1
+    assert checked == len(links.PURPOSES) * len(CONTACTS) * len(ALERTS) * len(LANGS)
+
+
+def test_fast_token_follows_a_monkeypatched_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The timestamp is int(time.time()) read per call, as TimestampSigner.get_timestamp does."""
+    from itsdangerous import URLSafeTimedSerializer
+
+    ref = URLSafeTimedSerializer(SECRET, salt="newsletter/forward")
+    seen = set()
+    for now in (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.0, 1_600_000_000.5, 1.0):
+        monkeypatch.setattr(time, "time", lambda now=now: now)
+        ours = links.make_token(SECRET, "forward", 9, "a1", "en")
+        assert ours == ref.dumps([9, "a1", "en"])
+        _, signed_at = ref.loads(ours, return_timestamp=True)
+        assert signed_at.timestamp() == int(now)
+        seen.add(ours)
+    assert len(seen) == 4  # .0 and .999 of the same second give the same token
+
+
+def test_fast_token_odd_types_match_itsdangerous(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Values that are not exactly int/str take the JSON encoder path, still equal to dumps."""
+    from itsdangerous import URLSafeTimedSerializer
+
+    class Str(str):
+        pass
+
+    monkeypatch.setattr(time, "time", lambda: FIXED_NOW)
+    ref = URLSafeTimedSerializer(SECRET, salt="newsletter/language")
+    for values in ((True, "a", "es"), (7, Str("ñ-a"), Str("en"))):
+        assert links.make_token(SECRET, "language", *values) == ref.dumps(list(values))
+
+
+def test_fast_token_is_read_back_and_one_changed_signature_byte_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(time, "time", lambda: FIXED_NOW)
+    for purpose in links.PURPOSES:
+        for contact_id, alert_id, lang in (
+            (42, "2011-08-12-secure-communities", "es"),
+            (0, "日本語", "en"),
+        ):
+            t = links.make_token(SECRET, purpose, contact_id, alert_id, lang)
+            got = links.read_token(SECRET, purpose, t, now=FIXED_NOW + 60)
+            assert got == links.TokenData(contact_id, alert_id, lang)
+            sig_start = t.rindex(".") + 1
+            for i in (sig_start, len(t) - 2):  # first and a middle-of-last-group signature char
+                swapped = "B" if t[i] == "A" else "A"
+                bad = t[:i] + swapped + t[i + 1 :]
+                with pytest.raises(links.BadToken) as err:
+                    links.read_token(SECRET, purpose, bad, now=FIXED_NOW + 60)
+                assert err.value.reason == "invalid"
+
+
+def test_fast_token_depends_on_the_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "time", lambda: FIXED_NOW)
+    other = "another-secret-0123456789abcdef"
+    for purpose in links.PURPOSES:
+        mine = links.make_token(SECRET, purpose, 42, "a1", "es")
+        theirs = links.make_token(other, purpose, 42, "a1", "es")
+        assert mine != theirs
+        assert mine.rsplit(".", 1)[0] == theirs.rsplit(".", 1)[0]  # only the signature differs
+        with pytest.raises(links.BadToken):
+            links.read_token(other, purpose, mine, now=FIXED_NOW + 60)
+
+
+def test_make_token_refuses_an_unknown_purpose() -> None:
+    with pytest.raises(ValueError, match="unknown token purpose"):
+        links.make_token(SECRET, "subscribe", 1, "a", "es")
 
 
 @pytest.mark.parametrize("mangle", ["tamper", "foreign-purpose", "other-secret", "garbage"])
