@@ -201,6 +201,7 @@ class _NoTransport:
         rcpt: str,
         data: bytes,
         before_data: Callable[[], None] | None = None,
+        after_envelope: Callable[[], None] | None = None,
     ) -> deliver.Reply:
         raise AssertionError("a dry run sends nothing")
 

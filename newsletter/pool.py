@@ -1,28 +1,30 @@
-"""The send run's engine: one worker process per SMTP connection, the journal in the parent.
+"""The send run's engine: one worker process per SMTP connection, each with its own flight log.
 
 Why processes: building a message, signing its links and talking SMTP cost ~0.3 ms of Python
 each; threads share one interpreter lock, so K threads never went past one core (1,400 msg/s
 at K=4 in benchmarks/bench_send.py). Each worker is forked after the editions are rendered and
 the plan is made, so it starts with everything prepared and holds one connection.
 
-The parent owns the journal (one SQLite connection, single-threaded) and talks to each worker
-over a pipe:
+Why flight logs: "never twice" needs each recipient's in-flight mark on disk before the
+message's bytes go out, one fsync per message. In one state file those fsyncs queue for its one
+writer, and a journal process in the middle costs two hand-offs per message. So each connection
+writes its marks and outcomes to a small SQLite file of its own (journal.FlightLog): K
+connections fsync in parallel and no message waits for another process. The parent copies the
+logs into the state file every SYNC_EVERY seconds and at the end (Journal.recover), and a crashed
+send's logs are copied in when the state file is next opened: whoever was in flight then reads
+as uncertain, exactly as before.
 
-    worker -> parent   ("next", result)        the result of its last job, and "give me one"
-                       ("fatal", result, why)  it cannot go on (login refused, outage, bug)
-    parent -> worker   ("job", planned, message_id, lang)
-                       ("ack", refusal)        the job's in-flight mark is on disk (or refused)
-                       ("stop",)               no more work, or the run is stopping
+The parent hands out jobs and counts results over a socket pair per worker:
 
-Journal discipline ("never twice") is unchanged: a job's bytes go out only after the worker has
-read its "ack", which the parent sends once the in-flight mark is committed (fsync'd). The mark
-is queued when the job is handed out, so its fsync overlaps the worker's build and envelope.
-Everything the parent read in one turn goes into one transaction: the last job's outcome and
-the next job's mark share an fsync, and K workers' marks share one (group commit).
+    parent -> worker   ("job", recipient values, contact id, message id, lang, attempts)
+                       ("stop",)                no more work
+    worker -> parent   ("done", (kind, detail)) one per job, in order
+                       ("fatal", (kind, detail) | None, why)   it cannot go on
 
-A worker whose parent dies (kill -9) is killed with it (Linux: PR_SET_PDEATHSIG) and otherwise
-stops at its next read of the pipe, before any further byte: the recipient on the wire stays in
-flight, i.e. uncertain, exactly as with one process.
+Each worker has up to AHEAD jobs queued in its socket, so it never waits for the parent. A
+shared stop flag (Ctrl-C, a fatal error) makes workers finish the message on the wire and leave
+their queued jobs untouched. A worker whose parent dies (kill -9) is killed with it (Linux:
+PR_SET_PDEATHSIG) and otherwise stops at its next read of the socket.
 """
 
 from __future__ import annotations
@@ -39,11 +41,14 @@ import select
 import selectors
 import signal
 import socket
+import sqlite3
 import sys
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import click
@@ -51,17 +56,18 @@ import click
 from newsletter import deliver, links, message
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
-from newsletter.journal import Journal, Planned, Unsubscribed
+from newsletter.journal import BUSY_TIMEOUT, FlightLog, Journal, Planned, read_flight
 from newsletter.recipients import Recipient
 from newsletter.render import Edition
 
 Prepared = dict[str, tuple[message.PreparedEdition, Edition]]  # language -> ready edition
-Result = tuple[str, str]  # (kind, detail); kinds in _Parent.record
+Result = tuple[str, str]  # (kind, detail); kinds in _Parent.finish
 
 BACKOFF_FIRST = 1.0  # seconds before the first retry of a recipient; doubles each time
 BACKOFF_MAX = 30.0
 POLL = 0.1  # longest anyone waits before looking at the stop flag again
-FLUSH_AFTER = 0.05  # outcomes alone (no mark waiting) are committed within this
+SYNC_EVERY = 1.0  # seconds between copies of the flight logs into the state file
+AHEAD = 2  # jobs queued per worker (1 under a rate cap: the cap decides when each goes)
 LINE_MAX = 200_000  # bytes in one message between parent and worker (a job with its fields)
 EARLIER = "in flight when an earlier run stopped"
 DIED = "the sender process stopped mid-message"
@@ -149,55 +155,7 @@ class _Line:
         self.sock.close()
 
 
-# --- the parent: journal, work list, rate, progress ---------------------------------------
-
-
-class Batch:
-    """Journal changes gathered in one turn of the parent's loop: one transaction, one fsync.
-
-    `add` queues a change (with `ack`, whoever waits for it); `commit` applies them in order and
-    returns (ack, error) for each waited-for change. A change the journal refuses undoes none of
-    the others; the first refused change nobody waited for is kept in `error`.
-    """
-
-    def __init__(self, journal: Journal) -> None:
-        self.journal = journal
-        self.ops: list[tuple[str, tuple, object]] = []
-        self.urgent = 0
-        self.since = 0.0
-        self.error: BaseException | None = None
-
-    def add(self, name: str, args: tuple, ack: object = None) -> None:
-        if not self.ops:
-            self.since = time.monotonic()
-        self.ops.append((name, args, ack))
-        self.urgent += ack is not None
-
-    def due(self) -> bool:
-        """Commit now: a mark is waiting, or outcomes have waited long enough."""
-        return bool(self.urgent) or (
-            bool(self.ops) and time.monotonic() - self.since >= FLUSH_AFTER
-        )
-
-    def commit(self) -> list[tuple[object, BaseException | None]]:
-        ops, self.ops, self.urgent = self.ops, [], 0
-        errors: list[BaseException | None] = [None] * len(ops)
-        try:
-            with self.journal.batch():
-                for i, (name, args, _) in enumerate(ops):
-                    try:
-                        getattr(self.journal, name)(*args)
-                    except Exception as err:  # one refused change must not undo the others
-                        errors[i] = err
-        except Exception as err:  # the commit itself failed (disk full, locked): all of them
-            errors = [e or err for e in errors]
-        acks = []
-        for (_, _, ack), err in zip(ops, errors, strict=True):
-            if ack is not None:
-                acks.append((ack, err))
-            elif err is not None and self.error is None:
-                self.error = err
-        return acks
+# --- the parent: jobs, rate, progress, the state file -----------------------------------
 
 
 @dataclass(order=True, slots=True)
@@ -272,11 +230,9 @@ class _Worker:
 
     conn: _Line
     process: multiprocessing.process.BaseProcess
-    job: _Job | None = None  # begun: its in-flight mark is queued or on disk
-    ahead: _Job | None = None  # handed out with the last ack, not begun yet
-    waiting: bool = False  # asked for a job, not answered yet
-    acked: bool | None = None  # the job's mark: None queued, True on disk, False refused
-    stopped: bool = False  # told to stop
+    flight: Path | None
+    queued: deque[_Job] = field(default_factory=deque)  # handed out, no result yet
+    told_stop: bool = False
     alive: bool = True
 
 
@@ -292,18 +248,24 @@ class Tally:
 
 
 class _Parent:
-    """The send's main process: hands out jobs, journals, counts, draws the progress bar."""
+    """The send's main process: hands out jobs, counts results, keeps the state file current."""
 
-    def __init__(self, run: Run, journal: Journal | None, todo: list[Planned], cap: float) -> None:
+    def __init__(
+        self, run: Run, journal: Journal | None, todo: list[Planned], cap: float, stop: Any
+    ) -> None:
         self.run = run
-        self.batch = Batch(journal) if journal is not None else None
+        self.journal = journal
         self.work = _Work(todo)
         self.bucket = _Bucket(cap)
+        self.ahead = 1 if self.bucket.interval else AHEAD
         self.tally = Tally()
         self.workers: list[_Worker] = []
         self.selector = selectors.DefaultSelector()
+        self.stop_flag = stop  # shared with the workers (a byte in shared memory)
         self.stopping = False
         self.fatal: NewsletterError | None = None
+        self.synced: dict[Path, str] = {}  # flight log -> newest row copied
+        self.last_sync = time.monotonic()
 
     # messages from workers
 
@@ -313,93 +275,42 @@ class _Parent:
         except EOFError:
             self.gone(w)
             return
-        self.finish(w, msg[1])
-        if msg[0] == "next":
-            w.waiting = True
-        elif msg[0] == "start":
-            self.start(w)
+        if msg[0] == "done":
+            self.finish(w.queued.popleft(), msg[1])
         elif msg[0] == "fatal":  # ("fatal", result, why)
-            self.unassign(w)
+            if msg[1] is not None:
+                self.finish(w.queued.popleft(), msg[1])
             self.halt(NewsletterError(msg[2]))
 
     def gone(self, w: _Worker) -> None:
-        """A worker's pipe closed: it exited (told to, or after a fatal) or died."""
-        w.alive = w.waiting = False
+        """A worker's socket closed: it exited (told to, or after a fatal error) or died."""
+        w.alive = False
         self.selector.unregister(w.conn)
-        self.unassign(w)
-        if w.job is not None:  # it died holding a job: no result came back
-            if w.acked is False:
-                self.work.done(w.job)  # refused before anything went out: not reached
-            else:
-                self.finish(w, ("uncertain", DIED))
-            if not self.stopping:
-                self.halt(NewsletterError(f"a sender process died ({DIED})."))
+        if w.queued and not self.stopping:  # it died on its own: the first may be on the wire
+            self.finish(w.queued.popleft(), ("uncertain", DIED))
+            self.halt(NewsletterError(f"a sender process died ({DIED})."))
+        while w.queued:  # queued, never begun (a worker begins nothing once stopping)
+            self.work.done(w.queued.popleft())
 
-    def unassign(self, w: _Worker) -> None:
-        """The job handed out ahead goes back to the list (it was never begun)."""
-        if w.ahead is not None:
-            self.work.done(w.ahead, retry_at=self.run.clock.monotonic())
-            w.ahead = None
-
-    def start(self, w: _Worker) -> None:
-        """The worker starts the job it was handed ahead: mark it in flight (or refuse)."""
-        job, w.ahead = w.ahead, None
-        if job is None:
-            self.halt(NewsletterError("internal error while sending: a start without a job"))
-            return
-        w.job, w.acked = job, None
-        if self.stopping:  # it gets nothing more: not begun, back for the next run
-            w.job, w.acked = None, False
-            self.work.done(job)
-            self.tell(w, ("ack", ("stop", "the run is stopping"), None))
-            return
-        self.begin(w, job)
-
-    def begin(self, w: _Worker, job: _Job) -> None:
-        if self.batch is not None:
-            job.tries += 1
-            p = job.planned
-            args = (self.run.alert_id, p.recipient.key, job.msg_id, job.lang)
-            self.batch.add("begin", args, ack=w)
-
-    def finish(self, w: _Worker, result: Result | None) -> None:
-        """Record the outcome of w's job (None: it had none, or nothing to record)."""
-        job, w.job, w.acked = w.job, None, None
-        if job is None:
-            return
-        if result is None:
-            self.work.done(job)
-            return
+    def finish(self, job: _Job, result: Result) -> None:
+        """Count the outcome of a job; a retry goes back on the list after its backoff."""
         kind, detail = result
-        p = job.planned
-        key, address = p.recipient.key, p.recipient.email
+        address = job.planned.recipient.email
         t = self.tally
         retry_at = None
         if kind == "retry":
-            if job.tries >= self.run.retries:
-                kind, detail = "failed", f"gave up after {job.tries} attempts: {detail}"
-            else:
-                self.journal("defer", key, detail)
-                retry_at = self.run.clock.monotonic() + backoff(job.tries)
-        if kind in ("sent", "built"):  # built: a dry run's message, handed to nobody
-            if kind == "sent":
-                self.journal("sent", key, detail)
+            retry_at = self.run.clock.monotonic() + backoff(job.tries)
+        elif kind in ("sent", "built"):  # built: a dry run's message, handed to nobody
             t.sent.append(address)
         elif kind == "failed":
-            self.journal("fail", key, detail)
             t.failed.append((address, detail))
         elif kind == "uncertain":  # stays in flight: the server may have it
             t.uncertain.append((address, detail))
         elif kind == "suppressed":
             t.suppressed += 1
-        elif kind == "stopped":  # nothing went out: pending again for the next run
-            self.journal("defer", key, detail)
+        # "stopped": not sent, back to pending for the next run; "skipped": never begun
         t.done += kind in ("sent", "built", "failed", "uncertain", "suppressed")
         self.work.done(job, retry_at)
-
-    def journal(self, name: str, key: str, reply: str) -> None:
-        if self.batch is not None:
-            self.batch.add(name, (self.run.alert_id, key, reply))
 
     def halt(self, err: NewsletterError) -> None:
         if self.fatal is None:
@@ -407,109 +318,90 @@ class _Parent:
         self.stop()
 
     def stop(self) -> None:
-        """No more jobs: workers finish the message on the wire, then exit."""
+        """Workers finish the message on the wire, begin nothing more, and exit."""
         self.stopping = True
+        self.stop_flag.value = 1
         for w in self.workers:
-            if w.alive and not w.stopped and w.job is None:
-                self.tell(w, ("stop",))
-                w.stopped, w.waiting = True, False
+            self.tell_stop(w)
 
-    def tell(self, w: _Worker, msg: tuple) -> None:
-        with contextlib.suppress(OSError):  # it died: its EOF is handled by receive()
-            w.conn.send(msg)
+    def tell_stop(self, w: _Worker) -> None:
+        if w.alive and not w.told_stop:
+            w.told_stop = True
+            with contextlib.suppress(OSError):  # it died: its EOF is handled by receive()
+                w.conn.send(("stop",))
 
     # handing out jobs
 
     def dispatch(self) -> float | None:
-        """Answer the workers waiting for a job; returns seconds until one may go, if waiting."""
+        """Top up each worker's queue; returns seconds until a job may go, if one is held back."""
         wait: float | None = None
         for w in self.workers:
-            if not w.waiting:
-                continue
-            if self.stopping:
-                self.stop()
-                break
-            now = self.run.clock.monotonic()
-            if (left := self.bucket.wait(now)) > 0:
-                return left
-            job = self.work.take(now)
-            if job is None:
-                if self.work.finished():
-                    self.stop()
+            while w.alive and not w.told_stop and len(w.queued) < self.ahead:
+                now = self.run.clock.monotonic()
+                if (left := self.bucket.wait(now)) > 0:
+                    return left
+                job = self.work.take(now)
+                if job is None:
+                    if self.work.finished():
+                        self.tell_stop(w)
+                    elif (due := self.work.next_due()) is not None:
+                        wait = max(0.0, due - now)
                     break
-                due = self.work.next_due()
-                if due is not None:
-                    wait = max(0.0, due - now)
-                continue
-            self.bucket.take(now)
-            self.hand(w, job)
+                self.bucket.take(now)
+                self.hand(w, job)
         return wait
 
-    def spec(self, job: _Job) -> tuple | None:
-        """What a worker needs of a job, as plain values (pickled in microseconds); None when
-        the row cannot travel (recorded as failed)."""
-        p = job.planned
-        job.lang = self.run.lang(p)
-        job.msg_id = self.run.prepared[job.lang][0].new_message_id()
-        r = p.recipient
-        spec = ((r.email, r.key, r.name, r.language, r.fields, r.line), p.contact_id)
-        chars = sum(map(len, r.fields.values())) + sum(map(len, r.fields)) + len(r.name)
-        size = len(pickle.dumps(spec)) if 4 * chars > LINE_MAX // 4 else 0  # only a big row
-        if size > LINE_MAX // 2:
-            why = f"not sent: {size:,} bytes of recipient data (at most {LINE_MAX // 2:,})"
-            self.tally.failed.append((r.email, why))
-            self.tally.done += 1
-            self.journal("fail", r.key, why)
-            self.work.done(job)
-            return None
-        return (*spec, job.msg_id, job.lang)
-
     def hand(self, w: _Worker, job: _Job) -> None:
-        spec = self.spec(job)
-        if spec is None:
+        p = job.planned
+        r = p.recipient
+        lang = self.run.lang(p)
+        msg_id = self.run.prepared[lang][0].new_message_id()
+        job.tries += 1
+        spec = (
+            "job",
+            (r.email, r.key, r.name, r.language, r.fields, r.line),
+            p.contact_id,
+            msg_id,
+            lang,
+            p.attempts + job.tries,
+            job.tries,
+        )
+        try:
+            w.conn.send(spec)
+        except ValueError as err:  # a row too big to hand over: it cannot be sent either
+            self.tally.failed.append((r.email, f"not sent: {err}"))
+            self.tally.done += 1
+            self.work.done(job)
             return
-        w.job, w.waiting, w.acked = job, False, None
-        self.tell(w, ("job", spec))
-        self.begin(w, job)
-
-    def ahead(self, w: _Worker) -> tuple | None:
-        """A job to hand out with an ack, so the worker never waits for its next one.
-
-        Not with a rate cap (the cap decides when each job goes), nor when stopping.
-        """
-        if self.stopping or self.bucket.interval or w.ahead is not None:
-            return None
-        while (job := self.work.take(self.run.clock.monotonic())) is not None:
-            spec = self.spec(job)
-            if spec is not None:
-                w.ahead = job
-                return spec
-        return None
-
-    def commit(self) -> None:
-        if self.batch is None or not self.batch.ops:
+        except OSError:  # the worker died: its EOF comes next; the job goes back
+            self.work.done(job, retry_at=self.run.clock.monotonic())
             return
-        for w, err in self.batch.commit():
-            assert isinstance(w, _Worker)
-            if w.job is None or not w.alive:
-                continue
-            w.acked = err is None
-            if err is None:
-                self.tell(w, ("ack", None, self.ahead(w)))
-                continue
-            if isinstance(err, Unsubscribed):
-                refusal = ("unsubscribed", str(err))
-            elif isinstance(err, NewsletterError):
-                refusal = ("error", err.message)
-            else:  # the journal failed (disk error, a bug): stop the run
-                refusal = ("error", f"internal error while sending: {err!r}")
-            self.tell(w, ("ack", refusal, None))
+        w.queued.append(job)
+
+    # the state file
+
+    def sync(self, *, final: bool = False) -> None:
+        """Copy what the flight logs gained into the state file (not fsync'd: the logs are)."""
+        self.last_sync = time.monotonic()
+        if self.journal is None:
+            return
+        if final:  # all workers are gone: copy everything, durably, and remove the logs
+            self.journal.recover()
+            return
+        rows = []
+        for w in self.workers:
+            if w.flight is not None:
+                got = read_flight(w.flight, self.synced.get(w.flight, ""))
+                if got:
+                    self.synced[w.flight] = max(r[7] for r in got)
+                    rows += got
+        if rows:
+            self.journal.apply_flight(rows)
 
     # the loop
 
     def loop(self, bar: Any, interrupted: Callable[[], bool]) -> None:
         shown = 0
-        drawn = time.monotonic()
         while True:
             if interrupted() and not self.stopping:
                 click.echo("\nInterrupted: finishing the messages on the wire…", err=True)
@@ -517,23 +409,19 @@ class _Parent:
             live = [w for w in self.workers if w.alive]
             if not live:
                 break
-            wait = self.dispatch()  # jobs go out first: their marks' fsync overlaps their build
-            if self.batch is not None and self.batch.due():
-                self.commit()
-            if self.tally.done > shown and time.monotonic() - drawn >= POLL:
-                bar.update(self.tally.done - shown)
-                shown, drawn = self.tally.done, time.monotonic()
-            timeout = 0.0 if wait else POLL
-            if self.batch is not None and self.batch.ops:  # outcomes waiting for a commit
-                timeout = min(timeout, max(0.0, self.batch.since + FLUSH_AFTER - time.monotonic()))
-            ready = self.selector.select(timeout)
+            wait = self.dispatch()
+            ready = self.selector.select(0.0 if wait else POLL)
             for key, _ in ready:
                 self.receive(key.data)
             if wait and not ready:
                 # Only the rate cap or a retry's backoff holds the next job back.
                 self.run.clock.sleep(min(wait, POLL))
-        if self.batch is not None:
-            self.commit()
+            if time.monotonic() - self.last_sync >= SYNC_EVERY:
+                self.sync()
+                if self.tally.done > shown:
+                    bar.update(self.tally.done - shown)
+                    shown = self.tally.done
+        self.sync(final=True)
         if self.tally.done > shown:
             bar.update(self.tally.done - shown)
 
@@ -542,7 +430,7 @@ class _Parent:
 
 
 class _ParentGone(BaseException):
-    """The parent's end of the pipe closed: send nothing more, exit."""
+    """The parent's end of the socket closed: send nothing more, exit."""
 
 
 class _Fatal(Exception):
@@ -551,97 +439,81 @@ class _Fatal(Exception):
         self.result, self.why = result, why
 
 
-class _Ack:
-    """A job's in-flight mark, as the worker waits for it. Calling it returns once the parent
-    says the mark is on disk (raises if refused); the transport calls it after the server's 354,
-    so the message's bytes go out only then. Later calls give the same answer."""
+class _Mark:
+    """A job's in-flight mark. The transport calls it right after the envelope is written (so
+    the fsync overlaps the server's replies) and again after the 354; the first call commits,
+    and the message's bytes go out only after it returned. Later calls are free."""
 
-    __slots__ = ("ahead", "conn", "error", "read", "refused")
+    __slots__ = ("args", "done", "flight", "refused")
 
-    def __init__(self, conn: _Line) -> None:
-        self.conn = conn
-        self.read = False
-        self.refused = False
-        self.error: BaseException | None = None
-        self.ahead: tuple | None = None  # the next job, handed out with the ack
+    def __init__(self, flight: FlightLog, args: tuple) -> None:
+        self.flight, self.args = flight, args
+        self.done = self.refused = False
 
     def __call__(self) -> None:
-        if not self.read:
-            self.read = True
-            msg = _recv(self.conn)
-            if msg[0] != "ack":
-                raise _ParentGone
-            self.ahead = msg[2]
-            if msg[1] is not None:
-                self.refused = True
-                kind, why = msg[1]
-                if kind == "unsubscribed":
-                    self.error = Unsubscribed(why)
-                elif kind == "stop":
-                    self.error = _ParentGone()  # stopping: this job was not begun; just go
-                else:
-                    self.error = NewsletterError(why)
-        if self.error is not None:
-            raise self.error
-
-
-def _recv(conn: _Line) -> tuple:
-    try:
-        return conn.recv()
-    except EOFError:
-        raise _ParentGone from None
+        if self.done:
+            return
+        try:
+            self.flight.mark(*self.args)
+        except BaseException:
+            self.refused = True
+            raise
+        self.done = True
 
 
 class _Sender:
-    """One worker process: one connection, one job at a time, as the parent hands them out."""
+    """One worker process: one connection, its flight log, the jobs the parent queues for it."""
 
-    def __init__(self, run: Run, transport: deliver.Transport, conn: _Line) -> None:
+    def __init__(
+        self,
+        run: Run,
+        transport: deliver.Transport,
+        conn: _Line,
+        flight: Path | None,
+        stop: Any,
+    ) -> None:
         self.run = run
         self.transport = transport
         self.conn = conn
+        self.stop = stop
+        self.tries = 0  # attempts of the current job in this run
+        self.flight: FlightLog | None = None
+        self.state: sqlite3.Connection | None = None
+        if flight is not None:
+            self.flight = FlightLog(flight)
+            state = run.cfg.path("state")
+            self.state = sqlite3.connect(state, timeout=BUSY_TIMEOUT, isolation_level=None)
 
     def main(self) -> None:
-        result: Result | None = None
-        ahead: tuple | None = None
         try:
-            while True:
-                if not self.run.dry_run and not self.transport.connected:
-                    if result is not None:  # report it before the reconnect's backoff
-                        self.conn.send(("result", result))
-                        result = None
-                    if not self.connect():
-                        return
-                if ahead is None:
-                    self.conn.send(("next", result))
-                    msg = _recv(self.conn)
-                    if msg[0] != "job":
-                        return
-                    spec = msg[1]
-                else:
-                    self.conn.send(("start", result))
-                    spec, ahead = ahead, None
-                result = None
-                values, contact_id, msg_id, lang = spec
-                mark = _Ack(self.conn)
-                result = self.one(Recipient(*values), contact_id, msg_id, lang, mark)
-                ahead = mark.ahead
+            while not self.stop.value:
+                msg = _recv(self.conn)
+                if msg[0] != "job" or self.stop.value:
+                    return
+                if not self.run.dry_run and not self.transport.connected and not self.connect():
+                    return
+                _, values, contact_id, msg_id, lang, attempts, self.tries = msg
+                job_result = self.one(Recipient(*values), contact_id, msg_id, lang, attempts)
+                self.conn.send(("done", job_result))
         except _ParentGone:
             return
         except _Fatal as err:
             self.report(err.result, err.why)
         except NewsletterError as err:
-            self.report(result, err.message)
+            self.report(None, err.message)
         except Exception as err:  # a bug: stop cleanly, never leave the run hanging
-            self.report(result, f"internal error while sending: {err!r}")
+            self.report(None, f"internal error while sending: {err!r}")
         finally:
             self.transport.close()
+            if self.flight is not None:
+                self.flight.close()
 
     def report(self, result: Result | None, why: str) -> None:
         with contextlib.suppress(OSError):
             self.conn.send(("fatal", result, why))
 
     def connect(self) -> bool:
-        """(Re)connect before asking for a job; an outage stops the run, sends nothing."""
+        """(Re)connect before the next job; an outage stops the run, sends nothing."""
         clock = self.run.clock
         retries = self.run.retries
         for attempt in range(1, retries + 1):
@@ -650,62 +522,94 @@ class _Sender:
                 return True
             except deliver.Retry as err:
                 if attempt == retries:
-                    raise NewsletterError(
+                    raise _Fatal(
+                        ("skipped", ""),
                         f"{err} ({attempt} attempts). Is the SMTP server down? Nothing more was "
-                        "sent; run the same command again later."
+                        "sent; run the same command again later.",
                     ) from None
             until = clock.monotonic() + backoff(attempt)
             while (left := until - clock.monotonic()) > 0:
-                if self.conn.poll(0):  # told to stop while waiting
-                    _recv(self.conn)
-                    return False
+                if self.stop.value:
+                    raise _Fatal(("skipped", ""), "stopped") from None
                 clock.sleep(min(left, POLL))
         return False
 
-    def one(self, r: Recipient, contact_id: int, msg_id: str, lang: str, mark: _Ack) -> Result:
-        """Deliver one job; the result goes back to the parent with the next request."""
+    def suppressed(self, key: str) -> bool:
+        """Unsubscribed since the plan (a one-click unsubscribe during a long run)?"""
+        assert self.state is not None
+        row = self.state.execute("SELECT 1 FROM suppressions WHERE key = ?", (key,)).fetchone()
+        return row is not None
+
+    def one(self, r: Recipient, contact_id: int, msg_id: str, lang: str, attempts: int) -> Result:
+        """Deliver one job; its result goes back to the parent."""
         if self.run.dry_run:
             try:
                 data = self.run.build(r, contact_id, lang)
             except (NewsletterError, ValueError) as err:
                 return ("failed", f"not built: {err}")
             return ("built", f"{len(data)} bytes")
-        try:
-            return self.marked(r, contact_id, msg_id, lang, mark)
-        except Unsubscribed:
-            # Suppressed since the plan (begin checks it in the mark's own transaction): if
-            # the envelope had gone, the transport cut the line before the message's bytes.
+        assert self.flight is not None
+        if self.suppressed(r.key):
             return ("suppressed", "unsubscribed during the run")
+        kind, detail = self.marked(r, contact_id, msg_id, lang, attempts)
+        if kind in ("sent", "failed", "retry"):
+            self.flight.outcome(self.run.alert_id, r.key, kind, detail, lang)
+        return kind, detail
 
-    def marked(self, r: Recipient, contact_id: int, msg_id: str, lang: str, mark: _Ack) -> Result:
+    def marked(
+        self, r: Recipient, contact_id: int, msg_id: str, lang: str, attempts: int
+    ) -> Result:
+        assert self.flight is not None
         address = r.email
-        try:  # built while the mark's fsync runs (it is durable before any byte goes out)
+        mark = _Mark(self.flight, (self.run.alert_id, r.key, msg_id, lang, attempts))
+        try:  # built before the envelope: the envelope, the mark and the data follow at once
             data = self.run.build(r, contact_id, lang, msg_id)
         except (NewsletterError, ValueError) as err:
             mark()
             return ("failed", f"not built: {err}")
         mail_from = self.run.prepared[lang][0].mail_from
         try:
-            # The transport calls mark() between the envelope's 354 and the message bytes.
-            code, text = self.transport.send(mail_from, address, data, before_data=mark)
+            code, text = self.transport.send(
+                mail_from, address, data, before_data=mark, after_envelope=mark
+            )
         except deliver.Uncertain as err:
             # Stays in flight: the server may have it. Sending again could deliver it twice.
             return ("uncertain", str(err))
         except deliver.Retry as err:
             mark()
-            return ("retry", str(err))
+            return self.again(str(err))
         except NewsletterError as err:  # refused before anything went out (login, envelope)
             if mark.refused:  # the mark itself failed: nothing was sent, nothing to undo
                 raise _Fatal(None, err.message) from None
             mark()
-            raise _Fatal(("stopped", "not sent: the run stopped"), err.message) from None
-        mark()  # the envelope may have been refused before the data: still wait for it
+            self.flight.outcome(
+                self.run.alert_id, r.key, "retry", "not sent: the run stopped", lang
+            )
+            raise _Fatal(("stopped", ""), err.message) from None
+        except sqlite3.Error as err:  # the mark could not be written: nothing went out
+            raise _Fatal(
+                None, f"{self.flight.path}: cannot write ({err}). Nothing more was sent."
+            ) from None
+        mark()  # the envelope may have been refused before the data: still mark the attempt
         reply = f"{code} {text}"
         if 200 <= code < 300:
             return ("sent", reply)
         if code >= 500:
             return ("failed", reply)
+        return self.again(reply)
+
+    def again(self, reply: str) -> Result:
+        """A 4xx, a timeout or a drop before the data: retry later, a bounded number of times."""
+        if self.tries >= self.run.retries:
+            return ("failed", f"gave up after {self.tries} attempts: {reply}")
         return ("retry", reply)
+
+
+def _recv(conn: _Line) -> tuple:
+    try:
+        return conn.recv()
+    except EOFError:
+        raise _ParentGone from None
 
 
 def _die_with_parent(parent: int) -> None:
@@ -717,13 +621,25 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _worker_main(
-    run: Run, transport: deliver.Transport, conn: _Line, close: list[_Line], parent: int
+    run: Run,
+    transport: deliver.Transport,
+    conn: _Line,
+    close: list[_Line],
+    parent: int,
+    flight: Path | None,
+    stop: Any,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _die_with_parent(parent)
     for c in close:  # the parent's ends: the parent's death must read as EOF here
         c.close()
-    _Sender(run, transport, conn).main()
+    try:
+        sender = _Sender(run, transport, conn, flight, stop)
+    except (OSError, sqlite3.Error) as err:
+        with contextlib.suppress(OSError):
+            conn.send(("fatal", None, f"{flight}: cannot create the flight log ({err})."))
+        return
+    sender.main()
 
 
 @contextlib.contextmanager
@@ -751,13 +667,14 @@ def deliver_all(
     """One worker process per transport over the to-do list.
 
     Returns (tally, interrupted, fatal error or None, seconds spent). `journal` is None for a
-    dry run (nothing is written). Transports must not be connected yet: each worker opens its
-    own, so no connection is shared across a fork.
+    dry run (nothing is written); otherwise the caller holds its send lock. Transports must not
+    be connected yet: each worker opens its own, so no connection is shared across a fork.
     """
-    parent = _Parent(run, journal, todo, cap)
+    ctx = multiprocessing.get_context("fork")
+    stop = ctx.Value("b", 0, lock=False)
+    parent = _Parent(run, journal, todo, cap, stop)
     if not todo:
         return parent.tally, False, None, 0.0
-    ctx = multiprocessing.get_context("fork")
     sys.stdout.flush()
     sys.stderr.flush()
     gc.collect()
@@ -770,16 +687,17 @@ def deliver_all(
             warnings.simplefilter("ignore", DeprecationWarning)
             for i, transport in enumerate(transports):
                 mine, theirs = _Line.pair()
+                flight = journal.flight_path(i) if journal is not None else None
                 proc = ctx.Process(
                     target=_worker_main,
-                    args=(run, transport, theirs, [*ends, mine], os.getpid()),
+                    args=(run, transport, theirs, [*ends, mine], os.getpid(), flight, stop),
                     name=f"newsletter-send-{i}",
                     daemon=True,
                 )
                 proc.start()
                 theirs.close()
                 ends.append(mine)
-                parent.workers.append(w := _Worker(mine, proc))
+                parent.workers.append(w := _Worker(mine, proc, flight))
                 parent.selector.register(mine, selectors.EVENT_READ, w)
     finally:
         gc.unfreeze()
@@ -805,10 +723,7 @@ def deliver_all(
                 w.process.kill()
                 w.process.join()
             w.conn.close()
-    elapsed = time.monotonic() - start
-    if parent.batch is not None and parent.batch.error is not None:
-        raise parent.batch.error
-    return parent.tally, was_interrupted, parent.fatal, elapsed
+    return parent.tally, was_interrupted, parent.fatal, time.monotonic() - start
 
 
 def _rate(done: int, start: float) -> str:

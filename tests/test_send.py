@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from newsletter import campaign, deliver, pool
+from newsletter import campaign, deliver
 from newsletter.cli import cli
 from newsletter.config import load_config
 from newsletter.errors import NewsletterError
@@ -547,19 +547,62 @@ def test_tls_with_an_untrusted_certificate_stops_before_the_login(project, monke
     assert set(states(project).values()) == {"pending"}
 
 
-def test_group_commit_keeps_good_changes_when_one_is_refused(tmp_path):
-    """Several journal changes share one transaction; a refused one undoes none of the others."""
-    from newsletter.journal import JournalError
+def test_flight_logs_come_back_into_the_state_file_after_a_crash(tmp_path):
+    """A connection's flight log holds its marks and outcomes; opening the state file after a
+    crash copies them in: the last one in flight reads as uncertain, never as pending."""
+    from newsletter.journal import FlightLog
     from newsletter.recipients import Recipient
 
-    people = [Recipient(f"p{i}@example.org", f"p{i}@example.org", "", "es", {}, i) for i in (1, 2)]
-    with Journal(tmp_path / "state.db") as j:
+    people = [
+        Recipient(f"p{i}@example.org", f"p{i}@example.org", "", "es", {}, i) for i in range(3)
+    ]
+    state = tmp_path / "state.db"
+    with Journal(state) as j:
         j.plan("a", people)
-        batch = pool.Batch(j)
-        batch.add("begin", ("a", "p1@example.org", "<1@x>", "es"), ack="first")
-        batch.add("sent", ("a", "p1@example.org", "250 ok"))
-        batch.add("sent", ("a", "p2@example.org", "250 ok"))  # never begun: refused
-        batch.add("begin", ("a", "p2@example.org", "<2@x>", "es"), ack="second")
-        assert batch.commit() == [("first", None), ("second", None)]  # both marks on disk
-        assert isinstance(batch.error, JournalError)  # the refused outcome, kept for the end
-        assert j.states("a") == {"p1@example.org": "sent", "p2@example.org": "in_flight"}
+        log = FlightLog(j.flight_path(0))
+        log.mark("a", "p0@example.org", "<0@x>", "es", 1)
+        log.outcome("a", "p0@example.org", "sent", "250 ok", "es")
+        log.mark("a", "p1@example.org", "<1@x>", "es", 1)  # p0's outcome is on disk with it
+        log.outcome("a", "p1@example.org", "sent", "250 ok", "es")  # not yet on disk: lost
+        assert j.states("a") == dict.fromkeys(
+            ["p0@example.org", "p1@example.org", "p2@example.org"], "pending"
+        )
+        # the process dies here: no close(), no copy into the state file
+    with Journal(state) as j:
+        assert j.states("a") == {
+            "p0@example.org": "sent",
+            "p1@example.org": "in_flight",
+            "p2@example.org": "pending",
+        }
+        assert [r.message_id for r in j.rows("a", "in_flight")] == ["<1@x>"]
+    assert not list(tmp_path.glob("state.db.flight-*"))  # copied in, then removed
+
+
+def test_a_flight_log_never_overwrites_a_newer_state(tmp_path):
+    """Rows from two connections (a retry moved to another one) land oldest first, and a stale
+    row never undoes a later attempt or a delivery already sent."""
+    from newsletter.journal import FlightLog
+    from newsletter.recipients import Recipient
+
+    people = [
+        Recipient(f"p{i}@example.org", f"p{i}@example.org", "", "es", {}, i) for i in range(2)
+    ]
+    state = tmp_path / "state.db"
+    with Journal(state) as j:
+        j.plan("a", people)
+        first, second = FlightLog(j.flight_path(0)), FlightLog(j.flight_path(1))
+        first.mark("a", "p0@example.org", "<0a@x>", "es", 1)
+        first.outcome("a", "p0@example.org", "retry", "451 later", "es")
+        first.mark("a", "p1@example.org", "<1@x>", "es", 1)
+        second.mark("a", "p0@example.org", "<0b@x>", "es", 2)  # the retry, on connection 1
+        second.outcome("a", "p0@example.org", "sent", "250 ok", "es")
+        second.close()
+        first.outcome("a", "p1@example.org", "sent", "250 ok", "es")
+        first.close()
+        j.recover()
+        rows = {r.key: r for r in j.rows("a")}
+        assert rows["p0@example.org"].status == "sent" and rows["p0@example.org"].attempts == 2
+        assert rows["p0@example.org"].message_id == "<0b@x>"
+        assert rows["p1@example.org"].status == "sent"
+        j.apply_flight([("a", "p0@example.org", "in_flight", 3, "<0c@x>", "es", "", "9999", None)])
+        assert j.states("a")["p0@example.org"] == "sent"  # sent stays sent

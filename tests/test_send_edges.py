@@ -331,17 +331,20 @@ def test_no_message_byte_goes_out_before_its_in_flight_mark_is_on_disk(
     """The mark's fsync overlaps the envelope; a mark that fails must stop that message."""
     import sqlite3
 
-    setup_project(project, monkeypatch, smtp_server)
-    begin = Journal.begin
+    from newsletter.journal import FlightLog
 
-    def failing_begin(self, alert_id, key, *args, **kwargs):
+    setup_project(project, monkeypatch, smtp_server)
+    mark = FlightLog.mark
+
+    def failing_mark(self, alert_id, key, *args, **kwargs):
         if key == "eve@example.net":  # a disk error a real SQLite file will not produce on cue
             raise sqlite3.OperationalError("disk I/O error")
-        return begin(self, alert_id, key, *args, **kwargs)
+        return mark(self, alert_id, key, *args, **kwargs)
 
-    monkeypatch.setattr(Journal, "begin", failing_begin)
+    monkeypatch.setattr(FlightLog, "mark", failing_mark)  # the forked senders inherit it
     result = send("--yes", "--connections", "1")
     assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "cannot write (disk I/O error)" in result.output
     assert not smtp_server.to("eve@example.net")  # the envelope went, the message did not
     assert all(n == 1 for n in received_by(smtp_server).values())
     assert states(project)["eve@example.net"] != "sent"
