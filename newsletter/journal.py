@@ -24,10 +24,13 @@ import contextlib
 import fcntl
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import sqlite3
+import struct
 import threading
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -196,98 +199,112 @@ class Plan:
     suppressed: list[Planned] = field(default_factory=list)  # unsubscribed: never sent
 
 
-_FLIGHT_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS flight (alert_id TEXT NOT NULL, key TEXT NOT NULL, "
-    "status TEXT NOT NULL, attempts INTEGER NOT NULL, message_id TEXT, lang TEXT NOT NULL, "
-    "last_reply TEXT NOT NULL DEFAULT '', updated_at TEXT NOT NULL, sent_at TEXT, "
-    "PRIMARY KEY (alert_id, key)) WITHOUT ROWID"
-)
-_FLIGHT_COLUMNS = (
-    "alert_id, key, status, attempts, message_id, lang, last_reply, updated_at, sent_at"
-)
-
-
 class FlightLog:
-    """One sender connection's own durable record: its in-flight mark and its outcomes.
+    """One sender connection's own durable record: its in-flight marks and its outcomes.
 
-    Each connection of a send writes its marks here, in a small SQLite file of its own, so K
-    connections fsync in parallel instead of queueing for the state file's one writer (12,000
-    durable commits/s at K=4 here, against 5,400 for one file). `mark` commits the outcome of the
-    connection's last message together with the next recipient's in-flight mark, and returns
-    once both are on disk: the message's bytes go out only then. The state file is brought up to
-    date from these logs (Journal.apply_flight) during the send, at its end, and after a crash.
+    Each connection of a send appends to a small file of its own, so K connections fsync in
+    parallel instead of queueing for the state file's one writer, and a mark costs one write and
+    one fdatasync of already-allocated blocks (~40 µs of CPU here, against ~90 µs for an SQLite
+    commit). `mark` appends the connection's last outcome together with the next recipient's
+    in-flight mark and returns once both are on disk: the message's bytes go out only then.
+
+    Records: 4-byte length, 4-byte CRC-32, then a JSON row (FLIGHT_FIELDS). The file is filled
+    with zeros ahead of the writes (CHUNK at a time), so a sync never has to change its size; a
+    reader stops at the first zero length or bad checksum, which is where a crash cut the log.
+    The state file is brought up to date from these logs (Journal.apply_flight) while the send
+    runs, at its end, and after a crash.
     """
+
+    CHUNK = 1 << 20
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        for f in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-            with contextlib.suppress(FileNotFoundError):
-                f.unlink()  # a log left by nobody: Journal.recover() ran before this send
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT)
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = FULL")
-        self._db.execute(_FLIGHT_SCHEMA)
-        self._outcome: tuple | None = None
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._end = 0  # where the next record goes
+        self._size = 0
+        self._grow()
+        self._outcome: bytes = b""
+
+    def _grow(self) -> None:
+        os.pwrite(self._fd, bytes(self.CHUNK), self._size)
+        self._size += self.CHUNK
+        os.fsync(self._fd)  # the size and the zeros, once per CHUNK; marks need only fdatasync
+        with contextlib.suppress(OSError):  # the file's name in its folder, once
+            if self._size == self.CHUNK:
+                dir_fd = os.open(self.path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+
+    @staticmethod
+    def _record(row: tuple) -> bytes:
+        body = json.dumps(row, separators=(",", ":")).encode()
+        return struct.pack("<II", len(body), zlib.crc32(body)) + body
 
     def outcome(self, alert_id: str, key: str, status: str, reply: str, lang: str) -> None:
-        """The last message's outcome (sent, retry, failed): committed with the next mark."""
+        """The last message's outcome (sent, retry, failed): written with the next mark."""
         t = _ts()
         reply = clean_text(reply)[:REPLY_MAX]
-        self._outcome = (status, reply, t, t if status == "sent" else None, alert_id, key)
+        sent_at = t if status == "sent" else None
+        # attempts 0 and no message id: the mark before it holds them (max/coalesce on apply)
+        self._outcome = self._record((alert_id, key, status, 0, None, lang, reply, t, sent_at))
 
     def mark(self, alert_id: str, key: str, message_id: str, lang: str, attempts: int) -> None:
         """Mark in flight (with the pending outcome); returns once it is on disk."""
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            self._write_outcome()
-            db.execute(
-                f"INSERT OR REPLACE INTO flight ({_FLIGHT_COLUMNS}) "
-                "VALUES (?, ?, 'in_flight', ?, ?, ?, '', ?, NULL)",
-                (alert_id, key, attempts, message_id, lang, _ts()),
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        self._outcome = None
+        row = (alert_id, key, "in_flight", attempts, message_id, lang, "", _ts(), None)
+        self._write(self._outcome + self._record(row))
+        self._outcome = b""
 
     def flush(self) -> None:
-        """Commit a pending outcome alone (the connection is done, or stops)."""
-        if self._outcome is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("BEGIN IMMEDIATE")
-                self._write_outcome()
-                self._db.execute("COMMIT")
-                self._outcome = None
+        """Write a pending outcome alone (the connection is done, or stops)."""
+        if self._outcome:
+            with contextlib.suppress(OSError):
+                self._write(self._outcome)
+                self._outcome = b""
 
-    def _write_outcome(self) -> None:
-        if self._outcome is not None:
-            self._db.execute(
-                "UPDATE flight SET status = ?, last_reply = ?, updated_at = ?, sent_at = ? "
-                "WHERE alert_id = ? AND key = ?",
-                self._outcome,
-            )
+    def _write(self, data: bytes) -> None:
+        while self._end + len(data) + 8 > self._size:  # keep a zero length after the last one
+            self._grow()
+        os.pwrite(self._fd, data, self._end)
+        os.fdatasync(self._fd)
+        self._end += len(data)
 
     def close(self) -> None:
         self.flush()
-        self._db.close()
+        os.close(self._fd)
 
 
-def read_flight(path: Path, since: str = "") -> list[tuple]:
-    """A flight log's rows changed after `since` (all by default); [] for a log not made yet."""
+FLIGHT_FIELDS = "alert_id, key, status, attempts, message_id, lang, last_reply, updated_at, sent_at"
+
+
+def read_flight(path: Path, offset: int = 0) -> tuple[list[tuple], int]:
+    """A flight log's rows from byte `offset` on, and the offset after the last whole record.
+
+    Stops at the first zero length, bad checksum or cut record: where the writer stopped.
+    """
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
-    except sqlite3.Error:
-        return []
-    try:
-        return db.execute(
-            f"SELECT {_FLIGHT_COLUMNS} FROM flight WHERE updated_at > ?", (since,)
-        ).fetchall()
-    except sqlite3.Error:  # created but no table yet
-        return []
-    finally:
-        db.close()
+        with path.open("rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except OSError:
+        return [], offset
+    rows: list[tuple] = []
+    at = 0
+    while at + 8 <= len(data):
+        size, crc = struct.unpack_from("<II", data, at)
+        body = data[at + 8 : at + 8 + size]
+        if not size or len(body) < size or zlib.crc32(body) != crc:
+            break
+        try:
+            row = tuple(json.loads(body))
+        except ValueError:
+            break
+        if len(row) != 9:
+            break
+        rows.append(row)
+        at += 8 + size
+    return rows, offset + at
 
 
 class Journal:
@@ -512,13 +529,12 @@ class Journal:
                 return 0  # a send is running: its logs are its own
         try:
             paths = self.flight_paths()
-            rows = [row for p in paths for row in read_flight(p)]
+            rows = [row for p in paths for row in read_flight(p)[0]]
             if rows:
                 self.apply_flight(rows, durable=True)
             for p in paths:
-                for f in (p, Path(f"{p}-wal"), Path(f"{p}-shm")):
-                    with contextlib.suppress(FileNotFoundError):
-                        f.unlink()
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
             return len(rows)
         finally:
             if not held and self._send_lock is not None:

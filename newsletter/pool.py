@@ -264,7 +264,7 @@ class _Parent:
         self.stop_flag = stop  # shared with the workers (a byte in shared memory)
         self.stopping = False
         self.fatal: NewsletterError | None = None
-        self.synced: dict[Path, str] = {}  # flight log -> newest row copied
+        self.synced: dict[Path, int] = {}  # flight log -> bytes copied so far
         self.last_sync = time.monotonic()
 
     # messages from workers
@@ -391,10 +391,8 @@ class _Parent:
         rows = []
         for w in self.workers:
             if w.flight is not None:
-                got = read_flight(w.flight, self.synced.get(w.flight, ""))
-                if got:
-                    self.synced[w.flight] = max(r[7] for r in got)
-                    rows += got
+                got, self.synced[w.flight] = read_flight(w.flight, self.synced.get(w.flight, 0))
+                rows += got
         if rows:
             self.journal.apply_flight(rows)
 
@@ -455,6 +453,11 @@ class _Mark:
             return
         try:
             self.flight.mark(*self.args)
+        except OSError as err:  # not the connection's fault: never taken for a network error
+            self.refused = True
+            raise NewsletterError(
+                f"{self.flight.path}: cannot write ({err.strerror or err}). Nothing more was sent."
+            ) from None
         except BaseException:
             self.refused = True
             raise
@@ -477,6 +480,7 @@ class _Sender:
         self.conn = conn
         self.stop = stop
         self.tries = 0  # attempts of the current job in this run
+        self.told_stop = False  # read the parent's "stop" (or its end closed)
         self.flight: FlightLog | None = None
         self.state: sqlite3.Connection | None = None
         if flight is not None:
@@ -488,7 +492,10 @@ class _Sender:
         try:
             while not self.stop.value:
                 msg = _recv(self.conn)
-                if msg[0] != "job" or self.stop.value:
+                if msg[0] != "job":
+                    self.told_stop = True
+                    return
+                if self.stop.value:
                     return
                 if not self.run.dry_run and not self.transport.connected and not self.connect():
                     return
@@ -496,6 +503,7 @@ class _Sender:
                 job_result = self.one(Recipient(*values), contact_id, msg_id, lang, attempts)
                 self.conn.send(("done", job_result))
         except _ParentGone:
+            self.told_stop = True
             return
         except _Fatal as err:
             self.report(err.result, err.why)
@@ -507,6 +515,18 @@ class _Sender:
             self.transport.close()
             if self.flight is not None:
                 self.flight.close()
+            self.drain()
+
+    def drain(self) -> None:
+        """Read what the parent still sends until its "stop": a socket closed with unread data
+        resets the parent's end, which could lose this worker's last report."""
+        deadline = time.monotonic() + self.run.cfg.smtp.timeout + 5
+        while not self.told_stop and time.monotonic() < deadline:
+            try:
+                if self.conn.poll(POLL) and self.conn.recv()[0] == "stop":
+                    return
+            except (EOFError, OSError):
+                return
 
     def report(self, result: Result | None, why: str) -> None:
         with contextlib.suppress(OSError):
@@ -586,10 +606,6 @@ class _Sender:
                 self.run.alert_id, r.key, "retry", "not sent: the run stopped", lang
             )
             raise _Fatal(("stopped", ""), err.message) from None
-        except sqlite3.Error as err:  # the mark could not be written: nothing went out
-            raise _Fatal(
-                None, f"{self.flight.path}: cannot write ({err}). Nothing more was sent."
-            ) from None
         mark()  # the envelope may have been refused before the data: still mark the attempt
         reply = f"{code} {text}"
         if 200 <= code < 300:

@@ -329,7 +329,7 @@ def test_no_message_byte_goes_out_before_its_in_flight_mark_is_on_disk(
     project, smtp_server, monkeypatch
 ):
     """The mark's fsync overlaps the envelope; a mark that fails must stop that message."""
-    import sqlite3
+    import errno
 
     from newsletter.journal import FlightLog
 
@@ -337,8 +337,8 @@ def test_no_message_byte_goes_out_before_its_in_flight_mark_is_on_disk(
     mark = FlightLog.mark
 
     def failing_mark(self, alert_id, key, *args, **kwargs):
-        if key == "eve@example.net":  # a disk error a real SQLite file will not produce on cue
-            raise sqlite3.OperationalError("disk I/O error")
+        if key == "eve@example.net":  # a disk error a real file will not produce on cue
+            raise OSError(errno.EIO, "disk I/O error")
         return mark(self, alert_id, key, *args, **kwargs)
 
     monkeypatch.setattr(FlightLog, "mark", failing_mark)  # the forked senders inherit it
