@@ -18,7 +18,7 @@ The parent hands out jobs and counts results over a socket pair per worker:
 
     parent -> worker   ("job", recipient values, contact id, message id, lang, attempts)
                        ("stop",)                no more work
-    worker -> parent   ("done", (kind, detail)) one per job, in order
+    worker -> parent   ("done", [(kind, detail), …])  results of its jobs, in order
                        ("fatal", (kind, detail) | None, why)   it cannot go on
 
 Each worker has up to AHEAD jobs queued in its socket, so it never waits for the parent. A
@@ -67,7 +67,9 @@ BACKOFF_FIRST = 1.0  # seconds before the first retry of a recipient; doubles ea
 BACKOFF_MAX = 30.0
 POLL = 0.1  # longest anyone waits before looking at the stop flag again
 SYNC_EVERY = 1.0  # seconds between copies of the flight logs into the state file
-AHEAD = 2  # jobs queued per worker (1 under a rate cap: the cap decides when each goes)
+AHEAD = 8  # jobs queued per worker (1 under a rate cap: the cap decides when each goes)
+REPORT_EVERY = 4  # results a worker gathers before it reports them (sooner when it runs dry)
+RECHECK = 0.05  # seconds between a worker's looks for new unsubscribes
 LINE_MAX = 200_000  # bytes in one message between parent and worker (a job with its fields)
 EARLIER = "in flight when an earlier run stopped"
 DIED = "the sender process stopped mid-message"
@@ -276,7 +278,8 @@ class _Parent:
             self.gone(w)
             return
         if msg[0] == "done":
-            self.finish(w.queued.popleft(), msg[1])
+            for result in msg[1]:
+                self.finish(w.queued.popleft(), result)
         elif msg[0] == "fatal":  # ("fatal", result, why)
             if msg[1] is not None:
                 self.finish(w.queued.popleft(), msg[1])
@@ -464,6 +467,39 @@ class _Mark:
         self.done = True
 
 
+class _Suppressions:
+    """Addresses unsubscribed since this worker started (the plan skipped the earlier ones).
+
+    Looks for new ones at most every RECHECK seconds, and reads only when the state file
+    changed: a one-click unsubscribe during a long run stops that address's copy unless it is
+    already on the wire, without a query per message.
+    """
+
+    def __init__(self, state: Path) -> None:
+        self.db = sqlite3.connect(state, timeout=BUSY_TIMEOUT, isolation_level=None)
+        self.keys: set[str] = set()
+        self.version = self._version()
+        row = self.db.execute("SELECT max(rowid) FROM suppressions").fetchone()
+        self.last = row[0] or 0
+        self.checked = time.monotonic()
+
+    def _version(self) -> int:
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
+    def __contains__(self, key: str) -> bool:
+        now = time.monotonic()
+        if now - self.checked >= RECHECK:
+            self.checked = now
+            if (version := self._version()) != self.version:
+                self.version = version
+                for rowid, new in self.db.execute(
+                    "SELECT rowid, key FROM suppressions WHERE rowid > ?", (self.last,)
+                ):
+                    self.keys.add(new)
+                    self.last = max(self.last, rowid)
+        return key in self.keys
+
+
 class _Sender:
     """One worker process: one connection, its flight log, the jobs the parent queues for it."""
 
@@ -481,16 +517,23 @@ class _Sender:
         self.stop = stop
         self.tries = 0  # attempts of the current job in this run
         self.told_stop = False  # read the parent's "stop" (or its end closed)
+        self.results: list[Result] = []  # not reported yet
+        # Under a rate cap the parent hands out one job at a time: report each at once.
+        self.report_every = 1 if run.cfg.smtp.rate else REPORT_EVERY
+        self.suppressions: _Suppressions | None = None
         self.flight: FlightLog | None = None
-        self.state: sqlite3.Connection | None = None
         if flight is not None:
             self.flight = FlightLog(flight)
-            state = run.cfg.path("state")
-            self.state = sqlite3.connect(state, timeout=BUSY_TIMEOUT, isolation_level=None)
+            self.suppressions = _Suppressions(run.cfg.path("state"))
 
     def main(self) -> None:
         try:
             while not self.stop.value:
+                if self.results and (
+                    len(self.results) >= self.report_every or not self.conn.poll(0)
+                ):
+                    self.conn.send(("done", self.results))
+                    self.results = []
                 msg = _recv(self.conn)
                 if msg[0] != "job":
                     self.told_stop = True
@@ -500,18 +543,23 @@ class _Sender:
                 if not self.run.dry_run and not self.transport.connected and not self.connect():
                     return
                 _, values, contact_id, msg_id, lang, attempts, self.tries = msg
-                job_result = self.one(Recipient(*values), contact_id, msg_id, lang, attempts)
-                self.conn.send(("done", job_result))
+                self.results.append(
+                    self.one(Recipient(*values), contact_id, msg_id, lang, attempts)
+                )
         except _ParentGone:
             self.told_stop = True
             return
         except _Fatal as err:
+            self.flush_results()
             self.report(err.result, err.why)
         except NewsletterError as err:
+            self.flush_results()
             self.report(None, err.message)
         except Exception as err:  # a bug: stop cleanly, never leave the run hanging
+            self.flush_results()
             self.report(None, f"internal error while sending: {err!r}")
         finally:
+            self.flush_results()
             self.transport.close()
             if self.flight is not None:
                 self.flight.close()
@@ -527,6 +575,12 @@ class _Sender:
                     return
             except (EOFError, OSError):
                 return
+
+    def flush_results(self) -> None:
+        if self.results:
+            with contextlib.suppress(OSError):
+                self.conn.send(("done", self.results))
+            self.results = []
 
     def report(self, result: Result | None, why: str) -> None:
         with contextlib.suppress(OSError):
@@ -556,9 +610,8 @@ class _Sender:
 
     def suppressed(self, key: str) -> bool:
         """Unsubscribed since the plan (a one-click unsubscribe during a long run)?"""
-        assert self.state is not None
-        row = self.state.execute("SELECT 1 FROM suppressions WHERE key = ?", (key,)).fetchone()
-        return row is not None
+        assert self.suppressions is not None
+        return key in self.suppressions
 
     def one(self, r: Recipient, contact_id: int, msg_id: str, lang: str, attempts: int) -> Result:
         """Deliver one job; its result goes back to the parent."""
