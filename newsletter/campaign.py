@@ -18,7 +18,7 @@ import click
 from newsletter import deliver, message, pool, recipients
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
-from newsletter.journal import Journal
+from newsletter.journal import Journal, timestamp
 from newsletter.pool import EARLIER, Clock, backoff  # noqa: F401  (part of this module's API)
 from newsletter.render import Edition
 
@@ -110,6 +110,7 @@ def run_send(
     with Journal(cfg.path("state"), secret=cfg.secret) as jr:
         if not dry_run:
             jr.acquire_send_lock()
+        planned_at = timestamp()
         plan = jr.plan(
             alert.id,
             report.recipients,
@@ -130,7 +131,7 @@ def run_send(
             )
         if not cfg.smtp.host and not dry_run:
             click.echo(f"No [smtp] host configured: delivering into {outbox}/ (one .eml each).")
-        run = pool.Run(cfg, alert.id, prepared, alert.default_language, clock, dry_run)
+        run = pool.Run(cfg, alert.id, prepared, alert.default_language, clock, dry_run, planned_at)
         # A dry run delivers nothing: no connection, so no SMTP password is needed for it.
         transports: list[deliver.Transport] = [
             _NoTransport() if dry_run else deliver.make_transport(cfg, alert.id)

@@ -116,6 +116,11 @@ def _ts(dt: datetime | None = None) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def timestamp() -> str:
+    """Now, as the journal writes times (comparable as text)."""
+    return _ts()
+
+
 def key_of(email: str) -> str:
     """The identity of an address: trimmed, lower case."""
     return email.strip().lower()
