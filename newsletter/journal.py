@@ -248,16 +248,20 @@ class FlightLog:
         return struct.pack("<II", len(body), zlib.crc32(body)) + body
 
     def outcome(self, alert_id: str, key: str, status: str, reply: str, lang: str) -> None:
-        """The last message's outcome (sent, retry, failed): written with the next mark."""
-        t = _ts()
-        reply = clean_text(reply)[:REPLY_MAX]
+        """The last message's outcome (sent, retry, failed): written with the next mark.
+
+        Times are kept as POSIX seconds and the reply as the server sent it (cut to
+        REPLY_MAX); read_flight formats and cleans them, off the sender's path.
+        """
+        t = now().timestamp()
         sent_at = t if status == "sent" else None
+        reply = reply[:REPLY_MAX]
         # attempts 0 and no message id: the mark before it holds them (max/coalesce on apply)
         self._outcome = self._record((alert_id, key, status, 0, None, lang, reply, t, sent_at))
 
     def mark(self, alert_id: str, key: str, message_id: str, lang: str, attempts: int) -> None:
         """Mark in flight (with the pending outcome); returns once it is on disk."""
-        row = (alert_id, key, "in_flight", attempts, message_id, lang, "", _ts(), None)
+        row = (alert_id, key, "in_flight", attempts, message_id, lang, "", now().timestamp(), None)
         self._write(self._outcome + self._record(row))
         self._outcome = b""
 
@@ -283,6 +287,10 @@ class FlightLog:
 FLIGHT_FIELDS = "alert_id, key, status, attempts, message_id, lang, last_reply, updated_at, sent_at"
 
 
+def _from_posix(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
 def read_flight(path: Path, offset: int = 0) -> tuple[list[tuple], int]:
     """A flight log's rows from byte `offset` on, and the offset after the last whole record.
 
@@ -302,10 +310,20 @@ def read_flight(path: Path, offset: int = 0) -> tuple[list[tuple], int]:
         if not size or len(body) < size or zlib.crc32(body) != crc:
             break
         try:
-            row = tuple(json.loads(body))
-        except ValueError:
-            break
-        if len(row) != 9:
+            row = json.loads(body)
+            a, k, status, attempts, mid, lang, reply, t, sent_at = row
+            row = (
+                a,
+                k,
+                status,
+                attempts,
+                mid,
+                lang,
+                clean_text(reply)[:REPLY_MAX],
+                _ts(_from_posix(t)),
+                None if sent_at is None else _ts(_from_posix(sent_at)),
+            )
+        except (ValueError, TypeError, OverflowError, OSError):
             break
         rows.append(row)
         at += 8 + size
