@@ -38,6 +38,18 @@ class Uncertain(Exception):
     """The connection failed after the message was handed over: the server may have it."""
 
 
+class Broken(Exception):
+    """The connection failed during an exchange (SmtpTransport.exchange).
+
+    `final` is the previous message's reply if it was read before the failure; `unknown` is
+    True when that message's data went out and its reply never came (it may have arrived).
+    """
+
+    def __init__(self, why: str, final: Reply | None, unknown: bool) -> None:
+        super().__init__(why)
+        self.final, self.unknown = final, unknown
+
+
 class AuthFailed(NewsletterError):
     """The server refused the login: stop, resending will not help."""
 
@@ -103,6 +115,12 @@ class SmtpTransport:
     def connected(self) -> bool:
         """True while a logged-in connection is up (a failed send drops it)."""
         return self._smtp is not None
+
+    @property
+    def pipelining(self) -> bool:
+        """The server takes commands in groups (RFC 2920), so one message's data and the next
+        message's envelope can share a write and their replies one read (see exchange)."""
+        return self._smtp is not None and self._pipelining
 
     def open(self) -> None:
         """Connect (TLS as configured, certificates verified) and log in once."""
@@ -181,11 +199,7 @@ class SmtpTransport:
             self.open()
         smtp = self._smtp
         assert smtp is not None
-        # Dot-stuffing (RFC 5321 4.5.2); message bytes from `message` end in CRLF.
-        dotted = data.startswith(b".") or b"\n." in data  # a scan, not a regex pass
-        body = _LEADING_DOT.sub(b"..", data) if dotted else data
-        if not body.endswith(b"\r\n"):
-            body += b"\r\n"
+        body = _data_lines(data)
         handed_over = False
         try:
             code, text = self._envelope(smtp, mail_from, rcpt, len(data), after_envelope)
@@ -201,7 +215,7 @@ class SmtpTransport:
         try:
             if code == 354:
                 handed_over = True
-                smtp.send(body + b".\r\n")
+                smtp.send(body)
                 code, text = smtp.getreply()
             elif code >= 400:
                 self._reset(code)
@@ -214,6 +228,75 @@ class SmtpTransport:
         if code == 421:  # the server is closing this connection: reconnect for the next one
             self._drop()
         return code, _text(text)
+
+    def write_data(self, data: bytes) -> None:
+        """Send a message's data (its envelope got 354; its in-flight mark is on disk) without
+        waiting for the reply: exchange reads it with the next envelope's replies. Broken
+        (unknown) if the line fails: part of the message may have gone."""
+        smtp = self._smtp
+        try:
+            if smtp is None:
+                raise OSError("not connected")
+            smtp.send(_data_lines(data))
+        except (smtplib.SMTPException, OSError) as err:
+            self._drop()
+            raise Broken(f"{self.where}: {_describe(err)}", None, unknown=True) from None
+
+    def exchange(
+        self, data_sent: bool, mail_from: str | None = None, rcpt: str = "", size: int = 0
+    ) -> tuple[Reply | None, Reply | None, bool]:
+        """The next message's envelope, pipelined (RFC 2920) behind the data write_data sent,
+        and one read for the replies of both.
+
+        Returns (the data's final reply, or None if `data_sent` is False; the envelope's result,
+        or None without an envelope; whether MAIL FROM itself was refused). The result is
+        (354, …) when the server waits for that message's data — the caller marks it in flight,
+        then write_data — else the first refusal (the transaction reset; a refused sender is
+        the caller's to stop on, with check_sender). Raises Broken when the line fails. The
+        addresses must pass envelope_ok.
+        """
+        smtp = self._smtp
+        final: Reply | None = None
+        try:
+            if smtp is None:
+                raise OSError("not connected")
+            if mail_from is not None:
+                size_opt = f" SIZE={size}" if self._esmtp_size else ""
+                smtp.send(f"MAIL FROM:<{mail_from}>{size_opt}\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n")
+            if data_sent:
+                code, text = smtp.getreply()
+                final = (code, _text(text))
+                if code == 421:  # closing: the envelope will get no answer
+                    self._drop()
+                    return final, (421, final[1]), False
+            if mail_from is None:
+                return final, None, False
+            replies = [smtp.getreply() for _ in range(3)]
+            refused = next(
+                (r for r, ok in zip(replies, ((250,), (250, 251)), strict=False) if r[0] not in ok),
+                None,
+            )
+            if refused is None:
+                return final, (replies[2][0], _text(replies[2][1])), False
+            if replies[2][0] == 354:  # a server that takes DATA after a refusal: end it empty
+                smtp.send(b".\r\n")
+                smtp.getreply()
+        except (smtplib.SMTPException, OSError) as err:
+            self._drop()
+            unknown = data_sent and final is None
+            raise Broken(f"{self.where}: {_describe(err)}", final, unknown) from None
+        sender_refused = replies[0][0] >= 500  # check_sender's to report; keep the line
+        if not sender_refused:
+            self._reset(refused[0])
+        return final, (refused[0], _text(refused[1])), sender_refused
+
+    def abort(self) -> None:
+        """Drop the connection without a word (mid-DATA: the server discards the message)."""
+        self._drop()
+
+    def check_sender(self, code: int, text: str, mail_from: str) -> None:
+        """Stop on a permanent refusal of MAIL FROM (see _check_sender)."""
+        self._check_sender(code, text, mail_from)
 
     def _envelope(
         self,
@@ -353,6 +436,20 @@ class OutboxTransport:
 
     def close(self) -> None:
         pass
+
+
+def envelope_ok(address: str) -> bool:
+    """Printable ASCII without spaces or angle brackets: safe in an SMTP command line."""
+    return bool(_ENVELOPE_RE.match(address))
+
+
+def _data_lines(data: bytes) -> bytes:
+    """The message as DATA sends it: dot-stuffed (RFC 5321 4.5.2), ending in CRLF "." CRLF."""
+    dotted = data.startswith(b".") or b"\n." in data  # a scan, not a regex pass
+    body = _LEADING_DOT.sub(b"..", data) if dotted else data
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return body + b".\r\n"
 
 
 def _describe(err: BaseException) -> str:

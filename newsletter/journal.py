@@ -247,8 +247,10 @@ class FlightLog:
         body = json.dumps(row, separators=(",", ":")).encode()
         return struct.pack("<II", len(body), zlib.crc32(body)) + body
 
-    def outcome(self, alert_id: str, key: str, status: str, reply: str, lang: str) -> None:
-        """The last message's outcome (sent, retry, failed): written with the next mark.
+    def outcome(
+        self, alert_id: str, key: str, status: str, reply: str, lang: str, attempts: int = 0
+    ) -> None:
+        """A message's outcome (sent, retry, failed): written with the next mark (or flush).
 
         Times are kept as POSIX seconds and the reply as the server sent it (cut to
         REPLY_MAX); read_flight formats and cleans them, off the sender's path.
@@ -256,8 +258,11 @@ class FlightLog:
         t = now().timestamp()
         sent_at = t if status == "sent" else None
         reply = reply[:REPLY_MAX]
-        # attempts 0 and no message id: the mark before it holds them (max/coalesce on apply)
-        self._outcome = self._record((alert_id, key, status, 0, None, lang, reply, t, sent_at))
+        # No message id: the mark before it holds it (coalesce on apply); attempts count when
+        # the message was refused before any mark (max on apply).
+        self._outcome += self._record(
+            (alert_id, key, status, attempts, None, lang, reply, t, sent_at)
+        )
 
     def mark(self, alert_id: str, key: str, message_id: str, lang: str, attempts: int) -> None:
         """Mark in flight (with the pending outcome); returns once it is on disk."""

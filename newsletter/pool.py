@@ -501,6 +501,18 @@ class _Suppressions:
         return key in self.keys
 
 
+@dataclass(slots=True)
+class _Pipelined:
+    """A job as a worker carries it: the recipient, its attempt and, once built, its bytes."""
+
+    r: Recipient
+    lang: str
+    msg_id: str
+    attempts: int
+    tries: int
+    data: bytes = b""
+
+
 class _Sender:
     """One worker process: one connection, its flight log, the jobs the parent queues for it."""
 
@@ -522,6 +534,7 @@ class _Sender:
         # Under a rate cap the parent hands out one job at a time: report each at once.
         self.report_every = 1 if run.cfg.smtp.rate else REPORT_EVERY
         self.suppressions: _Suppressions | None = None
+        self.pending: _Pipelined | None = None  # data sent (after its mark), reply not read
         self.flight: FlightLog | None = None
         if flight is not None:
             self.flight = FlightLog(flight)
@@ -530,6 +543,8 @@ class _Sender:
     def main(self) -> None:
         try:
             while not self.stop.value:
+                if self.pending is not None and not self.conn.poll(0):
+                    self.settle_pending()  # nothing queued behind it: read its reply now
                 if self.results and (
                     len(self.results) >= self.report_every or not self.conn.poll(0)
                 ):
@@ -544,9 +559,7 @@ class _Sender:
                 if not self.run.dry_run and not self.transport.connected and not self.connect():
                     return
                 _, values, contact_id, msg_id, lang, attempts, self.tries = msg
-                self.results.append(
-                    self.one(Recipient(*values), contact_id, msg_id, lang, attempts)
-                )
+                self.one(Recipient(*values), contact_id, msg_id, lang, attempts)
         except _ParentGone:
             self.told_stop = True
             return
@@ -554,12 +567,15 @@ class _Sender:
             self.flush_results()
             self.report(err.result, err.why)
         except NewsletterError as err:
+            self.settle_pending()
             self.flush_results()
             self.report(None, err.message)
         except Exception as err:  # a bug: stop cleanly, never leave the run hanging
+            self.settle_pending()
             self.flush_results()
             self.report(None, f"internal error while sending: {err!r}")
         finally:
+            self.settle_pending()  # the message on the wire is finished, not abandoned
             self.flush_results()
             self.transport.close()
             if self.flight is not None:
@@ -614,21 +630,124 @@ class _Sender:
         assert self.suppressions is not None
         return key in self.suppressions
 
-    def one(self, r: Recipient, contact_id: int, msg_id: str, lang: str, attempts: int) -> Result:
-        """Deliver one job; its result goes back to the parent."""
+    def one(self, r: Recipient, contact_id: int, msg_id: str, lang: str, attempts: int) -> None:
+        """Deliver one job; its result (and the one before it, when pipelined) is queued for
+        the parent, in the order the jobs came."""
         if self.run.dry_run:
             try:
                 data = self.run.build(r, contact_id, lang)
             except (NewsletterError, ValueError) as err:
-                return ("failed", f"not built: {err}")
-            return ("built", f"{len(data)} bytes")
-        assert self.flight is not None
+                self.results.append(("failed", f"not built: {err}"))
+                return
+            self.results.append(("built", f"{len(data)} bytes"))
+            return
         if self.suppressed(r.key):
-            return ("suppressed", "unsubscribed during the run")
-        kind, detail = self.marked(r, contact_id, msg_id, lang, attempts)
+            self.settle_pending()
+            self.results.append(("suppressed", "unsubscribed during the run"))
+            return
+        msg = _Pipelined(r, lang, msg_id, attempts, self.tries)
+        transport = self.transport
+        if isinstance(transport, deliver.SmtpTransport) and transport.pipelining:
+            self.pipelined(msg, contact_id, transport)
+            return
+        self.settle_pending()
+        self.record(msg, self.marked(r, contact_id, msg_id, lang, attempts))
+
+    def record(self, msg: _Pipelined, result: Result) -> None:
+        """Keep a job's outcome in the flight log (with the next mark) and for the parent."""
+        assert self.flight is not None
+        kind, detail = result
         if kind in ("sent", "failed", "retry"):
-            self.flight.outcome(self.run.alert_id, r.key, kind, detail, lang)
-        return kind, detail
+            self.flight.outcome(self.run.alert_id, msg.r.key, kind, detail, msg.lang, msg.attempts)
+        self.results.append(result)
+
+    def pipelined(self, msg: _Pipelined, contact_id: int, transport: deliver.SmtpTransport) -> None:
+        """The message's envelope goes out behind the previous message's data, and both
+        replies come back in one read (RFC 2920): one wait per message instead of two. The
+        previous message was marked in flight before its data left; this one is marked only
+        after the previous one's reply is in, so a connection never has two in flight."""
+        assert self.flight is not None
+        r = msg.r
+        mail_from = self.run.prepared[msg.lang][0].mail_from
+        try:
+            msg.data = self.run.build(r, contact_id, msg.lang, msg.msg_id)
+        except (NewsletterError, ValueError) as err:
+            self.settle_pending()
+            self.record(msg, ("failed", f"not built: {err}"))
+            return
+        for address in (mail_from, r.email):
+            if not deliver.envelope_ok(address):
+                self.settle_pending()
+                self.record(msg, ("failed", f"{address!r}: not an address for the SMTP envelope."))
+                return
+        prev, self.pending = self.pending, None
+        try:
+            final, env, sender_refused = transport.exchange(
+                prev is not None, mail_from, r.email, len(msg.data)
+            )
+        except deliver.Broken as err:
+            if prev is not None:
+                self.settle(prev, err.final, str(err))
+            self.record(msg, self.again(str(err), msg.tries))  # never marked: safe to resend
+            return
+        if prev is not None:
+            self.settle(prev, final, "")
+        assert env is not None
+        code, text = env
+        if code == 354:
+            try:
+                self.flight.mark(self.run.alert_id, r.key, msg.msg_id, msg.lang, msg.attempts)
+            except OSError as err:
+                transport.abort()  # the server waits for the data: cut, it gets none
+                raise _Fatal(
+                    None,
+                    f"{self.flight.path}: cannot write ({err.strerror or err}). "
+                    "Nothing more was sent.",
+                ) from None
+            try:
+                transport.write_data(msg.data)
+            except deliver.Broken as err:
+                self.settle(msg, None, str(err))
+                return
+            self.pending = msg  # its reply comes with the next envelope's, or alone
+            return
+        reply = f"{code} {text}"
+        try:
+            if sender_refused:
+                transport.check_sender(code, text, mail_from)
+        except NewsletterError as err:
+            self.flight.outcome(
+                self.run.alert_id, r.key, "retry", "not sent: the run stopped", msg.lang
+            )
+            raise _Fatal(("stopped", ""), err.message) from None
+        self.record(msg, ("failed", reply) if code >= 500 else self.again(reply, msg.tries))
+
+    def settle(self, msg: _Pipelined, final: deliver.Reply | None, why: str) -> None:
+        """The outcome of a message whose data went out: its reply, or uncertain without one."""
+        if final is None:  # stays in flight: the server may have it; resending could double it
+            self.results.append(("uncertain", f"{why} after the message was sent"))
+            return
+        code, text = final
+        reply = f"{code} {text}"
+        if 200 <= code < 300:
+            self.record(msg, ("sent", reply))
+        elif code >= 500:
+            self.record(msg, ("failed", reply))
+        else:
+            self.record(msg, self.again(reply, msg.tries))
+
+    def settle_pending(self) -> None:
+        """Read the reply to the pending message's data (nothing else to pipeline with it)."""
+        msg, self.pending = self.pending, None
+        if msg is None:
+            return
+        assert isinstance(self.transport, deliver.SmtpTransport)
+        try:
+            final, _, _ = self.transport.exchange(True)
+        except deliver.Broken as err:
+            self.settle(msg, err.final, str(err))
+            return
+        self.settle(msg, final, "")
 
     def marked(
         self, r: Recipient, contact_id: int, msg_id: str, lang: str, attempts: int
@@ -651,7 +770,7 @@ class _Sender:
             return ("uncertain", str(err))
         except deliver.Retry as err:
             mark()
-            return self.again(str(err))
+            return self.again(str(err), self.tries)
         except NewsletterError as err:  # refused before anything went out (login, envelope)
             if mark.refused:  # the mark itself failed: nothing was sent, nothing to undo
                 raise _Fatal(None, err.message) from None
@@ -666,12 +785,12 @@ class _Sender:
             return ("sent", reply)
         if code >= 500:
             return ("failed", reply)
-        return self.again(reply)
+        return self.again(reply, self.tries)
 
-    def again(self, reply: str) -> Result:
+    def again(self, reply: str, tries: int) -> Result:
         """A 4xx, a timeout or a drop before the data: retry later, a bounded number of times."""
-        if self.tries >= self.run.retries:
-            return ("failed", f"gave up after {self.tries} attempts: {reply}")
+        if tries >= self.run.retries:
+            return ("failed", f"gave up after {tries} attempts: {reply}")
         return ("retry", reply)
 
 
