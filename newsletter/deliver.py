@@ -25,7 +25,6 @@ from newsletter.content import write_atomic
 from newsletter.errors import NewsletterError
 
 Reply = tuple[int, str]
-_LEADING_DOT = re.compile(rb"(?m)^\.")
 # Envelope addresses go into SMTP command lines: printable ASCII, no spaces or angle brackets.
 _ENVELOPE_RE = re.compile(r"^[!-;=?-~]+@[!-;=?-~]+$")
 
@@ -445,8 +444,9 @@ def envelope_ok(address: str) -> bool:
 
 def _data_lines(data: bytes) -> bytes:
     """The message as DATA sends it: dot-stuffed (RFC 5321 4.5.2), ending in CRLF "." CRLF."""
-    dotted = data.startswith(b".") or b"\n." in data  # a scan, not a regex pass
-    body = _LEADING_DOT.sub(b"..", data) if dotted else data
+    body = data.replace(b"\n.", b"\n..")  # C speed; a regex pass cost ~30 µs on 20 KiB
+    if body.startswith(b"."):
+        body = b"." + body
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     return body + b".\r\n"

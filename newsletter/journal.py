@@ -204,6 +204,10 @@ class Plan:
     suppressed: list[Planned] = field(default_factory=list)  # unsubscribed: never sent
 
 
+# One encoder for every flight record: json.dumps with separators builds a new one per call.
+_FLIGHT_JSON = json.JSONEncoder(separators=(",", ":")).encode
+
+
 class FlightLog:
     """One sender connection's own durable record: its in-flight marks and its outcomes.
 
@@ -244,7 +248,7 @@ class FlightLog:
 
     @staticmethod
     def _record(row: tuple) -> bytes:
-        body = json.dumps(row, separators=(",", ":")).encode()
+        body = _FLIGHT_JSON(row).encode()
         return struct.pack("<II", len(body), zlib.crc32(body)) + body
 
     def outcome(
