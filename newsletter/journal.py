@@ -576,13 +576,26 @@ class Journal:
     def apply_flight(self, rows: Iterable[tuple], *, durable: bool = False) -> None:
         """Copy flight-log rows into the deliveries, oldest first; a row never overwrites a
         newer state (another connection's later attempt) nor a delivery already sent."""
+        # A mark and the outcome after it make one row (one UPDATE instead of two).
+        latest: dict[tuple[str, str], tuple] = {}
+        for row in sorted(rows, key=lambda r: r[7]):
+            before = latest.get((row[0], row[1]))
+            if before is not None:
+                row = (
+                    *row[:3],
+                    max(row[3], before[3]),
+                    row[4] if row[4] is not None else before[4],
+                    *row[5:8],
+                    row[8] if row[8] is not None else before[8],
+                )
+            latest[row[0], row[1]] = row
         with self._tx(fsync=durable) as db:
             db.executemany(
                 "UPDATE deliveries SET status = ?3, attempts = max(attempts, ?4), "
                 "message_id = coalesce(?5, message_id), lang = ?6, last_reply = ?7, "
                 "updated_at = ?8, sent_at = coalesce(?9, sent_at) "
                 "WHERE alert_id = ?1 AND key = ?2 AND status <> 'sent' AND updated_at <= ?8",
-                sorted(rows, key=lambda r: r[7]),
+                sorted(latest.values(), key=lambda r: r[7]),
             )
 
     # --- contacts -------------------------------------------------------------------------
