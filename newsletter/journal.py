@@ -560,22 +560,28 @@ class Journal:
             except NewsletterError:
                 return 0  # a send is running: its logs are its own
         try:
-            paths = self.flight_paths()
-            rows = [row for p in paths for row in read_flight(p)[0]]
-            if rows:
-                self.apply_flight(rows, durable=True)
-            for p in paths:
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
+            rows = [row for p in self.flight_paths() for row in read_flight(p)[0]]
+            self.apply_flight(rows, durable=True)
+            self.remove_flight_logs()
             return len(rows)
         finally:
             if not held and self._send_lock is not None:
                 os.close(self._send_lock)
                 self._send_lock = None
 
+    def remove_flight_logs(self) -> None:
+        """After apply_flight(…, durable=True) has put all they hold on disk."""
+        for p in self.flight_paths():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
     def apply_flight(self, rows: Iterable[tuple], *, durable: bool = False) -> None:
         """Copy flight-log rows into the deliveries, oldest first; a row never overwrites a
-        newer state (another connection's later attempt) nor a delivery already sent."""
+        newer state (another connection's later attempt) nor a delivery already sent.
+
+        `durable`: on disk when this returns, with every earlier change (the commit writes a
+        page even without rows, so its fsync covers the changes copied in before).
+        """
         # A mark and the outcome after it make one row (one UPDATE instead of two).
         latest: dict[tuple[str, str], tuple] = {}
         for row in sorted(rows, key=lambda r: r[7]):
@@ -597,6 +603,8 @@ class Journal:
                 "WHERE alert_id = ?1 AND key = ?2 AND status <> 'sent' AND updated_at <= ?8",
                 sorted(latest.values(), key=lambda r: r[7]),
             )
+            if durable:
+                db.execute("UPDATE meta SET value = value WHERE name = 'ip_salt'")
 
     # --- contacts -------------------------------------------------------------------------
 

@@ -393,15 +393,15 @@ class _Parent:
         self.last_sync = time.monotonic()
         if self.journal is None:
             return
-        if final:  # all workers are gone: copy everything, durably, and remove the logs
-            self.journal.recover()
-            return
         rows = []
         for w in self.workers:
             if w.flight is not None:
                 got, self.synced[w.flight] = read_flight(w.flight, self.synced.get(w.flight, 0))
                 rows += got
-        if rows:
+        if final:  # all workers are gone: the rest, then all of it on disk, then no logs
+            self.journal.apply_flight(rows, durable=True)
+            self.journal.remove_flight_logs()
+        elif rows:
             self.journal.apply_flight(rows)
 
     # the loop
