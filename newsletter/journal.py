@@ -30,6 +30,7 @@ import secrets
 import sqlite3
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -296,8 +297,12 @@ class FlightLog:
 FLIGHT_FIELDS = "alert_id, key, status, attempts, message_id, lang, last_reply, updated_at, sent_at"
 
 
-def _from_posix(t: float) -> datetime:
-    return datetime.fromtimestamp(t, UTC)
+def _ts_posix(t: float) -> str:
+    """_ts for POSIX seconds, without a datetime (the parent formats two per message)."""
+    us = round(t * 1_000_000)
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(us // 1_000_000)) + f".{us % 1_000_000:06d}Z"
+    )
 
 
 def read_flight(path: Path, offset: int = 0) -> tuple[list[tuple], int]:
@@ -329,8 +334,8 @@ def read_flight(path: Path, offset: int = 0) -> tuple[list[tuple], int]:
                 mid,
                 lang,
                 clean_text(reply)[:REPLY_MAX],
-                _ts(_from_posix(t)),
-                None if sent_at is None else _ts(_from_posix(sent_at)),
+                _ts_posix(t),
+                None if sent_at is None else _ts_posix(sent_at),
             )
         except (ValueError, TypeError, OverflowError, OSError):
             break

@@ -16,7 +16,8 @@ as uncertain, exactly as before.
 
 The parent hands out jobs and counts results over a socket pair per worker:
 
-    parent -> worker   ("job", recipient values, contact id, message id, lang, attempts)
+    parent -> worker   ("jobs", [(recipient values, contact id, message id, lang, attempts,
+                                  tries), …])
                        ("stop",)                no more work
     worker -> parent   ("done", [(kind, detail), …])  results of its jobs, in order
                        ("fatal", (kind, detail) | None, why)   it cannot go on
@@ -234,6 +235,7 @@ class _Worker:
     process: multiprocessing.process.BaseProcess
     flight: Path | None
     queued: deque[_Job] = field(default_factory=deque)  # handed out, no result yet
+    outbox: list[tuple] = field(default_factory=list)  # handed out this turn, not sent yet
     told_stop: bool = False
     alive: bool = True
 
@@ -338,6 +340,13 @@ class _Parent:
     def dispatch(self) -> float | None:
         """Top up the workers' queues, one job each in turn (a short list still spreads over all
         connections); returns seconds until a job may go, if one is held back."""
+        try:
+            return self.fill()
+        finally:
+            for w in self.workers:
+                self.post(w)
+
+    def fill(self) -> float | None:
         wait: float | None = None
         for depth in range(1, self.ahead + 1):
             for w in self.workers:
@@ -366,7 +375,6 @@ class _Parent:
         msg_id = self.run.prepared[lang][0].new_message_id()
         job.tries += 1
         spec = (
-            "job",
             (r.email, r.key, r.name, r.language, r.fields, r.line),
             p.contact_id,
             msg_id,
@@ -374,17 +382,39 @@ class _Parent:
             p.attempts + job.tries,
             job.tries,
         )
-        try:
-            w.conn.send(spec)
-        except ValueError as err:  # a row too big to hand over: it cannot be sent either
-            self.tally.failed.append((r.email, f"not sent: {err}"))
-            self.tally.done += 1
-            self.work.done(job)
-            return
-        except OSError:  # the worker died: its EOF comes next; the job goes back
-            self.work.done(job, retry_at=self.run.clock.monotonic())
-            return
         w.queued.append(job)
+        w.outbox.append(spec)
+
+    def post(self, w: _Worker) -> None:
+        """Send the jobs handed to w in this turn, in one message when they fit."""
+        specs, w.outbox = w.outbox, []
+        if not specs:
+            return
+        jobs = list(w.queued)[-len(specs) :]
+        try:
+            w.conn.send(("jobs", specs))
+            return
+        except ValueError:  # too big together: one at a time
+            pass
+        except OSError:  # the worker died: its EOF comes next; the jobs go back
+            self.take_back(w, jobs)
+            return
+        for spec, job in zip(specs, jobs, strict=True):
+            try:
+                w.conn.send(("jobs", [spec]))
+            except ValueError as err:  # a row too big to hand over: it cannot be sent either
+                r = job.planned.recipient
+                self.tally.failed.append((r.email, f"not sent: {err}"))
+                self.tally.done += 1
+                w.queued.remove(job)
+                self.work.done(job)
+            except OSError:
+                self.take_back(w, [job])
+
+    def take_back(self, w: _Worker, jobs: list[_Job]) -> None:
+        for job in jobs:
+            w.queued.remove(job)
+            self.work.done(job, retry_at=self.run.clock.monotonic())
 
     # the state file
 
@@ -535,6 +565,7 @@ class _Sender:
         self.report_every = 1 if run.cfg.smtp.rate else REPORT_EVERY
         self.suppressions: _Suppressions | None = None
         self.pending: _Pipelined | None = None  # data sent (after its mark), reply not read
+        self.queue: deque[tuple] = deque()  # jobs the parent handed out, not begun
         self.flight: FlightLog | None = None
         if flight is not None:
             self.flight = FlightLog(flight)
@@ -543,22 +574,23 @@ class _Sender:
     def main(self) -> None:
         try:
             while not self.stop.value:
-                if self.pending is not None and not self.conn.poll(0):
-                    self.settle_pending()  # nothing queued behind it: read its reply now
-                if self.results and (
-                    len(self.results) >= self.report_every or not self.conn.poll(0)
-                ):
+                idle = not self.queue and not self.conn.poll(0)  # nothing to go on with
+                if self.pending is not None and idle:
+                    self.settle_pending()  # nothing to pipeline behind it: read its reply now
+                if self.results and (len(self.results) >= self.report_every or idle):
                     self.conn.send(("done", self.results))
                     self.results = []
-                msg = _recv(self.conn)
-                if msg[0] != "job":
-                    self.told_stop = True
-                    return
-                if self.stop.value:
-                    return
+                if not self.queue:
+                    msg = _recv(self.conn)
+                    if msg[0] != "jobs":
+                        self.told_stop = True
+                        return
+                    self.queue.extend(msg[1])
+                    if self.stop.value:
+                        return
                 if not self.run.dry_run and not self.transport.connected and not self.connect():
                     return
-                _, values, contact_id, msg_id, lang, attempts, self.tries = msg
+                values, contact_id, msg_id, lang, attempts, self.tries = self.queue.popleft()
                 self.one(Recipient(*values), contact_id, msg_id, lang, attempts)
         except _ParentGone:
             self.told_stop = True
