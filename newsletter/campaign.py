@@ -8,6 +8,7 @@ delivery itself (worker processes, group commit, retries, rate) is `newsletter.p
 
 from __future__ import annotations
 
+import functools
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -87,13 +88,6 @@ def run_send(
     if cfg.web.base_url:
         cfg.require_secret()  # every member's links are signed: one clear line, before the plan
 
-    report = recipients.read_csv(to_csv, cfg.defaults.language)
-    lines = recipients.format_report(report)
-    click.echo(lines[0])
-    for line in lines[1:]:
-        click.echo(line, err=True)
-
-    out = Outcome(invalid=len(report.problems), duplicates=len(report.duplicates))
     prepared = {lang: (message.prepare(cfg, ed), ed) for lang, ed in editions.items()}
     outbox = cfg.path("outbox") / alert.id
     transport_desc = (
@@ -106,49 +100,61 @@ def run_send(
         *(["--rate", f"{rate:g}"] if rate is not None else []),
         *(["--retry-failed"] if retry_failed else []),
     ]
+    run = pool.Run(cfg, alert.id, prepared, alert.default_language, clock, dry_run)
+    # A dry run delivers nothing: no connection, so no SMTP password is needed for it.
+    make: Callable[[], deliver.Transport] = (
+        _NoTransport if dry_run else functools.partial(deliver.make_transport, cfg, alert.id)
+    )
+    # The workers start now, before the recipient list exists: they never share its pages.
+    with pool.Pool(run, k, make) as workers:
+        report = recipients.read_csv(to_csv, cfg.defaults.language)
+        lines = recipients.format_report(report)
+        click.echo(lines[0])
+        for line in lines[1:]:
+            click.echo(line, err=True)
+        out = Outcome(invalid=len(report.problems), duplicates=len(report.duplicates))
 
-    with Journal(cfg.path("state"), secret=cfg.secret) as jr:
-        if not dry_run:
-            jr.acquire_send_lock()
-        planned_at = timestamp()
-        plan = jr.plan(
-            alert.id,
-            report.recipients,
-            retry_failed=retry_failed,
-            retry_uncertain=retry_uncertain,
-            dry_run=dry_run,
-        )
-        out.skipped = len(plan.sent)
-        out.suppressed = len(plan.suppressed)
-        out.uncertain = [(p.recipient.email, EARLIER) for p in plan.uncertain]
-        earlier_failed = [(p.recipient.email, p.last_reply) for p in plan.failed]
-        todo = plan.todo[:limit] if limit else plan.todo
-        if todo and cfg.smtp.host and not dry_run and not yes:
-            click.confirm(
-                f"Send to {len(todo)} recipients via {cfg.smtp.host}:{cfg.smtp.port}?",
-                abort=True,
-                err=True,
+        with Journal(cfg.path("state"), secret=cfg.secret) as jr:
+            if not dry_run:
+                jr.acquire_send_lock()
+            planned_at = timestamp()
+            plan = jr.plan(
+                alert.id,
+                report.recipients,
+                retry_failed=retry_failed,
+                retry_uncertain=retry_uncertain,
+                dry_run=dry_run,
             )
-        if not cfg.smtp.host and not dry_run:
-            click.echo(f"No [smtp] host configured: delivering into {outbox}/ (one .eml each).")
-        run = pool.Run(cfg, alert.id, prepared, alert.default_language, clock, dry_run, planned_at)
-        # A dry run delivers nothing: no connection, so no SMTP password is needed for it.
-        transports: list[deliver.Transport] = [
-            _NoTransport() if dry_run else deliver.make_transport(cfg, alert.id)
-            for _ in range(min(max(1, k), len(todo)))
-        ]
-        tally, interrupted, fatal, out.elapsed = pool.deliver_all(
-            run, None if dry_run else jr, todo, transports, cap
-        )
-        out.sent = tally.sent
-        out.failed = tally.failed + earlier_failed
-        out.uncertain += tally.uncertain
-        out.suppressed += tally.suppressed
-        out.not_reached = len(todo) - tally.done
-        if interrupted:
-            out.stopped = f"Interrupted: {out.not_reached} recipient(s) not sent yet."
-        elif fatal is None and out.not_reached:
-            out.stopped = f"{out.not_reached} recipient(s) were not reached."
+            del report
+            out.skipped = len(plan.sent)
+            out.suppressed = len(plan.suppressed)
+            out.uncertain = [(p.recipient.email, EARLIER) for p in plan.uncertain]
+            earlier_failed = [(p.recipient.email, p.last_reply) for p in plan.failed]
+            todo = plan.todo[:limit] if limit else plan.todo
+            if todo and not dry_run:
+                make()  # a setting or the password missing: one clear line, before any mark
+            if todo and cfg.smtp.host and not dry_run and not yes:
+                click.confirm(
+                    f"Send to {len(todo)} recipients via {cfg.smtp.host}:{cfg.smtp.port}?",
+                    abort=True,
+                    err=True,
+                )
+            if not cfg.smtp.host and not dry_run:
+                click.echo(
+                    f"No [smtp] host configured: delivering into {outbox}/ (one .eml each)."
+                )
+            tally, interrupted, fatal, out.elapsed = workers.deliver(
+                None if dry_run else jr, todo, cap, planned_at
+            )
+            out.sent = tally.sent
+            out.failed = tally.failed + earlier_failed
+            out.uncertain += tally.uncertain
+            out.suppressed += tally.suppressed
+            out.not_reached = len(todo) - tally.done
+            if interrupted:
+                out.stopped = f"Interrupted: {out.not_reached} recipient(s) not sent yet."
+            elif fatal is None and out.not_reached:
+                out.stopped = f"{out.not_reached} recipient(s) were not reached."
 
     _summary(out, dry_run, transport_desc, len(todo))
     if limit:  # what is left of this run's --limit (a daily cap stays a daily cap)

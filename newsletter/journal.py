@@ -305,6 +305,11 @@ def _ts_posix(t: float) -> str:
     )
 
 
+def flight_path(state: Path, n: int) -> Path:
+    """Connection n's flight log during a send from the state file `state`."""
+    return state.with_name(f"{state.name}.flight-{n}")
+
+
 def read_flight(path: Path, offset: int = 0) -> tuple[list[tuple], int]:
     """A flight log's rows from byte `offset` on, and the offset after the last whole record.
 
@@ -537,8 +542,8 @@ class Journal:
     # --- flight logs: each sender connection's own durable record ---------------------------
 
     def flight_path(self, n: int) -> Path:
-        """Connection n's flight log during a send (an SQLite file beside the state file)."""
-        return self.path.with_name(f"{self.path.name}.flight-{n}")
+        """Connection n's flight log during a send (a file beside the state file)."""
+        return flight_path(self.path, n)
 
     def flight_paths(self) -> list[Path]:
         prefix = self.path.name + ".flight-"

@@ -57,7 +57,14 @@ import click
 from newsletter import deliver, links, message
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
-from newsletter.journal import BUSY_TIMEOUT, FlightLog, Journal, Planned, read_flight
+from newsletter.journal import (
+    BUSY_TIMEOUT,
+    FlightLog,
+    Journal,
+    Planned,
+    flight_path,
+    read_flight,
+)
 from newsletter.recipients import Recipient
 from newsletter.render import Edition
 
@@ -98,7 +105,6 @@ class Run:
     default_lang: str
     clock: Clock
     dry_run: bool
-    planned_at: str = ""  # the journal's time of the plan: unsubscribes since then count
 
     @property
     def retries(self) -> int:
@@ -552,6 +558,7 @@ class _Sender:
         transport: deliver.Transport,
         conn: _Line,
         flight: Path | None,
+        planned_at: str,
         stop: Any,
     ) -> None:
         self.run = run
@@ -569,7 +576,7 @@ class _Sender:
         self.flight: FlightLog | None = None
         if flight is not None:
             self.flight = FlightLog(flight)
-            self.suppressions = _Suppressions(run.cfg.path("state"), run.planned_at)
+            self.suppressions = _Suppressions(run.cfg.path("state"), planned_at)
 
     def main(self) -> None:
         try:
@@ -843,22 +850,38 @@ def _die_with_parent(parent: int) -> None:
 
 def _worker_main(
     run: Run,
-    transport: deliver.Transport,
+    make: Callable[[], deliver.Transport],
     conn: _Line,
     close: list[_Line],
     parent: int,
-    flight: Path | None,
     stop: Any,
 ) -> None:
+    """A worker waits for ("start", flight log, time of the plan) or ("stop",)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _die_with_parent(parent)
     for c in close:  # the parent's ends: the parent's death must read as EOF here
         c.close()
     try:
-        sender = _Sender(run, transport, conn, flight, stop)
+        msg = conn.recv()
+    except EOFError:
+        return
+    if msg[0] != "start":
+        return
+    _, flight, planned_at = msg
+    try:
+        sender = _Sender(run, make(), conn, flight, planned_at, stop)
+    except NewsletterError as err:
+        sender = None
+        why = err.message
     except (OSError, sqlite3.Error) as err:
+        sender = None
+        why = f"{flight}: cannot create the flight log ({err})."
+    if sender is None:
         with contextlib.suppress(OSError):
-            conn.send(("fatal", None, f"{flight}: cannot create the flight log ({err})."))
+            conn.send(("fatal", None, why))
+        with contextlib.suppress(EOFError, OSError):
+            while conn.recv()[0] != "stop":  # until the parent has read it (see _Sender.drain)
+                pass
         return
     sender.main()
 
@@ -878,57 +901,76 @@ def _ctrl_c() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, old)
 
 
-def deliver_all(
-    run: Run,
-    journal: Journal | None,
-    todo: list[Planned],
-    transports: list[deliver.Transport],
-    cap: float,
-) -> tuple[Tally, bool, NewsletterError | None, float]:
-    """One worker process per transport over the to-do list.
+class Pool:
+    """K worker processes for one send, forked before the recipient list is read.
 
-    Returns (tally, interrupted, fatal error or None, seconds spent). `journal` is None for a
-    dry run (nothing is written); otherwise the caller holds its send lock. Transports must not
-    be connected yet: each worker opens its own, so no connection is shared across a fork.
+    Forked early, the workers share only what the parent had then (the rendered editions,
+    the libraries) and never the list: when the parent later walks 100,000 recipients, no page
+    of theirs is copied for the workers. They wait for `deliver` (or `close`).
     """
-    ctx = multiprocessing.get_context("fork")
-    stop = ctx.Value("b", 0, lock=False)
-    parent = _Parent(run, journal, todo, cap, stop)
-    if not todo:
-        return parent.tally, False, None, 0.0
-    sys.stdout.flush()
-    sys.stderr.flush()
-    gc.collect()
-    gc.freeze()  # the workers' collector leaves the parent's objects (and their pages) alone
-    try:
+
+    def __init__(self, run: Run, k: int, make: Callable[[], deliver.Transport]) -> None:
+        self.run = run
+        self.ctx = multiprocessing.get_context("fork")
+        self.stop = self.ctx.Value("b", 0, lock=False)
+        self.workers: list[_Worker] = []
+        sys.stdout.flush()
+        sys.stderr.flush()
+        gc.collect()
+        # The workers' collector leaves the parent's objects (and their pages) alone; so does
+        # the parent's own from now on (they live for the whole send anyway).
+        gc.freeze()
         ends: list[_Line] = []
         with warnings.catch_warnings():
             # Python 3.12+ warns when a process with threads forks (a test's SMTP server);
             # a worker touches none of their state.
             warnings.simplefilter("ignore", DeprecationWarning)
-            for i, transport in enumerate(transports):
+            for i in range(max(1, k)):
                 mine, theirs = _Line.pair()
-                flight = journal.flight_path(i) if journal is not None else None
-                proc = ctx.Process(
+                proc = self.ctx.Process(
                     target=_worker_main,
-                    args=(run, transport, theirs, [*ends, mine], os.getpid(), flight, stop),
+                    args=(run, make, theirs, [*ends, mine], os.getpid(), self.stop),
                     name=f"newsletter-send-{i}",
                     daemon=True,
                 )
                 proc.start()
                 theirs.close()
                 ends.append(mine)
-                parent.workers.append(w := _Worker(mine, proc, flight))
-                parent.selector.register(mine, selectors.EVENT_READ, w)
-    finally:
-        gc.unfreeze()
-    start = time.monotonic()
-    try:
+                self.workers.append(_Worker(mine, proc, None))
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def deliver(
+        self, journal: Journal | None, todo: list[Planned], cap: float, planned_at: str
+    ) -> tuple[Tally, bool, NewsletterError | None, float]:
+        """Send the to-do list over the workers (one per recipient at most).
+
+        Returns (tally, interrupted, fatal error or None, seconds spent). `journal` is None for
+        a dry run (nothing is written); otherwise the caller holds its send lock, and the
+        recovery of any earlier flight logs is done (Journal() did it).
+        """
+        parent = _Parent(self.run, journal, todo, cap, self.stop)
+        used = self.workers[: max(1, min(len(self.workers), len(todo)))] if todo else []
+        for i, w in enumerate(self.workers):
+            if w not in used:
+                parent.tell_stop(w)
+                continue
+            w.flight = flight_path(journal.path, i) if journal is not None else None
+            w.conn.send(("start", w.flight, planned_at))
+            parent.workers.append(w)
+            parent.selector.register(w.conn, selectors.EVENT_READ, w)
+        if not used:
+            return parent.tally, False, None, 0.0
+        start = time.monotonic()
         with (
             _ctrl_c() as interrupted,
             click.progressbar(
                 length=len(todo),
-                label="Building" if run.dry_run else "Sending",
+                label="Building" if self.run.dry_run else "Sending",
                 file=sys.stderr,
                 show_pos=True,
                 show_eta=True,
@@ -937,14 +979,21 @@ def deliver_all(
         ):
             parent.loop(bar, interrupted)
             was_interrupted = interrupted()
-    finally:
-        for w in parent.workers:
-            w.process.join(timeout=run.cfg.smtp.timeout + 5)
+        return parent.tally, was_interrupted, parent.fatal, time.monotonic() - start
+
+    def close(self) -> None:
+        """Tell the workers that are still waiting to go, and wait for all of them."""
+        for w in self.workers:
+            if not w.told_stop:
+                w.told_stop = True
+                with contextlib.suppress(OSError):
+                    w.conn.send(("stop",))
+        for w in self.workers:
+            w.process.join(timeout=self.run.cfg.smtp.timeout + 5)
             if w.process.is_alive():
                 w.process.kill()
                 w.process.join()
             w.conn.close()
-    return parent.tally, was_interrupted, parent.fatal, time.monotonic() - start
 
 
 def _rate(done: int, start: float) -> str:
