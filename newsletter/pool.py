@@ -914,6 +914,8 @@ class Pool:
         self.ctx = multiprocessing.get_context("fork")
         self.stop = self.ctx.Value("b", 0, lock=False)
         self.workers: list[_Worker] = []
+        if run.cfg.smtp.host and not run.dry_run:
+            deliver.preload()
         sys.stdout.flush()
         sys.stderr.flush()
         gc.collect()
