@@ -44,6 +44,7 @@ import signal
 import socket
 import sqlite3
 import sys
+import threading
 import time
 import warnings
 from collections import deque
@@ -238,7 +239,7 @@ class _Worker:
     """The parent's view of one worker process."""
 
     conn: _Line
-    process: multiprocessing.process.BaseProcess
+    process: multiprocessing.process.BaseProcess | threading.Thread
     flight: Path | None
     queued: deque[_Job] = field(default_factory=deque)  # handed out, no result yet
     outbox: list[tuple] = field(default_factory=list)  # handed out this turn, not sent yet
@@ -852,15 +853,29 @@ def _worker_main(
     run: Run,
     make: Callable[[], deliver.Transport],
     conn: _Line,
-    close: list[_Line],
+    close: list[_Line] | None,
     parent: int,
     stop: Any,
 ) -> None:
-    """A worker waits for ("start", flight log, time of the plan) or ("stop",)."""
+    """A worker waits for ("start", flight log, time of the plan) or ("stop",).
+
+    `close` is None for a worker thread (one connection): it shares the parent's process, and
+    closes its end of the line when it is done, which the parent reads as its exit.
+    """
+    if close is None:
+        try:
+            _worker(run, make, conn, stop)
+        finally:
+            conn.close()
+        return
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _die_with_parent(parent)
     for c in close:  # the parent's ends: the parent's death must read as EOF here
         c.close()
+    _worker(run, make, conn, stop)
+
+
+def _worker(run: Run, make: Callable[[], deliver.Transport], conn: _Line, stop: Any) -> None:
     try:
         msg = conn.recv()
     except EOFError:
@@ -929,14 +944,24 @@ class Pool:
             warnings.simplefilter("ignore", DeprecationWarning)
             for i in range(max(1, k)):
                 mine, theirs = _Line.pair()
-                proc = self.ctx.Process(
-                    target=_worker_main,
-                    args=(run, make, theirs, [*ends, mine], os.getpid(), self.stop),
-                    name=f"newsletter-send-{i}",
-                    daemon=True,
-                )
-                proc.start()
-                theirs.close()
+                if k <= 1:  # one connection: a thread, no second copy of the interpreter
+                    proc: multiprocessing.process.BaseProcess | threading.Thread
+                    proc = threading.Thread(
+                        target=_worker_main,
+                        args=(run, make, theirs, None, 0, self.stop),
+                        name="newsletter-send-0",
+                        daemon=True,
+                    )
+                    proc.start()
+                else:
+                    proc = self.ctx.Process(
+                        target=_worker_main,
+                        args=(run, make, theirs, [*ends, mine], os.getpid(), self.stop),
+                        name=f"newsletter-send-{i}",
+                        daemon=True,
+                    )
+                    proc.start()
+                    theirs.close()
                 ends.append(mine)
                 self.workers.append(_Worker(mine, proc, None))
 
@@ -992,7 +1017,7 @@ class Pool:
                     w.conn.send(("stop",))
         for w in self.workers:
             w.process.join(timeout=self.run.cfg.smtp.timeout + 5)
-            if w.process.is_alive():
+            if isinstance(w.process, multiprocessing.process.BaseProcess) and w.process.is_alive():
                 w.process.kill()
                 w.process.join()
             w.conn.close()
