@@ -41,16 +41,15 @@ TARGET_RATIO, TARGET_BUILD, TARGET_MIB = 0.5, 5000, 150
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
-from newsletter import campaign
+from newsletter import campaign, pool
 from newsletter.config import load_config
 k = int(sys.argv[1]); csv = sys.argv[2]
 before = {}
-deliver = getattr(campaign, "_deliver", None)
+deliver = pool.Pool.deliver
 def measured(*a, **kw):  # peak so far when sending starts: render, check, CSV, plan
     before["mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return deliver(*a, **kw)
-if deliver is not None:
-    campaign._deliver = measured
+pool.Pool.deliver = measured
 t0 = time.perf_counter()
 out = campaign.run_send(load_config(), Path(sys.argv[3]), Path(csv), yes=True, connections=k)
 total = time.perf_counter() - t0
@@ -343,24 +342,20 @@ def build_rate(root: Path, n: int) -> tuple[float, float, float, int, Path]:
         os.chdir(cwd)
 
 
-def commit_us(root: Path, n: int = 300) -> float:
-    """Mean µs of one durable SQLite commit here (WAL, synchronous=FULL: one fsync), as `begin`."""
-    import sqlite3
+def mark_us(root: Path, n: int = 1000) -> float:
+    """Mean µs of one in-flight mark here: an outcome and a mark appended to a connection's
+    flight log with one write and one fdatasync (journal.FlightLog), as each message pays."""
+    from newsletter.journal import FlightLog
 
-    db = sqlite3.connect(root / "fsync.db", isolation_level=None)
+    log = FlightLog(root / "bench.flight-0")
     try:
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = FULL")
-        db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER)")
-        db.executemany("INSERT INTO t VALUES (?, 0)", ((i,) for i in range(n)))
         t0 = time.perf_counter()
         for i in range(n):
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("UPDATE t SET v = v + 1 WHERE k = ?", (i,))
-            db.execute("COMMIT")
+            log.outcome("a", f"m{i}@example.org", "sent", "250 2.0.0 Ok", "es")
+            log.mark("a", f"m{i + 1}@example.org", f"<{i}@example.org>", "es", 1)
         return (time.perf_counter() - t0) / n * 1e6
     finally:
-        db.close()
+        log.close()
 
 
 def smtp_source_rate(sink: Sink, sample: Path, n: int, k: int) -> float | None:
@@ -437,16 +432,16 @@ def main() -> None:
             write_csv(root / "send.csv", a.recipients)
             print(
                 f"\nSend {a.recipients:,} recipients to {sink.kind} on 127.0.0.1 "
-                "(journal fsync'd per message);"
+                "(each one marked in flight on disk first);"
             )
             print(
                 f"  {runs} run(s) per K of ours and of smtp-source (same message size and "
                 "connections), interleaved; the ratio is of the medians:"
             )
-            fsync = commit_us(root)
+            fsync = mark_us(root)
             print(
-                f"  a bare durable SQLite commit (WAL, FULL: one fsync) here: {fsync:,.0f} µs; "
-                "each message waits for one (its in-flight mark, shared by up to K)"
+                f"  one in-flight mark (a write and an fdatasync of the connection's flight "
+                f"log) here: {fsync:,.0f} µs; each message waits for one before its data goes"
             )
             have_source = True
             for k in (1, 4):
@@ -480,19 +475,20 @@ def main() -> None:
 
             readable = pss_readable()
             print(
-                "\nPeak memory of a whole send, K=4, recipient list included: PSS summed over "
-                "the send process and the processes it forks (sampled every 20 ms; the "
+                "\nPeak memory of a whole send, recipient list included: PSS summed over "
+                "the send process and the sender processes it forks (sampled every 20 ms; the "
                 f"target ≤ {TARGET_MIB} MiB at 100,000 is for this sum); the send process's "
-                "own peak RSS beside it:"
+                "own peak RSS beside it. K=1 is the default ([smtp] connections = 1: the sender "
+                "is a thread); each further connection is a process of its own:"
             )
             if not readable:
                 print(
                     "  /proc/<pid>/smaps_rollup is not readable here: the tree's figure is "
                     "unavailable; only the send process's own RSS is shown (not the workers')"
                 )
-            for n in (1_000, a.big):
+            for k, n in ((1, 1_000), (1, a.big), (4, 1_000), (4, a.big)):
                 write_csv(root / "mem.csv", n)
-                r = child_send(root, root / "mem.csv", 4, sample_memory=readable)
+                r = child_send(root, root / "mem.csv", k, sample_memory=readable)
                 tree = (
                     f"tree {r['tree_pss_mib']:6.1f} MiB PSS over {r['tree_procs']} process(es)"
                     if r["tree_pss_mib"] is not None
@@ -500,7 +496,7 @@ def main() -> None:
                 )
                 before = f"{r['before_mib']:.1f} MiB" if r["before_mib"] is not None else "n/a"
                 print(
-                    f"  {n:>7,} recipients: {tree}; send process {r['maxrss_mib']:6.1f} MiB "
+                    f"  K={k} {n:>7,} recipients: {tree}; send process {r['maxrss_mib']:6.1f} MiB "
                     f"peak RSS, {before} before the first message (render, check, CSV, plan); "
                     f"{r['sent'] / r['elapsed']:,.0f} msg/s"
                 )
