@@ -16,6 +16,11 @@ Threads: one connection, guarded by a lock (`check_same_thread=False`). SQLite l
 at a time anyway; with a connection per thread the others would sleep-poll on the file lock,
 while a Python lock hands over at once and in order. Other processes (`newsletter serve`
 beside a `send`) wait up to BUSY_TIMEOUT on SQLite's own lock.
+
+A send does not mark its recipients here one by one: each of its connections keeps a flight log
+(FlightLog, beside this file), fsync'd per message in parallel, and the send copies the logs in
+as it goes and when it ends (apply_flight). Opening the file copies in the logs a crashed send
+left (recover): whoever was in flight then is uncertain, as with `begin`.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ import contextlib
 import fcntl
 import hashlib
 import hmac
-import json
 import os
 import secrets
 import sqlite3
@@ -205,8 +209,7 @@ class Plan:
     suppressed: list[Planned] = field(default_factory=list)  # unsubscribed: never sent
 
 
-# One encoder for every flight record: json.dumps with separators builds a new one per call.
-_FLIGHT_JSON = json.JSONEncoder(separators=(",", ":")).encode
+_US = "\x1f"  # ASCII unit separator: between a flight record's fields (never in one)
 
 
 class FlightLog:
@@ -218,7 +221,8 @@ class FlightLog:
     commit). `mark` appends the connection's last outcome together with the next recipient's
     in-flight mark and returns once both are on disk: the message's bytes go out only then.
 
-    Records: 4-byte length, 4-byte CRC-32, then a JSON row (FLIGHT_FIELDS). The file is filled
+    Records: 4-byte length, 4-byte CRC-32, then the row's fields (FLIGHT_FIELDS) in UTF-8,
+    separated by U+001F (none can hold one: addresses and ids are checked, replies are cleaned). The file is filled
     with zeros ahead of the writes (CHUNK at a time), so a sync never has to change its size; a
     reader stops at the first zero length or bad checksum, which is where a crash cut the log.
     The state file is brought up to date from these logs (Journal.apply_flight) while the send
@@ -249,7 +253,7 @@ class FlightLog:
 
     @staticmethod
     def _record(row: tuple) -> bytes:
-        body = _FLIGHT_JSON(row).encode()
+        body = _US.join("" if v is None else str(v) for v in row).encode()
         return struct.pack("<II", len(body), zlib.crc32(body)) + body
 
     def outcome(
@@ -262,7 +266,7 @@ class FlightLog:
         """
         t = now().timestamp()
         sent_at = t if status == "sent" else None
-        reply = reply[:REPLY_MAX]
+        reply = reply[:REPLY_MAX].replace(_US, " ")
         # No message id: the mark before it holds it (coalesce on apply); attempts count when
         # the message was refused before any mark (max on apply).
         self._outcome += self._record(
@@ -329,18 +333,17 @@ def read_flight(path: Path, offset: int = 0) -> tuple[list[tuple], int]:
         if not size or len(body) < size or zlib.crc32(body) != crc:
             break
         try:
-            row = json.loads(body)
-            a, k, status, attempts, mid, lang, reply, t, sent_at = row
+            a, k, status, attempts, mid, lang, reply, t, sent_at = body.decode().split(_US)
             row = (
                 a,
                 k,
                 status,
-                attempts,
-                mid,
+                int(attempts),
+                mid or None,
                 lang,
                 clean_text(reply)[:REPLY_MAX],
-                _ts_posix(t),
-                None if sent_at is None else _ts_posix(sent_at),
+                _ts_posix(float(t)),
+                _ts_posix(float(sent_at)) if sent_at else None,
             )
         except (ValueError, TypeError, OverflowError, OSError):
             break
