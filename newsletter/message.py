@@ -121,12 +121,30 @@ def _fold(name: str, value: str) -> bytes:
 
 
 def _qp(text: str) -> bytes:
-    """Quoted-printable of `text` with CRLF line ends (hard and soft) and lines <= 76 octets."""
+    """Quoted-printable of `text` with CRLF line ends (hard and soft), lines <= 76 octets, and
+    no line starting with "." (written =2E), so the message needs no dot-stuffing for SMTP."""
     if not text:
         return b""
     lf = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
     # b2a_qp picks its line ending from the data; feed it LF only and turn every LF into CRLF.
-    return binascii.b2a_qp(lf, istext=True).replace(b"\n", CRLF)
+    out = binascii.b2a_qp(lf, istext=True)
+    if out.startswith(b".") or b"\n." in out:
+        out = b"\n".join(_no_leading_dot(line) for line in out.split(b"\n"))
+    return out.replace(b"\n", CRLF)
+
+
+def _no_leading_dot(line: bytes) -> bytes:
+    """A QP line that starts with "." as one or two lines that do not (=2E; a soft break keeps
+    it within 76 octets, never inside an =XX escape)."""
+    if not line.startswith(b"."):
+        return line
+    line = b"=2E" + line[1:]
+    if len(line) <= 76:
+        return line
+    cut = 75
+    while b"=" in line[cut - 2 : cut]:  # an escape would be split: cut before it
+        cut -= 1
+    return line[:cut] + b"=\n" + _no_leading_dot(line[cut:])
 
 
 class _Part:
@@ -224,6 +242,9 @@ class PreparedEdition:
         message_id: str | None = None,
     ) -> tuple[str, bytes]:
         """(Message-ID, message bytes with CRLF line ends) for one recipient.
+
+        No line of it starts with "." (_qp writes such a dot =2E): SMTP's DATA needs no
+        dot-stuffing for these bytes (deliver.SmtpTransport.write_data(…, dot_safe=True)).
 
         `message_id` (from new_message_id) when the caller journals it before building.
         """

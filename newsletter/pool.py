@@ -745,7 +745,7 @@ class _Sender:
                     "Nothing more was sent.",
                 ) from None
             try:
-                transport.write_data(msg.data)
+                transport.write_data(msg.data, dot_safe=True)  # PreparedEdition.build's
             except deliver.Broken as err:
                 self.settle(msg, None, str(err))
                 return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import email
 import email.policy
 import email.utils
@@ -86,6 +87,27 @@ def assert_wire_format(data: bytes) -> None:
         # 78 is RFC 5322's SHOULD; a signed token URL cannot be folded safely: 998 is the MUST.
         assert len(line) <= (998 if b"https://" in line else 78), line
     assert all(len(line) <= 76 for line in body.split(b"\r\n"))
+    # SMTP's DATA sends these bytes without dot-stuffing (SmtpTransport.write_data dot_safe).
+    assert not data.startswith(b".") and b"\n." not in data, "a line starts with '.'"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        ".",
+        ".leading dot",
+        "a line\n.next line starts with a dot\n..two",
+        "x" * 75 + ".y" * 40,  # a soft break lands before a dot
+        "é" * 24 + ".",  # =C3=A9 escapes up to the break, then the dot
+        "w" * 73 + "=." + "z" * 10,  # an escape right where the line is cut
+    ],
+)
+def test_quoted_printable_never_starts_a_line_with_a_dot(text):
+    encoded = message._qp(text)
+    lines = encoded.split(b"\r\n")
+    assert not any(line.startswith(b".") for line in lines)
+    assert all(len(line) <= 76 for line in lines)
+    assert binascii.a2b_qp(encoded.replace(b"\r\n", b"\n")).decode("utf-8") == text
 
 
 def test_headers_decode_and_lines_are_short():
