@@ -252,8 +252,8 @@ class FlightLog:
                     os.close(dir_fd)
 
     @staticmethod
-    def _record(row: tuple) -> bytes:
-        body = _US.join("" if v is None else str(v) for v in row).encode()
+    def _record(*fields: str) -> bytes:
+        body = _US.join(fields).encode()
         return struct.pack("<II", len(body), zlib.crc32(body)) + body
 
     def outcome(
@@ -264,19 +264,22 @@ class FlightLog:
         Times are kept as POSIX seconds and the reply as the server sent it (cut to
         REPLY_MAX); read_flight formats and cleans them, off the sender's path.
         """
-        t = now().timestamp()
-        sent_at = t if status == "sent" else None
+        t = repr(now().timestamp())
+        sent_at = t if status == "sent" else ""
         reply = reply[:REPLY_MAX].replace(_US, " ")
         # No message id: the mark before it holds it (coalesce on apply); attempts count when
         # the message was refused before any mark (max on apply).
         self._outcome += self._record(
-            (alert_id, key, status, attempts, None, lang, reply, t, sent_at)
+            alert_id, key, status, str(attempts), "", lang, reply, t, sent_at
         )
 
     def mark(self, alert_id: str, key: str, message_id: str, lang: str, attempts: int) -> None:
         """Mark in flight (with the pending outcome); returns once it is on disk."""
-        row = (alert_id, key, "in_flight", attempts, message_id, lang, "", now().timestamp(), None)
-        self._write(self._outcome + self._record(row))
+        t = repr(now().timestamp())
+        record = self._record(
+            alert_id, key, "in_flight", str(attempts), message_id, lang, "", t, ""
+        )
+        self._write(self._outcome + record)
         self._outcome = b""
 
     def flush(self) -> None:

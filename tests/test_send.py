@@ -606,3 +606,35 @@ def test_a_flight_log_never_overwrites_a_newer_state(tmp_path):
         assert rows["p1@example.org"].status == "sent"
         j.apply_flight([("a", "p0@example.org", "in_flight", 3, "<0c@x>", "es", "", "9999", None)])
         assert j.states("a")["p0@example.org"] == "sent"  # sent stays sent
+
+
+def test_a_flight_log_cut_mid_record_is_read_up_to_the_cut(tmp_path):
+    """A crash in the middle of a write leaves part of a record: reading stops there (its mark
+    never returned, so that message's bytes never went out)."""
+    from newsletter.journal import FlightLog, read_flight
+
+    log = FlightLog(tmp_path / "state.db.flight-0")
+    log.mark("a", "p0@example.org", "<0@x>", "es", 1)
+    log.outcome("a", "p0@example.org", "sent", "250 2.0.0 ok\x1f", "es")
+    log.mark("a", "p1@example.org", "<1@x>", "es", 2)
+    log.close()
+    rows, end = read_flight(log.path)
+    assert [(r[1], r[2], r[3], r[4]) for r in rows] == [
+        ("p0@example.org", "in_flight", 1, "<0@x>"),
+        ("p0@example.org", "sent", 0, None),
+        ("p1@example.org", "in_flight", 2, "<1@x>"),
+    ]
+    assert rows[1][6] == "250 2.0.0 ok" and rows[1][8] is not None  # cleaned; sent_at kept
+    assert read_flight(log.path, end) == ([], end)  # nothing after the last whole record
+
+    with log.path.open("r+b") as f:  # the last record's tail never reached the disk
+        f.seek(end - 4)
+        f.write(bytes(4))
+    assert [r[1:3] for r in read_flight(log.path)[0]] == [
+        ("p0@example.org", "in_flight"),
+        ("p0@example.org", "sent"),
+    ]
+    with log.path.open("r+b") as f:  # a flipped byte in the first record: nothing is trusted
+        f.seek(12)
+        f.write(b"X")
+    assert read_flight(log.path) == ([], 0)
