@@ -950,10 +950,12 @@ class Pool:
             deliver.preload()
         sys.stdout.flush()
         sys.stderr.flush()
-        gc.collect()
-        # The workers' collector leaves the parent's objects (and their pages) alone; so does
-        # the parent's own from now on (they live for the whole send anyway).
-        gc.freeze()
+        self.frozen = k > 1
+        if self.frozen:
+            gc.collect()
+            # The workers' collector leaves the parent's objects (and their pages) alone; so
+            # does the parent's own until the workers are gone (see close).
+            gc.freeze()
         ends: list[_Line] = []
         with warnings.catch_warnings():
             # Python 3.12+ warns when a process with threads forks (a test's SMTP server);
@@ -1038,6 +1040,9 @@ class Pool:
                 w.process.kill()
                 w.process.join()
             w.conn.close()
+        if self.frozen:  # no worker shares a page any more: collect as usual again
+            self.frozen = False
+            gc.unfreeze()
 
 
 def _rate(done: int, start: float) -> str:
