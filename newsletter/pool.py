@@ -1,30 +1,38 @@
-"""The send run's engine: one worker process per SMTP connection, each with its own flight log.
+"""The send run's engine: one worker per SMTP connection, each with its own flight log.
 
 Why processes: building a message, signing its links and talking SMTP cost ~0.3 ms of Python
 each; threads share one interpreter lock, so K threads never went past one core (1,400 msg/s
-at K=4 in benchmarks/bench_send.py). Each worker is forked after the editions are rendered and
-the plan is made, so it starts with everything prepared and holds one connection.
+at K=4 in benchmarks/bench_send.py). With K > 1 connections each worker is a process, forked
+(Pool) after the editions are rendered and before the recipient list is read, so it shares the
+prepared editions and never the list. With one connection the worker is a thread: no second
+copy of the interpreter, and one core is all one connection needs.
 
 Why flight logs: "never twice" needs each recipient's in-flight mark on disk before the
-message's bytes go out, one fsync per message. In one state file those fsyncs queue for its one
+message's bytes go out, one sync per message. In one state file those syncs queue for its one
 writer, and a journal process in the middle costs two hand-offs per message. So each connection
-writes its marks and outcomes to a small SQLite file of its own (journal.FlightLog): K
-connections fsync in parallel and no message waits for another process. The parent copies the
-logs into the state file every SYNC_EVERY seconds and at the end (Journal.recover), and a crashed
-send's logs are copied in when the state file is next opened: whoever was in flight then reads
-as uncertain, exactly as before.
+appends its marks and outcomes to a small file of its own (journal.FlightLog): K connections
+sync in parallel and no message waits for another process. The parent copies the logs into the
+state file every SYNC_EVERY seconds and, durably, at the end; a crashed send's logs are copied
+in when the state file is next opened (Journal.recover): whoever was in flight then reads as
+uncertain, exactly as with one state file.
+
+Per message a worker pipelines (RFC 2920) its envelope behind the previous message's data, so
+one read brings the previous reply and this envelope's 354; only then is this recipient marked
+(with the previous outcome), and only then do its bytes go. A connection never has two
+recipients in flight.
 
 The parent hands out jobs and counts results over a socket pair per worker:
 
-    parent -> worker   ("jobs", [(recipient values, contact id, message id, lang, attempts,
+    parent -> worker   ("start", flight log path, time of the plan)   once
+                       ("jobs", [(recipient values, contact id, message id, lang, attempts,
                                   tries), …])
                        ("stop",)                no more work
     worker -> parent   ("done", [(kind, detail), …])  results of its jobs, in order
                        ("fatal", (kind, detail) | None, why)   it cannot go on
 
-Each worker has up to AHEAD jobs queued in its socket, so it never waits for the parent. A
-shared stop flag (Ctrl-C, a fatal error) makes workers finish the message on the wire and leave
-their queued jobs untouched. A worker whose parent dies (kill -9) is killed with it (Linux:
+Each worker has up to AHEAD jobs queued, so it never waits for the parent. A shared stop flag
+(Ctrl-C, a fatal error) makes workers finish the message on the wire and leave their queued
+jobs untouched. A worker process whose parent dies (kill -9) is killed with it (Linux:
 PR_SET_PDEATHSIG) and otherwise stops at its next read of the socket.
 """
 
