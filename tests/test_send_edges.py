@@ -368,3 +368,56 @@ def test_an_outbox_that_cannot_be_written_stops_with_its_path(project, monkeypat
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "cannot write (Permission denied)" in result.output
     assert "sent" not in states(project).values()
+
+
+def test_a_sender_process_killed_mid_message_stops_the_run_never_twice(
+    project, smtp_server, monkeypatch
+):
+    """A worker process dies (the OOM killer, say) while the server sits on its message: the
+    run stops and says so, that recipient is uncertain, and a new run sends nobody twice."""
+    import os
+    import signal
+    import threading
+    from pathlib import Path
+
+    rows = "".join(f"m{i:02d}@example.org,Member {i}\n" for i in range(12))
+    setup_project(project, monkeypatch, smtp_server, csv="email,name\n" + rows)
+    stuck = threading.Event()
+
+    async def slow(rec):
+        await asyncio.sleep(0.01)
+        if rec.rcpt_tos == ["m03@example.org"]:
+            stuck.set()
+            await asyncio.sleep(10)  # cancelled when the sender's connection drops
+
+    smtp_server.on_data = slow
+    result = {}
+    sender = threading.Thread(
+        target=lambda: result.update(r=send("--yes", "--connections", "2")), daemon=True
+    )
+    sender.start()
+    assert stuck.wait(30)
+    workers = [  # the senders of this run: children of the thread that runs it
+        int(pid)
+        for task in Path(f"/proc/{os.getpid()}/task").iterdir()
+        for pid in (task / "children").read_text().split()
+    ]
+    assert len(workers) == 2
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    sender.join(30)
+    out = result["r"]
+    assert out.exit_code == 1 and "a sender process died" in out.output
+    assert "Traceback" not in out.output
+    before = states(project)
+    assert before["m03@example.org"] == "in_flight"  # its mark was on disk: uncertain
+
+    smtp_server.on_data = None
+    again = send("--yes", "--connections", "2")
+    assert "m03@example.org" in again.output  # listed as uncertain, not resent
+    got = received_by(smtp_server)
+    assert all(n == 1 for n in got.values())
+    assert "m03@example.org" not in got
+    assert set(got) | {a for a, s in states(project).items() if s == "in_flight"} == {
+        f"m{i:02d}@example.org" for i in range(12)
+    }
