@@ -398,7 +398,17 @@ class Journal:
     def _setup(self) -> None:
         db = self._db
         db.execute("PRAGMA foreign_keys = ON")
-        db.execute("PRAGMA journal_mode = WAL")
+        # Switching a new file to WAL needs it to itself, and SQLite answers "locked" at once,
+        # without its busy wait, while another opener (a web thread, a send) is at it too.
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
         db.execute("PRAGMA synchronous = FULL")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:

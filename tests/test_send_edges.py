@@ -397,11 +397,10 @@ def test_a_sender_process_killed_mid_message_stops_the_run_never_twice(
     )
     sender.start()
     assert stuck.wait(30)
-    workers = [  # the senders of this run: children of the thread that runs it
-        int(pid)
-        for task in Path(f"/proc/{os.getpid()}/task").iterdir()
-        for pid in (task / "children").read_text().split()
-    ]
+    # The senders of this run: the children of the thread that runs it (the test session
+    # has other children, such as its browser).
+    children = Path(f"/proc/{os.getpid()}/task/{sender.native_id}/children")
+    workers = [int(pid) for pid in children.read_text().split()]
     assert len(workers) == 2
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
