@@ -140,9 +140,7 @@ def run_send(
                     err=True,
                 )
             if not cfg.smtp.host and not dry_run:
-                click.echo(
-                    f"No [smtp] host configured: delivering into {outbox}/ (one .eml each)."
-                )
+                click.echo(f"No [smtp] host configured: delivering into {outbox}/ (one .eml each).")
             tally, interrupted, fatal, out.elapsed = workers.deliver(
                 None if dry_run else jr, todo, cap, planned_at
             )
@@ -208,7 +206,6 @@ class _NoTransport:
         rcpt: str,
         data: bytes,
         before_data: Callable[[], None] | None = None,
-        after_envelope: Callable[[], None] | None = None,
     ) -> deliver.Reply:
         raise AssertionError("a dry run sends nothing")
 

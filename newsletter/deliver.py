@@ -70,7 +70,6 @@ class Transport(Protocol):
         rcpt: str,
         data: bytes,
         before_data: Callable[[], None] | None = None,
-        after_envelope: Callable[[], None] | None = None,
     ) -> Reply: ...
 
     def close(self) -> None: ...
@@ -183,15 +182,12 @@ class SmtpTransport:
         rcpt: str,
         data: bytes,
         before_data: Callable[[], None] | None = None,
-        after_envelope: Callable[[], None] | None = None,
     ) -> Reply:
         """MAIL, RCPT, DATA by hand: only a failure after the data went out is uncertain.
 
         `before_data` runs after the server's 354 and before any message byte is sent (the
         journal's in-flight mark); if it raises, the connection is closed mid-DATA, which makes
-        the server discard the transaction, and the error goes to the caller. `after_envelope`
-        runs once the pipelined envelope is written, before its replies are read (so a mark's
-        fsync overlaps the round trip); if it raises, the connection is closed the same way.
+        the server discard the transaction, and the error goes to the caller.
         """
         for address in (mail_from, rcpt):
             if not _ENVELOPE_RE.match(address):
@@ -203,7 +199,7 @@ class SmtpTransport:
         body = _data_lines(data)
         handed_over = False
         try:
-            code, text = self._envelope(smtp, mail_from, rcpt, len(data), after_envelope)
+            code, text = self._envelope(smtp, mail_from, rcpt, len(data))
         except (smtplib.SMTPException, OSError) as err:
             self._drop()
             raise Retry(f"{self.where}: {_describe(err)}") from None
@@ -314,7 +310,6 @@ class SmtpTransport:
         mail_from: str,
         rcpt: str,
         size: int,
-        after_envelope: Callable[[], None] | None = None,
     ) -> Reply:
         """MAIL FROM, RCPT TO, DATA: the first refusal, else (354, …) and the body may follow."""
         size_opt = f" SIZE={size}" if self._esmtp_size else ""
@@ -328,12 +323,6 @@ class SmtpTransport:
             return code, text
         # RFC 2920: one write, three replies; two round trips fewer per message.
         smtp.send(f"MAIL FROM:<{mail_from}>{size_opt}\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n")
-        if after_envelope is not None:
-            try:
-                after_envelope()
-            except BaseException:
-                self._drop()  # before DATA's 354 is even read: the server gets no message
-                raise
         replies = [smtp.getreply() for _ in range(3)]
         refused = next(
             (r for r, ok in zip(replies, ((250,), (250, 251)), strict=False) if r[0] not in ok),
@@ -429,7 +418,6 @@ class OutboxTransport:
         rcpt: str,
         data: bytes,
         before_data: Callable[[], None] | None = None,
-        after_envelope: Callable[[], None] | None = None,
     ) -> Reply:
         if before_data is not None:
             before_data()

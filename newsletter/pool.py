@@ -492,9 +492,9 @@ class _Fatal(Exception):
 
 
 class _Mark:
-    """A job's in-flight mark. The transport calls it right after the envelope is written (so
-    the fsync overlaps the server's replies) and again after the 354; the first call commits,
-    and the message's bytes go out only after it returned. Later calls are free."""
+    """A job's in-flight mark, for servers without PIPELINING and the outbox: the transport's
+    send() calls it after the 354, before the message's bytes; the first call writes it (and
+    returns once it is on disk), later calls are free."""
 
     __slots__ = ("args", "done", "flight", "refused")
 
@@ -827,9 +827,7 @@ class _Sender:
             return ("failed", f"not built: {err}")
         mail_from = self.run.prepared[lang][0].mail_from
         try:
-            code, text = self.transport.send(
-                mail_from, address, data, before_data=mark, after_envelope=mark
-            )
+            code, text = self.transport.send(mail_from, address, data, before_data=mark)
         except deliver.Uncertain as err:
             # Stays in flight: the server may have it. Sending again could deliver it twice.
             return ("uncertain", str(err))
