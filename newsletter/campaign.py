@@ -3,7 +3,7 @@
 Journal discipline ("never twice"): a recipient is marked in flight (committed) before the bytes
 go to the server and sent only after its 250. A connection lost after the message went out leaves
 the recipient in flight: *uncertain*, reported and not resent unless --retry-uncertain. The
-delivery itself (worker processes, group commit, retries, rate) is `newsletter.pool`.
+delivery itself (worker processes, flight logs, retries, rate) is `newsletter.pool`.
 """
 
 from __future__ import annotations
