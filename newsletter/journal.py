@@ -1,26 +1,23 @@
 """The journal: one SQLite file (`[paths] state`) of contacts, deliveries, suppressions, forwards.
 
-A delivery is marked `in_flight` (committed) before its bytes go to SMTP and `sent` only after
-the server's 250, so a run killed at any point leaves nothing that looks sent but was not; rows
-still `in_flight` on the next run are *uncertain*: reported, resent only when asked.
+A delivery is in flight on disk before its bytes go to SMTP and `sent` only after the server's
+250, so a run killed at any point leaves nothing that looks sent but was not; rows still
+`in_flight` on the next run are *uncertain*: reported, resent only when asked.
 
-Durability: WAL, so every acknowledged write survives a kill -9. `begin` (and suppression,
-language, contacts) also survive a power cut ("the laptop dies"): `synchronous=FULL`, one fsync.
-Outcome marks (sent, retry, failed) written alone skip the fsync (`NORMAL`): after a power cut
-one may be lost, and the delivery then reads as in flight, i.e. uncertain and not resent, never
-as unsent; the next fsync of the file makes them durable anyway. Measured on the build machine:
-3,000 begin+sent pairs/s with both fsynced, 5,500/s like this; `batch()` groups many changes
-into one transaction and one fsync (the campaign's group commit).
+A send does not mark its recipients here one by one: each of its connections keeps a flight log
+(FlightLog, beside this file): one write and one fdatasync per message, K connections in
+parallel. The send copies the logs in as it goes (apply_flight, not fsync'd: the logs are) and,
+durably, when it ends; opening the file copies in the logs a crashed send left (recover).
+Whoever was in flight then is uncertain. A mark survives a power cut ("the laptop dies"); an
+outcome written after it may not, and the delivery then reads as uncertain, never as unsent.
+
+Durability otherwise: WAL, so every acknowledged write survives a kill -9; suppression,
+language and contacts also survive a power cut (`synchronous=FULL`, one fsync).
 
 Threads: one connection, guarded by a lock (`check_same_thread=False`). SQLite lets one writer in
 at a time anyway; with a connection per thread the others would sleep-poll on the file lock,
 while a Python lock hands over at once and in order. Other processes (`newsletter serve`
 beside a `send`) wait up to BUSY_TIMEOUT on SQLite's own lock.
-
-A send does not mark its recipients here one by one: each of its connections keeps a flight log
-(FlightLog, beside this file), fsync'd per message in parallel, and the send copies the logs in
-as it goes and when it ends (apply_flight). Opening the file copies in the logs a crashed send
-left (recover): whoever was in flight then is uncertain, as with `begin`.
 """
 
 from __future__ import annotations
@@ -129,19 +126,6 @@ def timestamp() -> str:
 def key_of(email: str) -> str:
     """The identity of an address: trimmed, lower case."""
     return email.strip().lower()
-
-
-class JournalError(RuntimeError):
-    """A state change the journal refuses (a bug in the caller, not a user mistake)."""
-
-
-class AlreadySent(JournalError):
-    """begin() on a delivery that is already sent: sending again would make a second copy."""
-
-
-class Unsubscribed(JournalError):
-    """begin() on an address suppressed after the run was planned (e.g. a one-click unsubscribe
-    while a long, rate-capped run goes on): it gets nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,7 +350,6 @@ class Journal:
         """
         self.path = Path(path)
         self._lock = threading.RLock()
-        self._batch_depth = 0
         self._send_lock: int | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -440,9 +423,6 @@ class Journal:
         """One write transaction, committed before it returns (rolled back on error or if not
         `commit`); without `fsync` it survives a crash of the process but not of the machine."""
         with self._lock:
-            if self._batch_depth:  # inside batch(): that one transaction commits it all
-                yield self._db
-                return
             if not fsync:  # the level cannot change inside a transaction
                 self._db.execute("PRAGMA synchronous = NORMAL")
             try:
@@ -459,20 +439,6 @@ class Journal:
             finally:
                 if not fsync:
                     self._db.execute("PRAGMA synchronous = FULL")
-
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """Group state changes into one transaction, one fsync (a sender's group commit).
-
-        Each change inside is one UPDATE, so one that raises (and is caught) leaves the others
-        intact; nothing is durable until the block ends.
-        """
-        with self._tx():
-            self._batch_depth += 1
-            try:
-                yield
-            finally:
-                self._batch_depth -= 1
 
     def _write(self, sql: str, params: tuple | list = ()) -> sqlite3.Cursor:
         """One statement in autocommit mode: committed when it returns."""
@@ -768,68 +734,6 @@ class Journal:
             db.executemany("UPDATE deliveries SET lang = ? WHERE alert_id = ? AND key = ?", relang)
             db.execute("DELETE FROM temp.run")
         return plan
-
-    def begin(self, alert_id: str, key: str, message_id: str, lang: str | None = None) -> int:
-        """Mark in flight (committed) before handing the message to SMTP; returns the attempt.
-
-        Raises AlreadySent for a delivery already sent, Unsubscribed for an address suppressed
-        since the plan (checked in the same transaction: no window), JournalError for one never
-        planned.
-        """
-        t = _ts()
-        with self._tx() as db:
-            row = db.execute(
-                "UPDATE deliveries SET status = 'in_flight', attempts = attempts + 1, "
-                "message_id = ?, lang = coalesce(?, lang), updated_at = ? "
-                "WHERE alert_id = ? AND key = ? AND status <> 'sent' "
-                "AND NOT EXISTS (SELECT 1 FROM suppressions s WHERE s.key = deliveries.key) "
-                "RETURNING attempts",
-                (message_id, lang, t, alert_id, key),
-            ).fetchall()
-            if not row:
-                if db.execute("SELECT 1 FROM suppressions WHERE key = ?", (key,)).fetchone():
-                    raise Unsubscribed(f"{alert_id}: {key} unsubscribed during the run")
-                self._refuse(db, alert_id, key, "begin")
-        return int(row[0][0])
-
-    def sent(self, alert_id: str, key: str, reply: str = "250 OK") -> None:
-        """The server answered 250: in_flight -> sent."""
-        self._move(alert_id, key, ("in_flight",), "sent", reply)
-
-    def defer(self, alert_id: str, key: str, reply: str) -> None:
-        """A 4xx, a timeout or a dropped connection: in_flight -> retry (sent again later)."""
-        self._move(alert_id, key, ("in_flight",), "retry", reply)
-
-    def fail(self, alert_id: str, key: str, reply: str) -> None:
-        """A 5xx, or retries used up: -> failed (retried only with retry_failed)."""
-        self._move(alert_id, key, ("in_flight", "pending", "retry"), "failed", reply)
-
-    def _move(
-        self, alert_id: str, key: str, sources: tuple[str, ...], target: str, reply: str
-    ) -> None:
-        t = _ts()
-        reply = clean_text(reply)[:REPLY_MAX]
-        marks = ", ".join("?" * len(sources))
-        # No fsync: if a power cut loses this mark, the row stays in flight (uncertain).
-        with self._tx(fsync=False) as db:
-            cur = db.execute(
-                f"UPDATE deliveries SET status = ?, last_reply = ?, updated_at = ?, "
-                f"sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END "
-                f"WHERE alert_id = ? AND key = ? AND status IN ({marks})",
-                (target, reply, t, target, t, alert_id, key, *sources),
-            )
-            if cur.rowcount != 1:
-                self._refuse(db, alert_id, key, target)
-
-    def _refuse(self, db: sqlite3.Connection, alert_id: str, key: str, action: str) -> None:
-        row = db.execute(
-            "SELECT status FROM deliveries WHERE alert_id = ? AND key = ?", (alert_id, key)
-        ).fetchone()
-        if row is None:
-            raise JournalError(f"{alert_id}: no delivery planned for {key}; call plan() first")
-        if row[0] == "sent" and action == "begin":
-            raise AlreadySent(f"{alert_id}: {key} was already sent; not sending a second copy")
-        raise JournalError(f"{alert_id}: {key} is {row[0]}; cannot {action} it")
 
     def states(self, alert_id: str) -> dict[str, str]:
         """{address key: status} for the alert."""

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from newsletter import journal as journal_module
 from newsletter.cli import cli
 from newsletter.errors import NewsletterError
-from newsletter.journal import AlreadySent, Journal, JournalError
+from newsletter.journal import Journal, timestamp
 from newsletter.recipients import Recipient
 
 ALERT = "2011-08-12-secure-communities"
@@ -26,6 +26,14 @@ ALERT = "2011-08-12-secure-communities"
 
 def people(*emails: str, lang: str = "es") -> list[Recipient]:
     return [Recipient(e, e.lower(), f"Name {i}", lang, {}, i + 2) for i, e in enumerate(emails)]
+
+
+def record(j: Journal, key: str, status: str, reply: str = "", attempts: int = 1, mid=None):
+    """A delivery's state as a send leaves it: a flight-log row copied in (apply_flight)."""
+    t = timestamp()
+    j.apply_flight(
+        [(ALERT, key, status, attempts, mid, "es", reply, t, t if status == "sent" else None)]
+    )
 
 
 @pytest.fixture
@@ -149,101 +157,14 @@ def test_language_preference_wins_over_the_csv_on_the_next_plan(db):
 # --- the delivery state machine -------------------------------------------------------------
 
 
-def test_begin_sent_defer_fail(db):
-    with Journal(db) as j:
-        plan = j.plan(ALERT, people("a@example.org", "b@example.org", "c@example.org"))
-        assert [p.status for p in plan.todo] == ["pending"] * 3
-        assert j.counts(ALERT) == {"pending": 3, "in_flight": 0, "sent": 0, "retry": 0, "failed": 0}
-
-        assert j.begin(ALERT, "a@example.org", "<1@example.org>") == 1
-        assert j.states(ALERT)["a@example.org"] == "in_flight"
-        j.sent(ALERT, "a@example.org", "250 2.0.0 Ok: queued")
-
-        assert j.begin(ALERT, "b@example.org", "<2@example.org>") == 1
-        j.defer(ALERT, "b@example.org", "451 4.3.0 try later")
-        assert j.states(ALERT)["b@example.org"] == "retry"
-        assert j.begin(ALERT, "b@example.org", "<3@example.org>") == 2
-        j.sent(ALERT, "b@example.org", "250 ok")
-
-        j.begin(ALERT, "c@example.org", "<4@example.org>")
-        j.fail(ALERT, "c@example.org", "550 5.1.1\r\nno such user")
-
-        assert j.counts(ALERT) == {"pending": 0, "in_flight": 0, "sent": 2, "retry": 0, "failed": 1}
-        a, b, c = j.rows(ALERT)
-        assert (a.status, a.attempts, a.message_id, a.last_reply) == (
-            "sent",
-            1,
-            "<1@example.org>",
-            "250 2.0.0 Ok: queued",
-        )
-        assert a.sent_at and a.contact_id == j.find_contact("a@example.org").id
-        assert (b.attempts, b.message_id) == (2, "<3@example.org>")
-        assert (c.status, c.last_reply, c.sent_at) == ("failed", "550 5.1.1 no such user", None)
-        assert j.rows(ALERT, "failed") == [c]  # one status given as a string
-
-
-def test_never_a_second_copy_and_no_skipped_steps(db):
-    with Journal(db) as j:
-        j.plan(ALERT, people("a@example.org", "b@example.org"))
-        with pytest.raises(JournalError, match="is pending; cannot sent"):
-            j.sent(ALERT, "a@example.org", "250")  # sent without begin
-        with pytest.raises(JournalError, match="cannot retry"):
-            j.defer(ALERT, "a@example.org", "451")
-        with pytest.raises(JournalError, match="no delivery planned"):
-            j.begin(ALERT, "stranger@example.org", "<x>")
-        j.begin(ALERT, "a@example.org", "<1>")
-        j.sent(ALERT, "a@example.org", "250")
-        with pytest.raises(AlreadySent):
-            j.begin(ALERT, "a@example.org", "<2>")
-        with pytest.raises(JournalError):
-            j.fail(ALERT, "a@example.org", "550")
-        assert j.rows(ALERT, ["sent"])[0].message_id == "<1>"
-
-
-def test_outcome_marks_skip_the_fsync_and_leave_the_connection_at_full(db):
-    with Journal(db) as j:
-        j.plan(ALERT, people("a@example.org", "b@example.org"))
-        full = 2  # PRAGMA synchronous: 1 NORMAL, 2 FULL
-        assert j._read("PRAGMA synchronous")[0][0] == full
-        j.begin(ALERT, "a@example.org", "<1>")
-        j.sent(ALERT, "a@example.org", "250")
-        with pytest.raises(JournalError):
-            j.sent(ALERT, "b@example.org", "250")  # refused: the level is restored anyway
-        assert j._read("PRAGMA synchronous")[0][0] == full
-        assert j.states(ALERT) == {"a@example.org": "sent", "b@example.org": "pending"}
-
-
-def test_batch_is_one_transaction_and_a_refused_change_spoils_nothing(db):
-    with Journal(db) as j, Journal(db) as reader:
-        j.plan(ALERT, people("a@example.org", "b@example.org"))
-        with j.batch():
-            j.begin(ALERT, "a@example.org", "<1>")
-            with pytest.raises(JournalError):
-                j.sent(ALERT, "b@example.org", "250")  # never begun
-            j.sent(ALERT, "a@example.org", "250")
-            assert reader.states(ALERT)["a@example.org"] == "pending"  # not committed yet
-        assert reader.states(ALERT) == {"a@example.org": "sent", "b@example.org": "pending"}
-
-
-def test_failing_before_begin_is_allowed(db):
-    # e.g. a message that cannot be built for this recipient: never handed to SMTP
-    with Journal(db) as j:
-        j.plan(ALERT, people("a@example.org"))
-        j.fail(ALERT, "a@example.org", "cannot build: bad template value")
-        assert j.states(ALERT) == {"a@example.org": "failed"}
-
-
 def test_resume_after_reopen(db):
     everyone = people(*(f"m{i}@example.org" for i in range(6)))
     with Journal(db) as j:
         j.plan(ALERT, everyone)
-        j.begin(ALERT, "m0@example.org", "<0>")
-        j.sent(ALERT, "m0@example.org", "250")
-        j.begin(ALERT, "m1@example.org", "<1>")  # the run dies with this one in flight
-        j.begin(ALERT, "m2@example.org", "<2>")
-        j.fail(ALERT, "m2@example.org", "550 no")
-        j.begin(ALERT, "m3@example.org", "<3>")
-        j.defer(ALERT, "m3@example.org", "421 closing")
+        record(j, "m0@example.org", "sent", "250", mid="<0>")
+        record(j, "m1@example.org", "in_flight", mid="<1>")  # the run dies with this one
+        record(j, "m2@example.org", "failed", "550 no", mid="<2>")
+        record(j, "m3@example.org", "retry", "421 closing", mid="<3>")
     with Journal(db) as j:  # a new run, a new connection
         plan = j.plan(ALERT, everyone)
         keys = {
@@ -263,7 +184,7 @@ def test_resume_after_reopen(db):
         both = j.plan(ALERT, everyone, retry_failed=True, retry_uncertain=True)
         assert [p.recipient.key for p in both.todo][:2] == ["m1@example.org", "m2@example.org"]
         assert [p.recipient.key for p in both.sent] == ["m0@example.org"]
-        assert j.begin(ALERT, "m1@example.org", "<1b>") == 2  # resent on request: attempt 2
+        assert [p.attempts for p in both.todo][:2] == [1, 1]  # the next try is attempt 2
 
 
 def test_dry_run_plans_but_writes_nothing(db):
@@ -277,8 +198,7 @@ def test_dry_run_plans_but_writes_nothing(db):
 def test_plan_skips_suppressed_case_insensitively_but_keeps_sent_history(db):
     with Journal(db) as j:
         j.plan(ALERT, people("a@example.org", "b@example.org"))
-        j.begin(ALERT, "a@example.org", "<1>")
-        j.sent(ALERT, "a@example.org", "250")
+        record(j, "a@example.org", "sent", "250")
         assert j.suppress("A@EXAMPLE.ORG", "one-click")
         assert j.suppress(" b@Example.org ", "unsubscribe page")
         plan = j.plan(ALERT, people("a@example.org", "b@example.org", "c@example.org"))
@@ -363,7 +283,9 @@ def test_forward_ips_are_never_stored_and_their_hashes_expire(db, clock):
 # --- threads and processes ----------------------------------------------------------------
 
 
-def test_concurrent_sender_threads_share_one_journal(db):
+def test_concurrent_threads_share_one_journal(db):
+    """Copies of flight logs, unsubscribes (another connection, as `serve`) and forward counts
+    from many threads at once: nothing lost, nothing refused."""
     n_threads, per_thread = 8, 40
     keys = [f"t{t}-{i}@example.org" for t in range(n_threads) for i in range(per_thread)]
     errors: list[BaseException] = []
@@ -375,11 +297,11 @@ def test_concurrent_sender_threads_share_one_journal(db):
             try:
                 for i in range(per_thread):
                     key = f"t{t}-{i}@example.org"
-                    j.begin(ALERT, key, f"<{key}>")
                     if i % 10 == 0:
-                        j.defer(ALERT, key, "451 later")
-                        j.begin(ALERT, key, f"<{key}-2>")
-                    j.sent(ALERT, key, "250")
+                        record(j, key, "retry", "451 later", attempts=1)
+                        record(j, key, "sent", "250", attempts=2)
+                    else:
+                        record(j, key, "sent", "250")
                     if i % 8 == 0:
                         other.suppress(f"u{t}-{i}@example.org", "one-click")
                         j.record_forward(None, f"10.0.0.{t}", ALERT, 1)
@@ -402,12 +324,12 @@ def test_concurrent_sender_threads_share_one_journal(db):
 
 _CHILD = """
 import os, sys, time
-from newsletter.journal import Journal
+from newsletter.journal import FlightLog, Journal
 from newsletter.recipients import Recipient
 j = Journal(sys.argv[1])
 j.acquire_send_lock()
 j.plan("a", [Recipient("x@example.org", "x@example.org", "X", "es", {}, 2)])
-j.begin("a", "x@example.org", "<x>")
+FlightLog(j.flight_path(0)).mark("a", "x@example.org", "<x>", "es", 1)
 print("ready", flush=True)
 time.sleep(60)
 """
@@ -452,11 +374,9 @@ def test_cli_status_without_a_state_file(project):
 def test_cli_status_counts_failures_and_uncertain(project):
     with Journal("newsletter.db") as j:
         j.plan(ALERT, people("a@example.org", "b@example.org", "c@example.org", "d@example.org"))
-        j.begin(ALERT, "a@example.org", "<1>")
-        j.sent(ALERT, "a@example.org", "250")
-        j.begin(ALERT, "b@example.org", "<2>")
-        j.fail(ALERT, "b@example.org", "550 5.1.1 <b@example.org>: no such user")
-        j.begin(ALERT, "c@example.org", "<3>")  # left in flight
+        record(j, "a@example.org", "sent", "250")
+        record(j, "b@example.org", "failed", "550 5.1.1 <b@example.org>: no such user")
+        record(j, "c@example.org", "in_flight", mid="<3>")  # left in flight
         j.plan("other-alert", people("z@example.org"))
     result = CliRunner().invoke(cli, ["status", f"alerts/{ALERT}"])
     assert result.exit_code == 0, result.output

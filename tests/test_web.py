@@ -518,14 +518,14 @@ def test_forward_when_the_server_refuses(client, cfg, member, smtp_server):
 
 def mark_sent(cfg, alert_id: str = ALERT_ID) -> None:
     """The journal as after a send that reached one member (the index lists sent alerts only)."""
-    from newsletter.journal import Journal
+    from newsletter.journal import Journal, timestamp
     from newsletter.recipients import Recipient
 
     ana = Recipient("ana@example.org", "ana@example.org", "Ana", "es", {}, 2)
     with Journal(cfg.path("state")) as j:
         j.plan(alert_id, [ana])
-        j.begin(alert_id, ana.key, "<m1@example.org>")
-        j.sent(alert_id, ana.key)
+        t = timestamp()
+        j.apply_flight([(alert_id, ana.key, "sent", 1, "<m1@example.org>", "es", "250", t, t)])
 
 
 def test_archive_and_index(client, cfg):
