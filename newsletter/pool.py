@@ -594,8 +594,6 @@ class _Sender:
         self.tries = 0  # attempts of the current job in this run
         self.told_stop = False  # read the parent's "stop" (or its end closed)
         self.results: list[Result] = []  # not reported yet
-        # Under a rate cap the parent hands out one job at a time: report each at once.
-        self.report_every = 1 if run.cfg.smtp.rate else REPORT_EVERY
         self.suppressions: _Suppressions | None = None
         self.pending: _Pipelined | None = None  # data sent (after its mark), reply not read
         self.queue: deque[tuple] = deque()  # jobs the parent handed out, not begun
@@ -610,7 +608,7 @@ class _Sender:
                 idle = not self.queue and not self.conn.poll(0)  # nothing to go on with
                 if self.pending is not None and idle:
                     self.settle_pending()  # nothing to pipeline behind it: read its reply now
-                if self.results and (len(self.results) >= self.report_every or idle):
+                if self.results and (len(self.results) >= REPORT_EVERY or idle):
                     self.conn.send(("done", self.results))
                     self.results = []
                 if not self.queue:
