@@ -1,0 +1,349 @@
+"""Forward to a friend: the /f/<token> form, and `newsletter forward` from the terminal.
+
+Both send the same forward-safe copy through the same delivery path; the checks (addresses, name,
+note, language) are shared, and the page localises the error codes the command prints in English.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from flask import Blueprint, Response, current_app, request
+
+from newsletter import i18n, links, message, tokens
+from newsletter.config import Config
+from newsletter.errors import NewsletterError
+from newsletter.web.common import check_csrf, client_ip, make_csrf, pages, subject
+
+# Abuse limits on forwarding, counted in friends (messages), over the last 24 hours.
+MAX_FRIENDS = 5  # per submission
+NOTE_MAX = 500  # characters
+NAME_MAX = 100
+FORWARDS_PER_TOKEN_PER_DAY = 20  # one member (forward token) across submissions
+FORWARDS_PER_IP_PER_DAY = 50  # one client address, whatever the tokens
+DAY = 86400
+
+bp = Blueprint("forward", __name__)
+
+
+# --- forwarding: validation and the forward-safe copy, shared by the page and the command ----------
+
+
+@dataclass(frozen=True)
+class ForwardRequest:
+    """A checked forward: friends' normalised addresses, the sender's name, the note, a language."""
+
+    friends: tuple[str, ...]
+    name: str
+    note: str
+    lang: str
+
+
+def clean_note(note: str) -> str:
+    """The note with line endings normalised to LF and other control characters dropped.
+
+    Browsers count a line break as one character for `maxlength` but submit CRLF, so the limit is
+    checked after normalising, or a note the form accepted would be refused.
+    """
+    note = note.replace("\r\n", "\n").replace("\r", "\n")
+    return "".join(c for c in note if c == "\n" or unicodedata.category(c)[0] != "C").strip()
+
+
+def check_forward(
+    to: Sequence[str], name: str, note: str, lang: str, languages: Sequence[str]
+) -> tuple[ForwardRequest | None, list[tuple[str, Any]]]:
+    """Validate a forward; return the request, or None and every problem as (code, argument)."""
+    errors: list[tuple[str, Any]] = []
+    given = [a.strip() for a in to if a and a.strip()]
+    friends: list[str] = []
+    if not given:
+        errors.append(("no_friend", None))
+    if len(given) > MAX_FRIENDS:
+        errors.append(("too_many", MAX_FRIENDS))
+    for address in given[: MAX_FRIENDS + 1]:
+        try:
+            # ASCII only: the address goes into an SMTP envelope and a To header as it is.
+            v = validate_email(address, check_deliverability=False, allow_smtputf8=False)
+            ok = message.check_address(v.ascii_email or v.normalized)
+        except (EmailNotValidError, NewsletterError):
+            errors.append(("bad_address", address[:254]))
+            continue
+        if ok.lower() not in (f.lower() for f in friends):
+            friends.append(ok)
+    name = message.clean_name(name)
+    if not name:
+        errors.append(("no_name", None))
+    elif len(name) > NAME_MAX:
+        errors.append(("name_too_long", NAME_MAX))
+    note = clean_note(note)
+    if len(note) > NOTE_MAX:
+        errors.append(("note_too_long", NOTE_MAX))
+    if lang not in languages:
+        errors.append(("bad_language", lang))
+    if errors:
+        return None, errors
+    return ForwardRequest(tuple(friends), name, note, lang), []
+
+
+def forward_intro(cfg: Config, lang: str, name: str) -> str:
+    """ "NAME forwarded you this alert", in the edition's language (plain text, not escaped)."""
+    t = i18n.translations(cfg, lang, "web")
+    return t.gettext("%(name)s forwarded you this alert") % {"name": name}
+
+
+@dataclass(frozen=True)
+class Friend:
+    """A forward's recipient: an address only (no name, no merge fields, never stored)."""
+
+    email: str
+    name: str = ""
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+def forward_messages(
+    cfg: Config, alert: Any, fwd: ForwardRequest, reply_to: str | None, edition: Any = None
+) -> list[tuple[str, bytes]]:
+    """(friend, message bytes) for each friend: the forward variant, intro and note filled.
+
+    `reply_to` (the member's address, when known) replaces `[sender] reply_to` so a friend's
+    answer reaches the member; the From stays the organisation's (DMARC alignment).
+    """
+    from newsletter import render
+
+    if edition is None:
+        edition = render.render_edition(cfg, alert, fwd.lang, variant="forward")
+    if reply_to:
+        cfg = replace(cfg, sender=replace(cfg.sender, reply_to=reply_to))
+    prepared = message.prepare(cfg, edition)
+    values = {
+        tokens.FORWARD_INTRO: forward_intro(cfg, fwd.lang, fwd.name),
+        tokens.FORWARD_NOTE: fwd.note,
+        tokens.VIEW_URL: links.archive_url(cfg, alert.id, fwd.lang),
+    }
+    return [(friend, prepared.build(Friend(friend), values)[1]) for friend in fwd.friends]
+
+
+def unsubscribed_friends(journal: Any, friends: Sequence[str]) -> set[str]:
+    """Friends who unsubscribed from the list: a forward is the organisation's mail, so they get none.
+
+    (CAN-SPAM treats a forward the organisation sends as its own message: opt-outs apply.)
+    """
+    return {f for f in friends if journal.is_suppressed(f)}
+
+
+def deliver_all(
+    cfg: Config, alert_id: str, messages: list[tuple[str, bytes]]
+) -> tuple[list[str], str]:
+    """Send prepared messages over one connection of the configured transport.
+
+    Returns who got them and where they went ("SMTP host:port" or "the outbox …").
+
+    The same transports as `send` (SMTP, else the outbox, in a `forwards` folder so forwards do
+    not mix with members' copies). A copy the server may have taken before the line dropped counts
+    as reached: counting it against the caps is the safe side.
+    """
+    from newsletter import deliver
+
+    mail_from = message.sender_address(cfg)[1]
+    transport = deliver.make_transport(cfg, f"{alert_id}/forwards")
+    reached: list[str] = []
+    try:
+        transport.open()
+        for rcpt, data in messages:
+            try:
+                code, _text = transport.send(mail_from, rcpt, data)
+            except deliver.Uncertain:
+                reached.append(rcpt)
+                continue
+            if code < 300:
+                reached.append(rcpt)
+    except deliver.Retry as err:
+        if not reached:
+            raise NewsletterError(f"{err}; nothing was forwarded. Try again later.") from None
+    finally:
+        transport.close()
+    return reached, transport.description
+
+
+def run_forward(
+    cfg: Config,
+    alert_path: Path,
+    to: Sequence[str],
+    from_name: str,
+    note: str,
+    lang: str | None,
+) -> None:
+    """`newsletter forward`: the forward-safe copy to friends, through the same delivery path."""
+    import click
+
+    from newsletter import content
+
+    alert = content.load_alert(cfg, alert_path)
+    lang = lang or alert.languages[0]
+    fwd, errors = check_forward(to, from_name, note, lang, alert.languages)
+    if fwd is None:
+        raise NewsletterError(
+            "; ".join(_error_line(code, arg, where="command") for code, arg in errors) + "."
+        )
+    skipped: set[str] = set()
+    if cfg.path("state").exists():  # a first run creates no state file just to read it
+        from newsletter.journal import Journal
+
+        with Journal(cfg.path("state"), secret=cfg.secret) as j:
+            skipped = unsubscribed_friends(j, fwd.friends)
+    if skipped:
+        click.echo(f"Skipped (unsubscribed from the list): {', '.join(sorted(skipped))}")
+        fwd = replace(fwd, friends=tuple(f for f in fwd.friends if f not in skipped))
+    if not fwd.friends:
+        click.echo("Nothing forwarded: every address given has unsubscribed from the list.")
+        return
+    reached, where = deliver_all(cfg, alert.id, forward_messages(cfg, alert, fwd, reply_to=None))
+    click.echo(
+        f"Forwarded {alert.id} ({lang}) to {len(reached)} of {len(fwd.friends)} friends "
+        f"via {where}."
+    )
+    if len(reached) < len(fwd.friends):
+        missed = ", ".join(f for f in fwd.friends if f not in reached)
+        raise NewsletterError(f"not delivered to {missed}; the transport refused them. Try again.")
+
+
+def _error_line(code: str, arg: Any, *, where: str) -> str:
+    """English one-liners for the command (the web page localises the same codes)."""
+    return {
+        "no_friend": "give at least one --to ADDRESS",
+        "too_many": f"at most {MAX_FRIENDS} friends at a time (--to given more often)",
+        "bad_address": f"--to {arg!r} is not a valid email address",
+        "no_name": "--from-name is empty",
+        "name_too_long": f"--from-name is longer than {NAME_MAX} characters",
+        "note_too_long": f"--note is longer than {NOTE_MAX} characters; shorten it",
+        "bad_language": f"--lang {arg}: the alert has no such edition",
+    }.get(code, code)
+
+
+# --- the page ------------------------------------------------------------------------------------
+
+
+def _form(
+    token: str,
+    data: links.TokenData,
+    alert: Any,
+    *,
+    errors: Sequence[tuple[str, Any]] = (),
+    friends: Sequence[str] = (),
+    name: str = "",
+    note: str = "",
+    chosen: str | None = None,
+    status: int = 200,
+) -> Response:
+    p = pages()
+    html = p.render(
+        data.lang,
+        "forward.html",
+        action=f"{p.root}/f/{token}",
+        csrf=make_csrf(p.secret, "forward", token, p.clock()),
+        subject=subject(alert, data.lang),
+        archive_url=f"{p.root}/a/{alert.id}/{data.lang}",
+        errors=list(errors),
+        friends=list(friends)[:MAX_FRIENDS],
+        name=name,
+        note=note,
+        chosen=chosen or (data.lang if data.lang in alert.languages else alert.languages[0]),
+        languages=[(code, links.LANG_NAMES[code]) for code in alert.languages],
+        max_friends=MAX_FRIENDS,
+        note_max=NOTE_MAX,
+        name_max=NAME_MAX,
+    )
+    return p.page(html, status)
+
+
+def _context(token: str) -> tuple[links.TokenData, Any, Any] | Response:
+    p = pages()
+    data = p.token("forward", token)  # BadToken: the 400 page
+    alert = p.alert(data.alert_id)
+    if alert is None:
+        return p.notice("not_found", 404, data.lang)
+    with p.journal() as j:
+        contact = j.get_contact(data.contact_id)
+    return data, alert, contact
+
+
+@bp.get("/f/<token>")
+def forward_get(token: str) -> Response:
+    """The form, the member's name filled in."""
+    ctx = _context(token)
+    if isinstance(ctx, Response):
+        return ctx
+    data, alert, contact = ctx
+    name = contact.name if contact is not None else ""
+    return _form(token, data, alert, name=name)
+
+
+@bp.post("/f/<token>")
+def forward_post(token: str) -> Response:
+    """Check the form and the daily caps, send the forward-safe copy, record it."""
+    ctx = _context(token)
+    if isinstance(ctx, Response):
+        return ctx
+    p = pages()
+    cfg = p.cfg
+    data, alert, contact = ctx
+    form = request.form
+    given = {
+        "friends": form.getlist("to"),
+        "name": form.get("name", ""),
+        "note": form.get("note", ""),
+        "chosen": form.get("lang", data.lang),
+    }
+    if not check_csrf(p.secret, "forward", token, form.get("csrf", ""), p.clock()):
+        return _form(token, data, alert, errors=[("form_expired", None)], status=400, **given)
+    fwd, errors = check_forward(
+        given["friends"], given["name"], given["note"], given["chosen"], alert.languages
+    )
+    if fwd is None:
+        return _form(token, data, alert, errors=errors, status=400, **given)
+    since = datetime.fromtimestamp(p.clock() - DAY, UTC)
+    ip = client_ip()
+    app_cfg = current_app.config
+    caps = app_cfg["FORWARDS_PER_TOKEN_PER_DAY"], app_cfg["FORWARDS_PER_IP_PER_DAY"]
+    with p.journal() as j:
+        if j.forwards_since(contact_id=data.contact_id, since=since) + len(fwd.friends) > caps[0]:
+            errors = [("limit_token", caps[0])]
+        elif ip and j.forwards_since(ip=ip, since=since) + len(fwd.friends) > caps[1]:
+            errors = [("limit_ip", None)]
+        # A friend who unsubscribed gets nothing; the page lists them as not reached, without
+        # saying why (that they unsubscribed is theirs to tell, not the forwarder's to learn).
+        skipped = unsubscribed_friends(j, fwd.friends)
+    if errors:
+        return _form(token, data, alert, errors=errors, status=429, **given)
+    reply_to = contact.email if contact is not None else None
+    wanted = replace(fwd, friends=tuple(f for f in fwd.friends if f not in skipped))
+    reached = []
+    if wanted.friends:
+        messages = forward_messages(
+            cfg, alert, wanted, reply_to, p.edition(alert.id, fwd.lang, "forward")
+        )
+        try:
+            reached, _where = deliver_all(cfg, alert.id, messages)
+        except NewsletterError as err:
+            current_app.logger.error("forward: %s", err.message)
+            reached = []
+    if reached:
+        with p.journal() as j:
+            j.record_forward(data.contact_id, ip, alert.id, len(reached))
+    if not reached and wanted.friends:
+        return _form(token, data, alert, errors=[("send_failed", None)], status=503, **given)
+    html = p.render(
+        data.lang,
+        "forward_done.html",
+        sent=len(reached),
+        missed=[f for f in fwd.friends if f not in reached],
+        subject=subject(alert, data.lang),
+        archive_url=f"{p.root}/a/{alert.id}/{data.lang}",
+    )
+    return p.page(html)
