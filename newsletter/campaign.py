@@ -9,6 +9,7 @@ delivery itself (worker processes, flight logs, retries, rate) is `newsletter.po
 from __future__ import annotations
 
 import functools
+import itertools
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ class Outcome:
     invalid: int = 0
     duplicates: int = 0
     not_reached: int = 0  # left pending/retry by an interruption or an outage
+    from_web: int = 0  # confirmed web subscribers not in the CSV, added to the run
     elapsed: float = 0.0  # seconds spent delivering (after render, CSV and plan)
     stopped: str = ""  # why the run stopped early, if it did
 
@@ -73,10 +75,12 @@ def run_send(
     rate: float | None = None,
     retry_failed: bool = False,
     retry_uncertain: bool = False,
+    csv_only: bool = False,
     yes: bool = False,
     clock: Clock | None = None,
 ) -> Outcome:
-    """`newsletter send`: every valid recipient of the CSV gets one copy, once."""
+    """`newsletter send`: every valid recipient of the CSV, and every confirmed web subscriber
+    not in it (unless `csv_only`), gets one copy, once."""
     from newsletter import content, render
 
     clock = clock or Clock()
@@ -99,6 +103,7 @@ def run_send(
         *(["--connections", str(connections)] if connections else []),
         *(["--rate", f"{rate:g}"] if rate is not None else []),
         *(["--retry-failed"] if retry_failed else []),
+        *(["--csv-only"] if csv_only else []),
     ]
     run = pool.Run(cfg, alert.id, prepared, alert.default_language, clock, dry_run)
     # A dry run delivers nothing: no connection, so no SMTP password is needed for it.
@@ -118,9 +123,11 @@ def run_send(
             if not dry_run:
                 jr.acquire_send_lock()
             planned_at = timestamp()
+            web = _web_subscribers(jr, report, csv_only)
+            out.from_web = len(web)
             plan = jr.plan(
                 alert.id,
-                report.recipients,
+                itertools.chain(report.recipients, web),
                 retry_failed=retry_failed,
                 retry_uncertain=retry_uncertain,
                 dry_run=dry_run,
@@ -173,6 +180,26 @@ def run_send(
             f"{alert_path}`. To retry them: {command} --retry-failed"
         )
     return out
+
+
+def _web_subscribers(
+    jr: Journal, report: recipients.RecipientReport, csv_only: bool
+) -> list[recipients.Recipient]:
+    """Confirmed web subscribers who are not in the CSV; says how many in the plan line."""
+    from newsletter import subscribers
+
+    extra = {r.key: r for r in subscribers.web_recipients(jr)}
+    if extra:  # one pass over the list, no set of all its addresses
+        for r in report.recipients:
+            extra.pop(r.key, None)
+    if not extra:
+        return []
+    if csv_only:
+        click.echo(f"--csv-only: {len(extra):,} who subscribed on the web left out.")
+        return []
+    n = len(report.recipients)
+    click.echo(f"{n:,} from {report.path.name} + {len(extra):,} who subscribed on the web")
+    return list(extra.values())
 
 
 def _check_first(cfg: Config, alert_path: Path, *, test_copy: bool) -> None:

@@ -96,10 +96,13 @@ def preview(
 @click.option("--rate", type=click.FloatRange(min=0), help="Messages per second overall (0: no cap).")
 @click.option("--retry-failed", is_flag=True, help="Retry recipients that failed with 5xx.")
 @click.option("--retry-uncertain", is_flag=True, help="Resend recipients left in flight by a crash.")
+@click.option(
+    "--csv-only", is_flag=True, help="Leave out the web's confirmed subscribers not in the CSV."
+)
 @click.option("--yes", is_flag=True, help="Do not ask before a real SMTP send.")
 @pass_config
 def send(cfg: Config, alert: Path, to_csv: Path, **options: object) -> None:
-    """Send ALERT to every valid recipient of the CSV, once each."""
+    """Send ALERT to every valid recipient of the CSV and the web's subscribers, once each."""
     from newsletter.campaign import run_send
 
     run_send(cfg, alert, to_csv, **options)
@@ -141,6 +144,20 @@ def recipients_check(cfg: Config, csv_path: Path) -> None:
     from newsletter.recipients import run_check
 
     run_check(cfg, csv_path)
+
+
+@recipients.command("export")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the CSV here (default: standard output).",
+)
+@pass_config
+def recipients_export(cfg: Config, out: Path | None) -> None:
+    """Every person the state file knows, as CSV: email,name,language,status,reason,since,source."""
+    from newsletter.export import run_export
+
+    run_export(cfg, out)
 
 
 # --- issue 4: serve, forward --------------------------------------------------------------------

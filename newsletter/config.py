@@ -83,6 +83,13 @@ class Org:
 
 
 @dataclass
+class Subscribe:
+    # The web sign-up (GET /s): a welcome message after confirming, and the per-network cap.
+    welcome: bool = True
+    per_network_per_hour: int = 20
+
+
+@dataclass
 class Config:
     """All settings, with paths resolved against the directory that holds the config file."""
 
@@ -93,6 +100,7 @@ class Config:
     defaults: Defaults = field(default_factory=Defaults)
     dkim: Dkim = field(default_factory=Dkim)
     org: Org = field(default_factory=Org)
+    subscribe: Subscribe = field(default_factory=Subscribe)
     root: Path = field(default_factory=Path.cwd)
     source: str = "(built-in defaults)"
 
@@ -151,6 +159,7 @@ _SECTIONS = {
     "defaults": Defaults,
     "dkim": Dkim,
     "org": Org,
+    "subscribe": Subscribe,
 }
 
 
@@ -253,5 +262,7 @@ def _validate(cfg: Config) -> None:
                 f"{where}: [web] base_url must start with https:// (got "
                 f"{cfg.web.base_url!r}); plain http is only allowed on 127.0.0.1 for testing."
             )
+    if cfg.subscribe.per_network_per_hour < 1:
+        raise NewsletterError(f"{where}: [subscribe] per_network_per_hour must be 1 or more.")
     if cfg.defaults.language not in ("es", "en"):
         raise NewsletterError(f"{where}: [defaults] language must be 'es' or 'en'.")

@@ -35,8 +35,21 @@ EMAIL_STRINGS = {
     "unsubscribe_subject": "Unsubscribe me from the %(org)s alerts",
     "subscribe_subject": "Subscribe me to the %(org)s alerts",
     "when": "%(date)s at %(time)s",
+    # The sign-up emails (newsletter/subscribers.py).
+    "confirm_subject": "Please confirm your subscription to the %(org)s action alerts",
+    "welcome_subject": "Welcome to the %(org)s action alerts",
     # Translated with the catalog of the language it offers (the reader who needs it reads that).
     "language_label": "Get emails in this language",
+}
+
+# Strings of the web catalog the code (not a template) translates.
+WEB_STRINGS = {
+    # The sign-up's consent statement: shown on the form and the confirm page, its wording kept
+    # with each subscriber's consent (newsletter/subscribers.py). Change it and the version does.
+    "consent": (
+        "I want to receive the %(org)s action alerts by email. I can cancel my subscription at "
+        "any time with the link at the end of every alert."
+    ),
 }
 
 
@@ -204,8 +217,8 @@ def missing_translations(
     cat = catalog(cfg, lang, domain)
     missing = []
     used = list(template_msgids(cfg, domain, subdir))
-    if domain == "messages":
-        used += [m for m in EMAIL_STRINGS.values() if m not in used]
+    code_strings = {"messages": EMAIL_STRINGS, "web": WEB_STRINGS}.get(domain, {})
+    used += [m for m in code_strings.values() if m not in used]
     for msgid in used:
         msg = cat.get(msgid)
         if msg is None:

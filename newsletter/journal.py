@@ -44,7 +44,7 @@ from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.recipients import Recipient, check_address, clean_text, plural, read_rows
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # the base schema is version 1; MIGRATIONS take a file from there
 STATUSES = ("pending", "in_flight", "sent", "retry", "failed")
 LANGUAGES = ("es", "en")
 BUSY_TIMEOUT = 10.0  # seconds another process may hold the write lock before we give up
@@ -103,6 +103,37 @@ CREATE TABLE forwards (
 CREATE INDEX forwards_contact ON forwards (contact_id, created_at);
 CREATE INDEX forwards_ip ON forwards (ip_hash, created_at);
 """
+
+
+# Upgrades in order: version -> the SQL that takes a file at version - 1 to it, keeping its data.
+# A file is upgraded in place, in one transaction, when it is opened.
+MIGRATIONS: dict[int, str] = {
+    # Web subscribers (newsletter/subscribers.py): the consent of each confirmed one, the exact
+    # consent wording they agreed to, and the sign-up caps (keyed hashes, erased after the window).
+    2: """
+CREATE TABLE consent_texts (
+    version TEXT PRIMARY KEY,            -- hash of the language and the wording
+    lang TEXT NOT NULL,
+    text TEXT NOT NULL,
+    first_used_at TEXT NOT NULL
+);
+CREATE TABLE subscribers (
+    contact_id INTEGER PRIMARY KEY REFERENCES contacts (id),
+    language TEXT NOT NULL CHECK (language IN ('es', 'en')),
+    source TEXT NOT NULL,                -- form, forward, archive, embed, import
+    consent_version TEXT NOT NULL REFERENCES consent_texts (version),
+    requested_at TEXT NOT NULL,          -- the form was sent
+    confirmed_at TEXT NOT NULL           -- the button in the confirmation email was pressed
+);
+CREATE TABLE signup_caps (
+    kind TEXT NOT NULL CHECK (kind IN ('address', 'network')),
+    hash TEXT NOT NULL,                  -- keyed hash of the address or client network
+    mailed INTEGER NOT NULL,             -- 1: this request got a confirmation email
+    created_at TEXT NOT NULL
+);
+CREATE INDEX signup_caps_hash ON signup_caps (kind, hash, created_at);
+""",
+}
 
 
 def now() -> datetime:
@@ -399,24 +430,31 @@ class Journal:
                 f"{self.path}: written by a newer newsletter (schema {version}, this one knows "
                 f"{SCHEMA_VERSION}). Upgrade newsletter."
             )
-        if version == 0:
+        if version < SCHEMA_VERSION:
             with self._tx():
-                # Another process (or a web request's thread) may have created it meanwhile.
-                if db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
-                    return
-                if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                    raise NewsletterError(
-                        f"{self.path}: an SQLite file that is not a newsletter journal. Point "
-                        "[paths] state at another file."
+                # Another process (or a web request's thread) may have done it meanwhile.
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version == 0:
+                    if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                        raise NewsletterError(
+                            f"{self.path}: an SQLite file that is not a newsletter journal. "
+                            "Point [paths] state at another file."
+                        )
+                    self._run_script(_SCHEMA)
+                    db.execute(
+                        "INSERT INTO meta (name, value) VALUES ('ip_salt', ?)",
+                        (secrets.token_hex(32),),
                     )
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(
-                    "INSERT INTO meta (name, value) VALUES ('ip_salt', ?)",
-                    (secrets.token_hex(32),),
-                )
+                    version = 1
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    self._run_script(MIGRATIONS[step])
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _run_script(self, sql: str) -> None:
+        """Statements one by one inside the open transaction (executescript would commit it)."""
+        for statement in sql.split(";"):
+            if statement.strip():
+                self._db.execute(statement)
 
     @contextlib.contextmanager
     def _tx(self, commit: bool = True, fsync: bool = True) -> Iterator[sqlite3.Connection]:

@@ -1,0 +1,109 @@
+"""`newsletter recipients export`: every person the state file knows, as one CSV, so the
+organisation can bring its own spreadsheet up to date (new web subscribers, unsubscribes,
+language choices, addresses that must not be written to).
+
+Columns: email, name, language, status, reason, since, source.
+- status: subscribed, unsubscribed, bounced, complained (a suppression's reason decides among
+  the last three);
+- reason: the suppression's reason as recorded ("unsubscribe page", "one-click", "by hand …");
+- since: when the person got that status (suppressed, confirmed on the web, first sent to);
+- source: where the person came from: `list` (a recipient CSV a send used), the web sign-up's
+  source (`form`, `forward`, `archive`, `embed`, `import`), or `suppression` (an address only
+  ever suppressed, e.g. imported with `newsletter suppress --csv`).
+- language: their own choice (language page, sign-up), else the language last sent to them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import click
+
+from newsletter.config import Config
+from newsletter.errors import NewsletterError
+from newsletter.journal import Journal
+
+COLUMNS = ("email", "name", "language", "status", "reason", "since", "source")
+# A cell a spreadsheet would run as a formula (a name typed into a public form can be anything).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def status_of(reason: str | None) -> str:
+    """A person's status from their suppression's reason (None: not suppressed)."""
+    if reason is None:
+        return "subscribed"
+    low = reason.lower()
+    if "complain" in low:
+        return "complained"
+    if "bounce" in low:
+        return "bounced"
+    return "unsubscribed"
+
+
+def rows(j: Journal) -> list[tuple[str, ...]]:
+    """One row per person (COLUMNS), in address order."""
+    found = j._read(
+        "SELECT c.email, c.name, coalesce(c.language_pref, s.language, d.lang, ''), x.reason, "
+        "coalesce(x.created_at, s.confirmed_at, c.created_at), coalesce(s.source, 'list') "
+        "FROM contacts c LEFT JOIN subscribers s ON s.contact_id = c.id "
+        "LEFT JOIN suppressions x ON x.key = c.key "
+        # The language of each one's latest delivery: one grouped pass, not a lookup per person.
+        "LEFT JOIN (SELECT key, lang, max(updated_at) FROM deliveries GROUP BY key) d "
+        "ON d.key = c.key "
+        "UNION ALL SELECT x.email, '', '', x.reason, x.created_at, 'suppression' "
+        "FROM suppressions x WHERE NOT EXISTS (SELECT 1 FROM contacts c WHERE c.key = x.key) "
+        "ORDER BY 1"
+    )
+    return [
+        (email, name, lang, status_of(reason), reason or "", _since(since), source)
+        for email, name, lang, reason, since, source in found
+    ]
+
+
+def _since(stamp: str) -> str:
+    """`2026-11-30T12:00:00.123456Z` as `2026-11-30T12:00:00Z` (spreadsheets read it)."""
+    return f"{stamp[:19]}Z" if stamp else ""
+
+
+def _cell(value: str) -> str:
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def to_csv(table: list[tuple[str, ...]]) -> str:
+    """The CSV text, header first; formula-like cells defused with a leading apostrophe."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(COLUMNS)
+    writer.writerows([_cell(v) for v in row] for row in table)
+    return buf.getvalue()
+
+
+def run_export(cfg: Config, out: Path | None) -> None:
+    """`newsletter recipients export [--out FILE]`: the CSV to FILE (UTF-8 with a BOM, so Excel
+    reads accents), or to standard output."""
+    from newsletter.content import write_atomic
+
+    state = cfg.path("state")
+    if not state.exists():
+        raise NewsletterError(
+            f"{state}: no state file yet, so nobody to export. Check [paths] state."
+        )
+    with Journal(state, secret=cfg.secret) as j:
+        table = rows(j)
+    text = to_csv(table)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        write_atomic(out, "\ufeff" + text)
+    except OSError as err:
+        raise NewsletterError(
+            f"{out}: cannot write it ({err.strerror}). Pick another --out."
+        ) from None
+    counts: dict[str, int] = {}
+    for row in table:
+        counts[row[3]] = counts.get(row[3], 0) + 1
+    summary = ", ".join(f"{n:,} {s}" for s, n in sorted(counts.items())) or "nobody"
+    click.echo(f"Wrote {out}: {len(table):,} people ({summary}).", err=True)
