@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 import click
 import jinja2
 
-from newsletter import check, content, links, message, recipients, render, tokens
+from newsletter import check, content, links, message, recipients, render, resources, tokens
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.journal import Journal
@@ -112,9 +112,9 @@ def describe_error(cfg: Config, err: BaseException) -> RenderError:
             return RenderError(m["message"], rel(m["file"]), int(m["line"]))
         return RenderError(msg)
     # Jinja rewrites tracebacks so that template frames carry the template's file and line.
-    templates = str(cfg.path("templates").resolve())
+    templates = tuple(str(f.resolve()) for f in resources.watched_folders(cfg))
     for frame in reversed(traceback.extract_tb(err.__traceback__)):
-        if frame.filename.startswith(templates):
+        if str(Path(frame.filename).resolve()).startswith(templates):
             return RenderError(f"{type(err).__name__}: {err}", rel(frame.filename), frame.lineno)
     return RenderError(f"{type(err).__name__}: {err}")
 
@@ -143,14 +143,14 @@ class PreviewServer:
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        pages = cfg.path("templates") / "preview"
-        if not (pages / "index.html").is_file():
+        pages = resources.template_dirs(cfg, "preview")  # the site's, then the packaged
+        if not any((p / "index.html").is_file() for p in pages):
             raise NewsletterError(
-                f"{pages / 'index.html'}: the preview page's template is missing. Restore "
-                "templates/preview/ from the repository (or check [paths] templates)."
+                f"{pages[-1] / 'index.html'}: the preview page's template is missing. "
+                "Reinstall newsletter (or restore templates/preview/ in a checkout)."
             )
         self._pages = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(pages)),
+            loader=jinja2.FileSystemLoader([str(p) for p in pages]),
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
@@ -270,11 +270,10 @@ class PreviewServer:
         return links.edition_links(self.cfg, edition, contact_id)
 
     def _watched_roots(self) -> list[Path]:
-        roots = [self.cfg.path("templates"), self.alert_path]
+        roots = [self.alert_path]
         if self.recipients_csv is not None:
             roots.append(self.recipients_csv)
-        roots.append(self.cfg.path("locale"))
-        return roots
+        return roots + resources.watched_folders(self.cfg)
 
     def _watch_signature(self) -> tuple[tuple[str, int, int], ...]:
         sig = []

@@ -253,9 +253,10 @@ def _render(env: jinja2.Environment, name: str, ctx: dict[str, Any]) -> str:
             f"{err.filename or err.name}:{err.lineno}: {err.message}. Fix the template."
         ) from None
     except jinja2.TemplateNotFound as err:
+        where = " or ".join(env.loader.searchpath)  # type: ignore[union-attr]
         raise NewsletterError(
-            f"{env.loader.searchpath[0]}/{err.name}: template missing. "  # type: ignore[union-attr]
-            "Restore it (see templates/email/ in the repository)."
+            f"{err.name}: template missing (looked in {where}). Fix the name where it is "
+            "included, or add the file to the site's templates/email/."
         ) from None
     except jinja2.UndefinedError as err:
         place = _template_place(env, err) or f"templates/email/{name}"

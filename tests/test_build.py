@@ -148,17 +148,17 @@ def test_build_into_a_folder_it_cannot_make_is_one_clear_line(demo: Path) -> Non
     assert len(lines) == 1 and "taken/out" in lines[0] and "--out" in lines[0], lines
 
 
-def test_build_outside_the_project_folder_says_where_to_run(
+def test_build_outside_the_site_folder_uses_the_packaged_templates(
     demo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Run from another folder (no newsletter.toml): the fix named is the folder, not a catalog."""
+    """Run from a folder with no newsletter.toml, templates or locale: the packaged ones render it
+    (this stopped with "…/locale: no such folder" before); --config reads the site's settings."""
     elsewhere = demo / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     result = CliRunner().invoke(cli, ["build", f"../{ALERT}"])
-    assert result.exit_code == 1
-    assert "newsletter.toml" in result.output and "--config" in result.output, result.output
-    assert "Traceback" not in result.output
-    # and with --config it works from there
+    assert result.exit_code == 0, result.output
+    assert (elsewhere / "build" / ALERT_ID / "es.html").is_file()  # [paths] build from the cwd
     code, out = run("--config", "../newsletter.toml", "build", f"../{ALERT}", "--out", "b")
     assert code == 0, out
+    assert (elsewhere / "b" / "es.html").is_file()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter import preview
+from newsletter import preview, resources
 from newsletter.config import load_config
 from newsletter.errors import NewsletterError
 from tests.conftest import ALERT_ID, free_port
@@ -296,8 +296,15 @@ def test_picker_defaults_to_sample_csv_and_rejects_a_missing_one(demo):
         )
 
 
-def test_missing_preview_template_is_one_clear_error(demo):
-    shutil.rmtree(demo / "templates" / "preview")
+def test_missing_preview_template_falls_back_then_is_one_clear_error(demo, monkeypatch):
+    shutil.rmtree(demo / "templates" / "preview")  # the site has none: the packaged page serves
+    srv = preview.PreviewServer(load_config(), demo / "alerts" / ALERT_ID, port=0).start()
+    try:
+        status, body = get(srv.url)
+        assert status == 200 and 'id="recipient"' in body
+    finally:
+        srv.stop()
+    monkeypatch.setattr(resources, "packaged_root", lambda: demo / "nothing-packaged")
     with pytest.raises(NewsletterError, match="preview page's template is missing"):
         preview.PreviewServer(load_config(), demo / "alerts" / ALERT_ID, port=0)
 

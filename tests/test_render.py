@@ -12,7 +12,7 @@ from urllib.parse import unquote
 import pytest
 from lxml import html as lxml_html
 
-from newsletter import content, i18n, render, tokens
+from newsletter import content, i18n, render, resources, tokens
 from newsletter.config import Config, load_config
 from newsletter.errors import NewsletterError
 
@@ -21,8 +21,9 @@ PO_HEADER = 'msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n
 
 
 @pytest.fixture
-def tiny(tmp_path: Path) -> Config:
-    """A project with one template and hand-written catalogs."""
+def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
+    """A project with one template and hand-written catalogs, and no packaged ones behind them."""
+    monkeypatch.setattr(resources, "packaged_root", lambda: tmp_path / "nothing-packaged")
     (tmp_path / "templates" / "email").mkdir(parents=True)
     (tmp_path / "templates" / "email" / "a.html").write_text(
         '{{ _("Hello") }} {{ _("Bye %(n)s", n=x) }}\n', encoding="utf-8"

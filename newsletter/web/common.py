@@ -22,7 +22,7 @@ from flask import Flask, Response, current_app, request
 from itsdangerous import BadSignature, Signer
 from markupsafe import Markup
 
-from newsletter import i18n, links
+from newsletter import i18n, links, resources
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 
@@ -130,7 +130,7 @@ class Pages:
         folder = self.alert_dir(alert_id)
         if folder is None:
             return None
-        stamp = tree_stamp(folder, self.cfg.path("templates"), self.cfg.path("locale"))
+        stamp = tree_stamp(folder, *resources.watched_folders(self.cfg))
         key = (alert_id, lang, variant)
         with self._lock:
             hit = self._editions.get(key)
