@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from newsletter import __version__
-from newsletter.config import Config, load_config
+from newsletter.config import Config, load_config, option_error
 
 pass_config = click.make_pass_decorator(Config)
+
+
+def _like_setting(setting: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A callback for an option that stands for a setting ("smtp.rate"): the same range holds."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None and (why := option_error(setting, value)):
+            raise click.BadParameter(why)
+        return value
+
+    return check
+
 
 ALERT = click.argument("alert", type=click.Path(path_type=Path))
 
@@ -65,7 +79,13 @@ def check(cfg: Config, alert: Path) -> None:
 
 @cli.command()
 @ALERT
-@click.option("--port", default=8025, show_default=True, help="Port on 127.0.0.1.")
+@click.option(
+    "--port",
+    default=8025,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port on 127.0.0.1 (0: any free port).",
+)
 @click.option("--no-browser", is_flag=True, help="Do not open a browser.")
 @click.option(
     "--recipients",
@@ -92,8 +112,18 @@ def preview(
 @click.option("--dry-run", is_flag=True, help="Everything but delivery, with the report.")
 @click.option("--limit", type=click.IntRange(min=1), help="Send to at most N recipients.")
 @click.option("--test", "test_address", help="Send one copy to ADDRESS, marked as a test.")
-@click.option("--connections", type=click.IntRange(1, 32), help="Parallel SMTP connections.")
-@click.option("--rate", type=click.FloatRange(min=0), help="Messages per second overall (0: no cap).")
+@click.option(
+    "--connections",
+    type=int,
+    callback=_like_setting("smtp.connections"),
+    help="Parallel SMTP connections (1-32).",
+)
+@click.option(
+    "--rate",
+    type=float,
+    callback=_like_setting("smtp.rate"),
+    help="Messages per second overall (0: no cap).",
+)
 @click.option("--retry-failed", is_flag=True, help="Retry recipients that failed with 5xx.")
 @click.option("--retry-uncertain", is_flag=True, help="Resend recipients left in flight by a crash.")
 @click.option(

@@ -7,7 +7,9 @@ keyring), the token secret from NEWSLETTER_SECRET.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -21,6 +23,41 @@ ENV_PREFIX = "NEWSLETTER_"
 PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"
 SECRET_ENV = "NEWSLETTER_SECRET"
 SECURITY_MODES = ("starttls", "ssl", "none")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take; every int or float key declares one (`_num`).
+
+    Checked when the settings are read, so nan, inf, a port of 99999 or a negative retry count
+    stop every command with one line naming the key, before anything is planned or sent.
+    """
+
+    low: float
+    high: float
+    unit: str = ""
+    above: bool = False  # `low` itself is not allowed (a timeout of 0 means "never wait")
+    zero: str = ""  # 0 is allowed too, meaning this (a rate of 0: no cap)
+
+    def allows(self, value: float) -> bool:
+        if self.zero and value == 0:
+            return True
+        if not math.isfinite(value):
+            return False
+        return (value > self.low if self.above else value >= self.low) and value <= self.high
+
+    def describe(self, whole: bool) -> str:
+        """E.g. "a whole number from 1 to 65535", "0 (no cap) or from 0.001 to 100000"."""
+        low, high = f"{self.low:g}", f"{self.high:g}{self.unit}"
+        span = f"more than {low} and at most {high}" if self.above else f"from {low} to {high}"
+        if self.zero:
+            return f"0 ({self.zero}) or {span}"
+        return f"a whole number {span}" if whole else span
+
+
+def _num(default: float, low: float, high: float, **kw: str | bool) -> Any:
+    """A numeric setting's field: its default and its allowed Range."""
+    return field(default=default, metadata={"range": Range(low, high, **kw)})  # type: ignore[arg-type]
 
 
 @dataclass
@@ -37,13 +74,15 @@ class Sender:
 @dataclass
 class Smtp:
     host: str = ""
-    port: int = 587
+    port: int = _num(587, 1, 65535)
     security: str = "starttls"
     username: str = ""
-    connections: int = 1
-    rate: float = 0.0
-    timeout: float = 30.0
-    retries: int = 5
+    connections: int = _num(1, 1, 32)
+    # Below a message every 1,000 s a cap means nothing; above 100,000 a second no relay keeps up.
+    rate: float = _num(0.0, 0.001, 100_000, unit=" messages a second", zero="no cap")
+    # The socket's timeout: 0 would mean non-blocking, and beyond an hour a send looks hung.
+    timeout: float = _num(30.0, 0, 3600, unit=" seconds", above=True)
+    retries: int = _num(5, 0, 100)
 
 
 @dataclass
@@ -167,8 +206,39 @@ def _toml_key(attr: str) -> str:
     return attr.rstrip("_")
 
 
-def _coerce(value: Any, default: Any, where: str) -> Any:
+def number_error(value: Any, rng: Range, whole: bool) -> str | None:
+    """Why `value` is not allowed in `rng` ("must be a whole number from 1 to 65535 (got 587.9)"),
+    or None when it is."""
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value.strip())
+    if number is not None and whole and not float(number).is_integer():
+        number = None  # 587.9, nan and inf are no port
+    if number is not None and rng.allows(number):
+        return None
+    return f"must be {rng.describe(whole)} (got {value!r})"
+
+
+def option_error(setting: str, value: float) -> str | None:
+    """For a command-line option that stands for a setting ("smtp.rate" for --rate): why
+    `value` is outside the setting's range, or None."""
+    section, key = setting.split(".")
+    f = next(f for f in fields(_SECTIONS[section]) if f.name == key)
+    why = number_error(value, f.metadata["range"], isinstance(f.default, int))
+    return f"{why}, as [{section}] {key}" if why else None
+
+
+def _coerce(value: Any, default: Any, where: str, rng: Range | None = None) -> Any:
     """Turn a TOML or environment value into the type of the default, or name the bad key."""
+    if rng is not None:  # a number: its type and its range in one message
+        whole = isinstance(default, int)
+        if why := number_error(value, rng, whole):
+            raise NewsletterError(f"{where} {why}. Fix the value.")
+        number = float(value.strip()) if isinstance(value, str) else value
+        return int(number) if whole else float(number)
     try:
         if isinstance(default, bool):
             if isinstance(value, bool):
@@ -227,13 +297,17 @@ def load_config(path: str | Path | None = None) -> Config:
                     f"{cfg.source}: unknown key [{section}] {key}. "
                     f"Known keys: {', '.join(sorted(known))}."
                 )
+        ranges = {f.name: f.metadata.get("range") for f in fields(cls)}
         for key, attr in known.items():
             default = getattr(obj, attr)
             env = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+            rng = ranges[attr]
             if env in os.environ:
-                setattr(obj, attr, _coerce(os.environ[env], default, f"environment {env}"))
+                where = f"environment {env} ([{section}] {key})"
+                setattr(obj, attr, _coerce(os.environ[env], default, where, rng))
             elif key in raw:
-                setattr(obj, attr, _coerce(raw[key], default, f"{cfg.source}: [{section}] {key}"))
+                where = f"{cfg.source}: [{section}] {key}"
+                setattr(obj, attr, _coerce(raw[key], default, where, rng))
     for section in data:
         raise NewsletterError(
             f"{cfg.source}: unknown section [{section}]. Known: {', '.join(_SECTIONS)}."
@@ -249,12 +323,6 @@ def _validate(cfg: Config) -> None:
             f"{where}: [smtp] security = {cfg.smtp.security!r}; use one of "
             f"{', '.join(SECURITY_MODES)}."
         )
-    if cfg.smtp.connections < 1 or cfg.smtp.connections > 32:
-        raise NewsletterError(f"{where}: [smtp] connections must be 1 to 32.")
-    if cfg.smtp.timeout <= 0:  # socket timeouts: 0 is non-blocking, below 0 a ValueError
-        raise NewsletterError(f"{where}: [smtp] timeout must be more than 0 seconds.")
-    if cfg.smtp.rate < 0:
-        raise NewsletterError(f"{where}: [smtp] rate must be 0 (no cap) or more.")
     if cfg.web.base_url and not cfg.web.base_url.startswith("https://"):
         host = cfg.web.base_url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
         if not (cfg.web.base_url.startswith("http://") and host in ("127.0.0.1", "localhost")):
