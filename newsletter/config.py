@@ -125,7 +125,7 @@ class Org:
 class Subscribe:
     # The web sign-up (GET /s): a welcome message after confirming, and the per-network cap.
     welcome: bool = True
-    per_network_per_hour: int = 20
+    per_network_per_hour: int = _num(20, 1, 100_000)
 
 
 @dataclass
@@ -330,7 +330,5 @@ def _validate(cfg: Config) -> None:
                 f"{where}: [web] base_url must start with https:// (got "
                 f"{cfg.web.base_url!r}); plain http is only allowed on 127.0.0.1 for testing."
             )
-    if cfg.subscribe.per_network_per_hour < 1:
-        raise NewsletterError(f"{where}: [subscribe] per_network_per_hour must be 1 or more.")
     if cfg.defaults.language not in ("es", "en"):
         raise NewsletterError(f"{where}: [defaults] language must be 'es' or 'en'.")
