@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -309,13 +310,15 @@ def build_rate(root: Path, n: int) -> tuple[float, float, float, int, Path]:
             _, data = prep.build(p, fixed)
         fill_rate = len(people) / (time.perf_counter() - t0)
 
+        # Each member's public id, as the plan hands it to the senders (random, 32 hex digits).
+        ids = [secrets.token_hex(16) for _ in people]
         t0 = time.perf_counter()
         for i, p in enumerate(people):
             member = links.member_links(
                 cfg,
                 alert_id=ed.alert_id,
                 lang="es",
-                contact_id=i,
+                person=ids[i],
                 subject=ed.subject,
                 forward_body=ed.forward_body,
                 language_subject=ed.language_subject,

@@ -44,7 +44,7 @@ from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.recipients import Recipient, check_address, clean_text, plural, read_rows
 
-SCHEMA_VERSION = 2  # the base schema is version 1; MIGRATIONS take a file from there
+SCHEMA_VERSION = 3  # the base schema is version 1; MIGRATIONS take a file from there
 STATUSES = ("pending", "in_flight", "sent", "retry", "failed")
 LANGUAGES = ("es", "en")
 BUSY_TIMEOUT = 10.0  # seconds another process may hold the write lock before we give up
@@ -104,6 +104,9 @@ CREATE INDEX forwards_contact ON forwards (contact_id, created_at);
 CREATE INDEX forwards_ip ON forwards (ip_hash, created_at);
 """
 
+# A new contact's public id: 128 random bits (SQLite's generator, seeded by the OS). It needs
+# to be unique and never made again, not secret: tokens are signed.
+_NEW_PUBLIC_ID = "lower(hex(randomblob(16)))"
 
 # Upgrades in order: version -> the SQL that takes a file at version - 1 to it, keeping its data.
 # A file is upgraded in place, in one transaction, when it is opened.
@@ -133,6 +136,18 @@ CREATE TABLE signup_caps (
 );
 CREATE INDEX signup_caps_hash ON signup_caps (kind, hash, created_at);
 """,
+    # Links name a person by a random public id, never the row number, which a new state file
+    # hands out again (an old link then reached another member). Existing contacts get one; an
+    # insert without one (any code, the sqlite3 shell) gets one from the trigger.
+    3: f"""
+ALTER TABLE contacts ADD COLUMN public_id TEXT;
+UPDATE contacts SET public_id = {_NEW_PUBLIC_ID} WHERE public_id IS NULL;
+CREATE UNIQUE INDEX contacts_public_id ON contacts (public_id);
+CREATE TRIGGER contacts_public_id AFTER INSERT ON contacts WHEN NEW.public_id IS NULL
+BEGIN
+    UPDATE contacts SET public_id = {_NEW_PUBLIC_ID} WHERE id = NEW.id;
+END;
+""",
 }
 
 
@@ -159,9 +174,12 @@ def key_of(email: str) -> str:
     return email.strip().lower()
 
 
+_CONTACT = "id, key, email, name, language_pref, created_at, updated_at, public_id"
+
+
 @dataclass(frozen=True, slots=True)
 class Contact:
-    """A person the organisation writes to; tokens carry the id, never the address."""
+    """A person the organisation writes to; links carry public_id, never the address."""
 
     id: int
     key: str
@@ -170,6 +188,7 @@ class Contact:
     language_pref: str | None
     created_at: str
     updated_at: str
+    public_id: str  # random, never handed out again: see _NEW_PUBLIC_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +229,7 @@ class Planned:
     status: str  # the state before this run ("pending" for a new one)
     attempts: int
     last_reply: str
+    public_id: str = ""  # what the member's links carry (Contact.public_id)
 
 
 @dataclass
@@ -451,10 +471,18 @@ class Journal:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _run_script(self, sql: str) -> None:
-        """Statements one by one inside the open transaction (executescript would commit it)."""
-        for statement in sql.split(";"):
-            if statement.strip():
-                self._db.execute(statement)
+        """Statements one by one inside the open transaction (executescript would commit it).
+
+        A trigger's body has semicolons of its own: pieces are joined until SQLite calls the
+        statement complete.
+        """
+        statement = ""
+        for piece in sql.split(";"):
+            statement += piece + ";"
+            if sqlite3.complete_statement(statement):
+                if statement.strip(" \n;"):
+                    self._db.execute(statement)
+                statement = ""
 
     @contextlib.contextmanager
     def _tx(self, commit: bool = True, fsync: bool = True) -> Iterator[sqlite3.Connection]:
@@ -642,8 +670,9 @@ class Journal:
         """The contact id for `email`, created if new; a non-empty name replaces the stored one."""
         t = _ts()
         row = self._write(
-            "INSERT INTO contacts (key, email, name, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET email = excluded.email, "
+            "INSERT INTO contacts (key, email, name, created_at, updated_at, public_id) "
+            f"VALUES (?, ?, ?, ?, ?, {_NEW_PUBLIC_ID}) "
+            "ON CONFLICT (key) DO UPDATE SET email = excluded.email, "
             "name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE name END, "
             "updated_at = excluded.updated_at RETURNING id",
             (key_of(email), email.strip(), clean_text(name), t, t),
@@ -652,11 +681,32 @@ class Journal:
 
     def get_contact(self, contact_id: int) -> Contact | None:
         """The contact with this id, or None."""
-        rows = self._read(
-            "SELECT id, key, email, name, language_pref, created_at, updated_at "
-            "FROM contacts WHERE id = ?",
-            (contact_id,),
-        )
+        rows = self._read(f"SELECT {_CONTACT} FROM contacts WHERE id = ?", (contact_id,))
+        return Contact(*rows[0]) if rows else None
+
+    def public_id(self, contact_id: int) -> str:
+        """What links to this contact carry (KeyError when there is no such contact)."""
+        rows = self._read("SELECT public_id FROM contacts WHERE id = ?", (contact_id,))
+        if not rows:
+            raise KeyError(contact_id)
+        return str(rows[0][0])
+
+    def linked_contact(self, person: str | int, issued: float) -> Contact | None:
+        """The contact a link names, or None when this state file has no such person.
+
+        `person` is a contact's public id. An int is a link made before public ids (a row
+        number): honoured only for a contact that was in this file when the link was signed
+        (`issued`), since a replaced state file hands the same numbers to other people.
+        """
+        if isinstance(person, str):
+            rows = self._read(f"SELECT {_CONTACT} FROM contacts WHERE public_id = ?", (person,))
+        else:
+            # Link times are whole seconds: a contact made in the same second as its link.
+            signed = _ts(datetime.fromtimestamp(int(issued) + 1, UTC))
+            rows = self._read(
+                f"SELECT {_CONTACT} FROM contacts WHERE id = ? AND created_at < ?",
+                (person, signed),
+            )
         return Contact(*rows[0]) if rows else None
 
     def find_contact(self, email: str) -> Contact | None:
@@ -722,8 +772,8 @@ class Journal:
                 ((i, r.key, r.email, r.name, r.language) for i, r in enumerate(people)),
             )
             db.execute(
-                "INSERT INTO contacts (key, email, name, created_at, updated_at) "
-                "SELECT key, email, name, ?, ? FROM temp.run WHERE true "
+                "INSERT INTO contacts (key, email, name, created_at, updated_at, public_id) "
+                f"SELECT key, email, name, ?, ?, {_NEW_PUBLIC_ID} FROM temp.run WHERE true "
                 "ON CONFLICT (key) DO UPDATE SET email = excluded.email, "
                 "name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE name END, "
                 "updated_at = excluded.updated_at",
@@ -732,18 +782,20 @@ class Journal:
             relang = []
             rows = db.execute(
                 "SELECT r.seq, c.id, coalesce(c.language_pref, r.lang), d.status, d.attempts, "
-                "d.last_reply, d.lang, s.key IS NOT NULL FROM temp.run r "
+                "d.last_reply, d.lang, s.key IS NOT NULL, c.public_id FROM temp.run r "
                 "JOIN contacts c ON c.key = r.key "
                 "LEFT JOIN deliveries d ON d.alert_id = ? AND d.key = r.key "
                 "LEFT JOIN suppressions s ON s.key = r.key ORDER BY r.seq",
                 (alert_id,),
             )
-            for seq, contact_id, lang, status, attempts, reply, old_lang, blocked in rows:
+            for seq, contact_id, lang, status, attempts, reply, old_lang, blocked, pid in rows:
                 r = people[seq]
                 # SQLite hands out a new "es" per row: one shared string saves ~5 MiB per 100,000.
                 lang = _SHARED.get(lang, lang)
                 status = _SHARED.get(status, status)
-                p = Planned(r, contact_id, lang, status or "pending", attempts or 0, reply or "")
+                p = Planned(
+                    r, contact_id, lang, status or "pending", attempts or 0, reply or "", pid
+                )
                 if status == "sent":
                     plan.sent.append(p)
                 elif blocked:

@@ -1,7 +1,8 @@
 """The link model: one place decides what forward / language / unsubscribe / view links are.
 
 With `[web] base_url` set they point at the public pages (`newsletter serve`) and carry an opaque
-signed token: a contact id from the journal, never the address. Without it the email still works:
+signed token: the contact's random public id from the journal (never the address, and never the
+row number, which a replaced state file gives to someone else). Without it the email still works:
 forward and language switch become `mailto:` links with a prefilled subject and body.
 """
 
@@ -18,7 +19,7 @@ from json.encoder import encode_basestring
 from typing import Protocol
 from urllib.parse import quote
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from itsdangerous.signer import HMACAlgorithm
 
 from newsletter import tokens
@@ -32,6 +33,9 @@ MAX_AGE = {
     "unsubscribe": 5 * 365 * 86400,
 }
 PURPOSES = tuple(MAX_AGE)
+# A token signed later than now by more than this is refused (a clock set wrong, or a forgery
+# made with a leaked secret and dated to outlive its age limit).
+CLOCK_SKEW = 300
 LANG_NAMES = {"es": "español", "en": "English"}
 
 
@@ -45,9 +49,16 @@ class BadToken(Exception):
 
 @dataclass(frozen=True)
 class TokenData:
-    contact_id: int
+    """What a link names: a person, an alert and its language, and when it was signed.
+
+    `person` is the contact's public id; an int is a row number, from links made before public
+    ids (see Journal.linked_contact).
+    """
+
+    person: str | int
     alert_id: str
     lang: str
+    issued: float = 0.0
 
 
 @functools.lru_cache(maxsize=32)
@@ -76,8 +87,8 @@ _pack_ts = struct.Struct(">Q").pack  # itsdangerous.encoding.int_to_bytes, befor
 _last_ts: tuple[int, bytes] = (-1, b"")  # (timestamp, b"." + its base64): one per second
 
 
-def make_token(secret: str, purpose: str, contact_id: int, alert_id: str, lang: str) -> str:
-    """An opaque, signed, timestamped token for one contact, alert and language.
+def make_token(secret: str, purpose: str, person: str | int, alert_id: str, lang: str) -> str:
+    """An opaque, signed, timestamped token for one person (public id), alert and language.
 
     Byte for byte what `TimestampSigner.sign` makes of the serializer's uncompressed payload
     (which `URLSafeTimedSerializer.dumps` also makes whenever zlib does not shorten it, as for
@@ -89,10 +100,10 @@ def make_token(secret: str, purpose: str, contact_id: int, alert_id: str, lang: 
     if purpose not in MAX_AGE:
         raise ValueError(f"unknown token purpose {purpose!r}")
     global _last_ts
-    if type(contact_id) is int and type(alert_id) is str and type(lang) is str:
-        doc = f"[{contact_id},{encode_basestring(alert_id)},{encode_basestring(lang)}]"
-    else:  # bool, int or str subclasses...: let the encoder decide, as itsdangerous would
-        doc = _json_encode([contact_id, alert_id, lang])
+    if type(person) is str and type(alert_id) is str and type(lang) is str:
+        doc = f"[{encode_basestring(person)},{encode_basestring(alert_id)},{encode_basestring(lang)}]"
+    else:  # int, bool or str subclasses...: let the encoder decide, as itsdangerous would
+        doc = _json_encode([person, alert_id, lang])
     ts = int(time.time())  # TimestampSigner.get_timestamp, looked up per call like it does
     last = _last_ts  # one read, so that another thread's update cannot mix two seconds
     if last[0] != ts:
@@ -104,34 +115,30 @@ def make_token(secret: str, purpose: str, contact_id: int, alert_id: str, lang: 
 
 
 def read_token(secret: str, purpose: str, token: str, *, now: float | None = None) -> TokenData:
-    """Check a token's signature, purpose and age; raise BadToken otherwise."""
+    """Check a token's signature, purpose and age; raise BadToken otherwise.
+
+    A token dated more than CLOCK_SKEW in the future is invalid, not merely young.
+    """
     s = _serializer(secret, purpose)
+    now = time.time() if now is None else now
     try:
-        data = (
-            s.loads(token, max_age=MAX_AGE[purpose])
-            if now is None
-            else _loads_at(s, token, purpose, now)
-        )
-    except SignatureExpired:
-        raise BadToken("expired") from None
+        data, signed_at = s.loads(token, return_timestamp=True)
     except (BadSignature, UnicodeDecodeError, ValueError):
         raise BadToken("invalid") from None
+    issued = signed_at.timestamp()
+    if issued - now > CLOCK_SKEW:
+        raise BadToken("invalid")
+    if now - issued > MAX_AGE[purpose]:
+        raise BadToken("expired")
     if (
         not isinstance(data, list)
         or len(data) != 3
-        or not isinstance(data[0], int)
+        or type(data[0]) not in (str, int)  # not bool
         or not isinstance(data[1], str)
         or data[2] not in LANG_NAMES
     ):
         raise BadToken("invalid")
-    return TokenData(data[0], data[1], data[2])
-
-
-def _loads_at(s: URLSafeTimedSerializer, token: str, purpose: str, now: float) -> object:
-    data, signed_at = s.loads(token, return_timestamp=True)
-    if now - signed_at.timestamp() > MAX_AGE[purpose]:
-        raise SignatureExpired("expired")
-    return data
+    return TokenData(data[0], data[1], data[2], issued)
 
 
 def base_url(cfg: Config) -> str:
@@ -157,7 +164,7 @@ def member_links(
     *,
     alert_id: str,
     lang: str,
-    contact_id: int | None,
+    person: str | None,
     subject: str,
     forward_body: str,
     language_subject: str,
@@ -170,12 +177,12 @@ def member_links(
     """
     b = base_url(cfg)
     if b:
-        if contact_id is None:
-            raise ValueError("a contact id is needed for links with tokens")
+        if person is None:
+            raise ValueError("a contact's public id is needed for links with tokens")
         secret = cfg.require_secret()
 
         def t(purpose: str) -> str:
-            return make_token(secret, purpose, contact_id, alert_id, lang)
+            return make_token(secret, purpose, person, alert_id, lang)
 
         return {
             tokens.FORWARD_URL: f"{b}/f/{t('forward')}",
@@ -210,13 +217,16 @@ class EditionStrings(Protocol):
     unsubscribe_subject: str
 
 
-def edition_links(cfg: Config, edition: EditionStrings, contact_id: int | None) -> dict[str, str]:
-    """member_links for one member's copy of `edition` (its subject and mailto wording)."""
+def edition_links(cfg: Config, edition: EditionStrings, person: str | None) -> dict[str, str]:
+    """member_links for one member's copy of `edition` (its subject and mailto wording).
+
+    `person` is the member's public id (Contact.public_id).
+    """
     return member_links(
         cfg,
         alert_id=edition.alert_id,
         lang=edition.lang,
-        contact_id=contact_id,
+        person=person,
         subject=edition.subject,
         forward_body=edition.forward_body,
         language_subject=edition.language_subject,

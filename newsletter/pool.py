@@ -125,11 +125,11 @@ class Run:
         return p.lang if p.lang in self.prepared else self.default_lang
 
     def build(
-        self, r: Recipient, contact_id: int, lang: str, message_id: str | None = None
+        self, r: Recipient, person: str, lang: str, message_id: str | None = None
     ) -> bytes:
         """The message bytes for one recipient in `lang`, their links and all."""
         prep, ed = self.prepared[lang]
-        member = links.edition_links(self.cfg, ed, contact_id)
+        member = links.edition_links(self.cfg, ed, person)
         return prep.build(r, member, message_id=message_id)[1]
 
 
@@ -392,7 +392,7 @@ class _Parent:
         job.tries += 1
         spec = (
             (r.email, r.key, r.name, r.language, r.fields, r.line),
-            p.contact_id,
+            p.public_id,
             msg_id,
             lang,
             p.attempts + job.tries,
@@ -621,8 +621,8 @@ class _Sender:
                         return
                 if not self.run.dry_run and not self.transport.connected and not self.connect():
                     return
-                values, contact_id, msg_id, lang, attempts, self.tries = self.queue.popleft()
-                self.one(Recipient(*values), contact_id, msg_id, lang, attempts)
+                values, person, msg_id, lang, attempts, self.tries = self.queue.popleft()
+                self.one(Recipient(*values), person, msg_id, lang, attempts)
         except _ParentGone:
             self.told_stop = True
             return
@@ -693,12 +693,12 @@ class _Sender:
         assert self.suppressions is not None
         return key in self.suppressions
 
-    def one(self, r: Recipient, contact_id: int, msg_id: str, lang: str, attempts: int) -> None:
+    def one(self, r: Recipient, person: str, msg_id: str, lang: str, attempts: int) -> None:
         """Deliver one job; its result (and the one before it, when pipelined) is queued for
         the parent, in the order the jobs came."""
         if self.run.dry_run:
             try:
-                data = self.run.build(r, contact_id, lang)
+                data = self.run.build(r, person, lang)
             except (NewsletterError, ValueError) as err:
                 self.results.append(("failed", f"not built: {err}"))
                 return
@@ -711,10 +711,10 @@ class _Sender:
         msg = _Pipelined(r, lang, msg_id, attempts, self.tries)
         transport = self.transport
         if isinstance(transport, deliver.SmtpTransport) and transport.pipelining:
-            self.pipelined(msg, contact_id, transport)
+            self.pipelined(msg, person, transport)
             return
         self.settle_pending()
-        self.record(msg, self.marked(r, contact_id, msg_id, lang, attempts))
+        self.record(msg, self.marked(r, person, msg_id, lang, attempts))
 
     def record(self, msg: _Pipelined, result: Result) -> None:
         """Keep a job's outcome in the flight log (with the next mark) and for the parent."""
@@ -724,7 +724,7 @@ class _Sender:
             self.flight.outcome(self.run.alert_id, msg.r.key, kind, detail, msg.lang, msg.attempts)
         self.results.append(result)
 
-    def pipelined(self, msg: _Pipelined, contact_id: int, transport: deliver.SmtpTransport) -> None:
+    def pipelined(self, msg: _Pipelined, person: str, transport: deliver.SmtpTransport) -> None:
         """The message's envelope goes out behind the previous message's data, and both
         replies come back in one read (RFC 2920): one wait per message instead of two. The
         previous message was marked in flight before its data left; this one is marked only
@@ -733,7 +733,7 @@ class _Sender:
         r = msg.r
         mail_from = self.run.prepared[msg.lang][0].mail_from
         try:
-            msg.data = self.run.build(r, contact_id, msg.lang, msg.msg_id)
+            msg.data = self.run.build(r, person, msg.lang, msg.msg_id)
         except (NewsletterError, ValueError) as err:
             self.settle_pending()
             self.record(msg, ("failed", f"not built: {err}"))
@@ -813,13 +813,13 @@ class _Sender:
         self.settle(msg, final, "")
 
     def marked(
-        self, r: Recipient, contact_id: int, msg_id: str, lang: str, attempts: int
+        self, r: Recipient, person: str, msg_id: str, lang: str, attempts: int
     ) -> Result:
         assert self.flight is not None
         address = r.email
         mark = _Mark(self.flight, (self.run.alert_id, r.key, msg_id, lang, attempts))
         try:  # built before the envelope: the envelope, the mark and the data follow at once
-            data = self.run.build(r, contact_id, lang, msg_id)
+            data = self.run.build(r, person, lang, msg_id)
         except (NewsletterError, ValueError) as err:
             mark()
             return ("failed", f"not built: {err}")

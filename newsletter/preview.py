@@ -266,8 +266,8 @@ class PreviewServer:
         # The public pages only honour tokens of known contacts: register the picked one, as a
         # send would.
         with Journal(self.cfg.path("state"), secret=self.cfg.secret) as journal:
-            contact_id = journal.contact(person.email, person.name)
-        return links.edition_links(self.cfg, edition, contact_id)
+            public_id = journal.public_id(journal.contact(person.email, person.name))
+        return links.edition_links(self.cfg, edition, public_id)
 
     def _watched_roots(self) -> list[Path]:
         roots = [self.alert_path]

@@ -367,8 +367,11 @@ def render_editions(
 
 
 def sample_links(cfg: Config, edition: Edition) -> dict[str, str]:
-    """Token values for a sample member (contact id 0 when a base URL needs one)."""
-    return links.edition_links(cfg, edition, 0 if links.base_url(cfg) else None)
+    """Token values for a sample member (a public id of zeros when a base URL needs one)."""
+    return links.edition_links(cfg, edition, SAMPLE_PUBLIC_ID if links.base_url(cfg) else None)
+
+
+SAMPLE_PUBLIC_ID = "0" * 32  # no contact has it: journal public ids are random
 
 
 SAMPLE_NAME = "Ana García"

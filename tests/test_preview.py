@@ -279,7 +279,7 @@ def test_picked_copy_links_work_against_serve(demo, monkeypatch):
     data = links.read_token(secret, "unsubscribe", m.group(1))
     with Journal(cfg.path("state")) as journal:
         contact = journal.find_contact("lucia@example.org")
-    assert contact is not None and data.contact_id == contact.id and data.lang == "es"
+    assert contact is not None and data.person == contact.public_id and data.lang == "es"
 
 
 def test_picker_defaults_to_sample_csv_and_rejects_a_missing_one(demo):

@@ -61,8 +61,24 @@ def client(cfg, clock):
     return web.create_app(cfg, clock=clock).test_client()
 
 
+def public_id(contact_id: int) -> str:
+    """The public id links carry for a contact of the state file in the working directory.
+
+    A contact id the file does not have gets a made-up public id (a link to nobody here)."""
+    from newsletter.journal import Journal
+
+    if not Path("newsletter.db").exists():
+        return f"{contact_id:032x}"
+    with Journal("newsletter.db") as j:
+        try:
+            return j.public_id(contact_id)
+        except KeyError:
+            return f"{contact_id:032x}"
+
+
 def token(purpose: str, contact_id: int = 1, lang: str = "es", alert_id: str = ALERT_ID) -> str:
-    return links.make_token(SECRET, purpose, contact_id, alert_id, lang)
+    """A member's link token, as a send makes it (the tests name members by contact id)."""
+    return links.make_token(SECRET, purpose, public_id(contact_id), alert_id, lang)
 
 
 def csrf_of(html: str) -> str:
@@ -235,9 +251,11 @@ def test_language_post_without_csrf_is_refused(client, cfg, member):
 
 def test_language_for_an_unknown_contact_changes_nothing(client, cfg, member):
     tok = token("language", member + 99, "es")
-    page = client.get(f"/l/{tok}").get_data(as_text=True)
+    resp = client.get(f"/l/{tok}")
+    assert resp.status_code == 404
+    assert "could not find your subscription" in resp.get_data(as_text=True)
     before = state(cfg)
-    resp = client.post(f"/l/{tok}", data={"csrf": csrf_of(page)})
+    resp = client.post(f"/l/{tok}", data={"csrf": web.make_csrf(SECRET, "language", tok)})
     assert resp.status_code == 404
     assert "could not find your subscription" in resp.get_data(as_text=True)
     assert state(cfg) == before
@@ -254,7 +272,7 @@ def test_unsubscribe_page_confirms_and_offers_language(client, cfg, member):
     assert state(cfg) == before
     # The offered language link is a working language token for the same contact.
     lang_url = re.search(r'href="(/l/[^"]+)"', body).group(1)
-    assert links.read_token(SECRET, "language", lang_url[3:]).contact_id == member
+    assert links.read_token(SECRET, "language", lang_url[3:]).person == public_id(member)
 
     resp = client.post(f"/u/{tok}", data={"confirm": "1"})
     assert resp.status_code == 200
@@ -762,7 +780,10 @@ def test_newsletter_serve_answers(project, monkeypatch):
                 assert proc.poll() is None, proc.stdout.read().decode()
                 assert time.monotonic() < deadline, "serve did not answer within 20 s"
                 time.sleep(0.1)
-        tok = token("unsubscribe")
+        from newsletter.journal import Journal
+
+        with Journal(project / "newsletter.db") as j:
+            tok = token("unsubscribe", j.contact("ana@example.org", "Ana"))
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/u/{tok}", timeout=10) as resp:
             assert resp.status == 200
     finally:
@@ -807,7 +828,10 @@ def test_pages_link_under_the_base_url_path(project, smtp_server, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     cfg = load_config(write_config(project, smtp_server.port, "https://alerts.example.org/nalacc"))
     client = web.create_app(cfg).test_client()
-    tok = token("unsubscribe", 1, "es")
+    from newsletter.journal import Journal
+
+    with Journal(cfg.path("state")) as j:
+        tok = token("unsubscribe", j.contact("ana@example.org"), "es")
     page = client.get(f"/u/{tok}").get_data(as_text=True)
     assert f'action="/nalacc/u/{tok}"' in page
     assert 'href="/nalacc/l/' in page
@@ -856,3 +880,105 @@ def test_forward_command_skips_a_friend_who_unsubscribed(cfg, smtp_server, proje
     assert result.exit_code == 0, result.output
     assert "Nothing forwarded: every address given has unsubscribed" in result.output
     assert len(smtp_server.received) == 1
+
+
+# --- links name the person, not a row number (issue 8, item 2) -------------------------------------
+
+
+def replace_state_file(cfg, monkeypatch, *people: str) -> list[int]:
+    """The state file moved away and a new one made (a send from a fresh setup), an hour later."""
+    from newsletter import journal
+    from newsletter.journal import Journal
+
+    state_path = Path(cfg.path("state"))
+    for p in state_path.parent.glob(state_path.name + "*"):
+        p.rename(p.with_name("old-" + p.name))
+    later = journal.now() + journal.timedelta(hours=1)
+    monkeypatch.setattr(journal, "now", lambda: later)  # the clock only
+    with Journal(state_path) as j:
+        return [j.contact(address, address.split("@")[0].title()) for address in people]
+
+
+@pytest.mark.parametrize("old_format", [False, True], ids=["public-id", "row-number"])
+def test_a_link_from_a_replaced_state_file_reaches_nobody(
+    client, cfg, member, smtp_server, monkeypatch, old_format
+):
+    """Ana's links, after the state file was replaced and her row number went to Beto."""
+    person = member if old_format else public_id(member)
+    toks = {p: links.make_token(SECRET, p, person, ALERT_ID, "es") for p in links.PURPOSES}
+    forward_form = forward_page(client, toks["forward"])  # Ana's form, before the switch
+    unsub_page = client.get(f"/u/{toks['unsubscribe']}").get_data(as_text=True)
+    assert "Ana Pérez" in forward_form and "Darte de baja" in unsub_page
+    assert replace_state_file(cfg, monkeypatch, "beto@example.org") == [member]  # same row
+    before = state(cfg)
+    for url, method, data in (
+        (f"/f/{toks['forward']}", "GET", {}),
+        (f"/f/{toks['forward']}", "POST", {"csrf": csrf_of(forward_form), "to": FRIENDS,
+                                          "name": "Ana", "lang": "es"}),
+        (f"/u/{toks['unsubscribe']}", "GET", {}),
+        (f"/u/{toks['unsubscribe']}", "POST", {"List-Unsubscribe": "One-Click"}),
+        (f"/u/{toks['unsubscribe']}", "POST", {"confirm": "1"}),
+        (f"/l/{toks['language']}", "GET", {}),
+    ):
+        resp = client.open(url, method=method, data=data)
+        body = resp.get_data(as_text=True)
+        assert resp.status_code == 404, (url, method, body)
+        assert "No encontramos tu suscripción" in body or "could not find" in body
+        assert "Beto" not in body and "beto@" not in body
+    assert state(cfg) == before  # Beto still subscribed, no forward counted
+    assert smtp_server.received == []  # nothing delivered
+
+
+def test_old_state_file_gets_public_ids_and_its_old_links_still_work(project, cfg, client):
+    """A state file of schema 1 (links carried row numbers) is upgraded in place: every contact
+    gets a public id, data is kept, and an unsubscribe link in an email sent before the upgrade
+    still unsubscribes its member (and only them)."""
+    import sqlite3
+
+    from newsletter import journal
+    from newsletter.journal import Journal
+
+    path = Path(cfg.path("state"))
+    db = sqlite3.connect(path)
+    db.executescript(journal._SCHEMA)
+    db.execute("INSERT INTO meta VALUES ('ip_salt', 'x')")
+    for i, who in enumerate(("ana", "beto", "carla"), 1):
+        db.execute(
+            "INSERT INTO contacts (id, key, email, name, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, '2024-01-01T00:00:00.000000Z', '2024-01-01T00:00:00.000000Z')",
+            (i, f"{who}@example.org", f"{who}@example.org", who.title()),
+        )
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    old_link = links.make_token(SECRET, "unsubscribe", 2, ALERT_ID, "es")  # Beto's, row 2
+    with Journal(path) as j:
+        contacts = [j.get_contact(i) for i in (1, 2, 3)]
+    assert [c.name for c in contacts] == ["Ana", "Beto", "Carla"]
+    ids = [c.public_id for c in contacts]
+    assert len(set(ids)) == 3 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] >= 2
+    resp = client.post(f"/u/{old_link}", data={"List-Unsubscribe": "One-Click"})
+    assert resp.status_code == 200
+    assert state(cfg)[1] == [("beto@example.org", "one-click")]
+
+
+def test_a_new_state_file_never_hands_out_an_old_public_id(cfg, member, monkeypatch):
+    old = public_id(member)
+    replace_state_file(cfg, monkeypatch, "ana@example.org")  # the same person, a new file
+    assert public_id(member) != old
+
+
+def test_links_dated_in_the_future_are_refused(client, cfg, member, clock):
+    """Beyond a few minutes of clock skew a link signed 'later' is not honoured (issue 8, 11)."""
+    toks = {p: token(p, member) for p in links.PURPOSES}
+    clock.now -= 3600  # the server's clock an hour behind the link's date: only the clock moves
+    before = state(cfg)
+    for url in (f"/f/{toks['forward']}", f"/l/{toks['language']}", f"/u/{toks['unsubscribe']}"):
+        for method in ("GET", "POST"):
+            resp = client.open(url, method=method, data={"List-Unsubscribe": "One-Click"})
+            assert resp.status_code == 400, (url, method)
+            assert "This link is not valid" in resp.get_data(as_text=True)
+    assert state(cfg) == before
+    clock.now += 3600 - 120  # two minutes of skew: fine
+    assert client.get(f"/u/{toks['unsubscribe']}").status_code == 200

@@ -73,7 +73,11 @@ def test_bad_token_page_at_375px(live, page):
 
 def test_language_page_in_the_target_language_at_375px(live, page):
     page.set_viewport_size({"width": 375, "height": 700})
-    tok = links.make_token(SECRET, "language", 1, ALERT_ID, "es")
+    from newsletter.journal import Journal
+
+    with Journal(live.cfg.path("state")) as j:
+        person = j.public_id(j.contact("ana@example.org", "Ana Pérez"))
+    tok = links.make_token(SECRET, "language", person, ALERT_ID, "es")
     page.goto(f"{live.url}/l/{tok}")
     assert page.locator("html").get_attribute("lang") == "en"
     assert page.get_by_role("button", name="Yes, send them in English").is_visible()
@@ -211,7 +215,7 @@ def test_pages_at_375px(live, page, project):
     from newsletter.journal import Journal
 
     with Journal(live.cfg.path("state")) as j:
-        cid = j.contact("ana@example.org", "Ana Pérez")
+        cid = j.public_id(j.contact("ana@example.org", "Ana Pérez"))
     page.set_viewport_size({"width": 375, "height": 800})
     urls = {
         "index": "/",
@@ -260,7 +264,7 @@ def test_pages_work_without_javascript(live, browser, smtp_server):
     from newsletter.journal import Journal
 
     with Journal(live.cfg.path("state")) as j:
-        cid = j.contact("ana@example.org", "Ana Pérez")
+        cid = j.public_id(j.contact("ana@example.org", "Ana Pérez"))
     context = browser.new_context(java_script_enabled=False, viewport={"width": 375, "height": 800})
     try:
         page = context.new_page()

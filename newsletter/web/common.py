@@ -156,6 +156,11 @@ class Pages:
         """The token's data; links.BadToken (the 400 page) when it is not ours or too old."""
         return links.read_token(self.secret, purpose, token, now=self.clock())
 
+    def contact(self, data: links.TokenData) -> Any:
+        """The person a link names (journal.Contact), or None when this state file has none."""
+        with self.journal() as j:
+            return j.linked_contact(data.person, data.issued)
+
     def journal(self) -> Any:
         """A Journal on the state file, to be used in a `with`."""
         from newsletter.journal import Journal

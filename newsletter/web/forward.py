@@ -263,13 +263,15 @@ def _form(
 
 
 def _context(token: str) -> tuple[links.TokenData, Any, Any] | Response:
+    """The link's data, alert and member; else the page that says why not (nothing is sent)."""
     p = pages()
     data = p.token("forward", token)  # BadToken: the 400 page
     alert = p.alert(data.alert_id)
     if alert is None:
         return p.notice("not_found", 404, data.lang)
-    with p.journal() as j:
-        contact = j.get_contact(data.contact_id)
+    contact = p.contact(data)
+    if contact is None:  # a link from another state file: not this member's to use
+        return p.notice("no_contact", 404, data.lang)
     return data, alert, contact
 
 
@@ -280,8 +282,7 @@ def forward_get(token: str) -> Response:
     if isinstance(ctx, Response):
         return ctx
     data, alert, contact = ctx
-    name = contact.name if contact is not None else ""
-    return _form(token, data, alert, name=name)
+    return _form(token, data, alert, name=contact.name)
 
 
 @bp.post("/f/<token>")
@@ -312,7 +313,7 @@ def forward_post(token: str) -> Response:
     app_cfg = current_app.config
     caps = app_cfg["FORWARDS_PER_TOKEN_PER_DAY"], app_cfg["FORWARDS_PER_IP_PER_DAY"]
     with p.journal() as j:
-        if j.forwards_since(contact_id=data.contact_id, since=since) + len(fwd.friends) > caps[0]:
+        if j.forwards_since(contact_id=contact.id, since=since) + len(fwd.friends) > caps[0]:
             errors = [("limit_token", caps[0])]
         elif ip and j.forwards_since(ip=ip, since=since) + len(fwd.friends) > caps[1]:
             errors = [("limit_ip", None)]
@@ -321,7 +322,7 @@ def forward_post(token: str) -> Response:
         skipped = unsubscribed_friends(j, fwd.friends)
     if errors:
         return _form(token, data, alert, errors=errors, status=429, **given)
-    reply_to = contact.email if contact is not None else None
+    reply_to = contact.email
     wanted = replace(fwd, friends=tuple(f for f in fwd.friends if f not in skipped))
     reached = []
     if wanted.friends:
@@ -335,7 +336,7 @@ def forward_post(token: str) -> Response:
             reached = []
     if reached:
         with p.journal() as j:
-            j.record_forward(data.contact_id, ip, alert.id, len(reached))
+            j.record_forward(contact.id, ip, alert.id, len(reached))
     if not reached and wanted.friends:
         return _form(token, data, alert, errors=[("send_failed", None)], status=503, **given)
     html = p.render(

@@ -25,6 +25,8 @@ def language(token: str) -> Response:
         "archive_url": f"{p.root}/a/{data.alert_id}/{target}",
     }
     if request.method != "POST":  # GET and HEAD: never a change
+        if p.contact(data) is None:
+            return p.notice("no_contact", 404, target)
         html = p.render(
             target,
             "language.html",
@@ -36,9 +38,10 @@ def language(token: str) -> Response:
     if not check_csrf(p.secret, "language", token, request.form.get("csrf", ""), p.clock()):
         return p.notice("form_expired", 400, target)
     with p.journal() as j:
-        if j.get_contact(data.contact_id) is None:
+        contact = j.linked_contact(data.person, data.issued)
+        if contact is None:
             return p.notice("no_contact", 404, target)
-        j.set_language(data.contact_id, target)
+        j.set_language(contact.id, target)
     return p.page(p.render(target, "language_done.html", **values))
 
 
@@ -50,14 +53,19 @@ def unsubscribe(token: str) -> Response:
     data = p.token("unsubscribe", token)  # BadToken: the 400 page
     lang = data.lang
     if request.method != "POST":  # GET and HEAD: never a change
-        if _is_unsubscribed(data.contact_id):
-            # Unsubscribed already (maybe by the mail client's one-click button, which
-            # shows no page): this link is their way back.
-            return _unsubscribed_page(token, lang)
+        with p.journal() as j:
+            contact = j.linked_contact(data.person, data.issued)
+            if contact is None:
+                return p.notice("no_contact", 404, lang)
+            if j.is_suppressed(contact.email):
+                # Unsubscribed already (maybe by the mail client's one-click button, which
+                # shows no page): this link is their way back.
+                return _unsubscribed_page(token, lang)
         other = other_language(lang)
         t_other = i18n.translations(cfg, other, "web")
+        # By the public id, also when this link is an old one that carries a row number.
         language_token = links.make_token(
-            p.secret, "language", data.contact_id, data.alert_id, lang
+            p.secret, "language", contact.public_id, data.alert_id, lang
         )
         html = p.render(
             lang,
@@ -75,17 +83,11 @@ def unsubscribe(token: str) -> Response:
     if not one_click and request.form.get("confirm") != "1":
         return p.notice("error", 400, lang)
     with p.journal() as j:
-        contact = j.get_contact(data.contact_id)
+        contact = j.linked_contact(data.person, data.issued)
         if contact is None:
             return p.notice("no_contact", 404, lang)
         j.suppress(contact.email, "one-click" if one_click else "unsubscribe page")
     return _unsubscribed_page(token, lang)
-
-
-def _is_unsubscribed(contact_id: int) -> bool:
-    with pages().journal() as j:
-        contact = j.get_contact(contact_id)
-        return contact is not None and j.is_suppressed(contact.email)
 
 
 def _unsubscribed_page(token: str, lang: str) -> Response:
@@ -107,7 +109,7 @@ def resubscribe(token: str) -> Response:
     if not check_csrf(p.secret, "resubscribe", token, request.form.get("csrf", ""), p.clock()):
         return p.notice("form_expired", 400, data.lang)
     with p.journal() as j:
-        contact = j.get_contact(data.contact_id)
+        contact = j.linked_contact(data.person, data.issued)
         if contact is None:
             return p.notice("no_contact", 404, data.lang)
         j.unsuppress(contact.email)
