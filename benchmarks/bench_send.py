@@ -118,12 +118,15 @@ def start_sink() -> Sink:
 def make_project(root: Path, sink: Sink | None) -> None:
     for name in ("alerts", "templates", "locale"):
         shutil.copytree(REPO / name, root / name)
+    # A real send refuses example.org placeholders: stand-ins on .test, as the tests do.
+    for toml in (root / "alerts").glob("*/alert.toml"):
+        toml.write_text(toml.read_text(encoding="utf-8").replace("example.org", "nalacc.test"))
     lines = [
         "[sender]",
-        'from = "NALACC <alerts@nalacc.example.org>"',
+        'from = "NALACC <alerts@nalacc.test>"',
         'postal_address = "NALACC, 1638 S Blue Island Ave, Chicago, IL 60608"',
         "[web]",
-        'base_url = "https://alerts.example.org"',
+        'base_url = "https://alerts.nalacc.test"',
         "[smtp]",
         'security = "none"',
         "timeout = 30",

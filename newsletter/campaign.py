@@ -66,11 +66,13 @@ def resume_command(cfg: Config, alert_path: Path, to_csv: Path, extra: list[str]
 def run_send(
     cfg: Config,
     alert_path: Path,
-    to_csv: Path,
+    to_csv: Path | None,
     *,
     dry_run: bool = False,
     limit: int | None = None,
     test_address: str | None = None,
+    test_as: str | None = None,
+    lang: str | None = None,
     connections: int | None = None,
     rate: float | None = None,
     retry_failed: bool = False,
@@ -84,11 +86,23 @@ def run_send(
     from newsletter import content, render
 
     clock = clock or Clock()
+    if (test_as or lang) and not test_address:
+        raise NewsletterError(
+            f"{'--as' if test_as else '--lang'} goes with --test ADDRESS (a test copy); a send "
+            "to the list gives each member their own language."
+        )
+    if test_address is None and to_csv is None:
+        raise NewsletterError("give the list with --to CSV (only a --test copy goes without one).")
     alert = content.load_alert(cfg, alert_path)
-    _check_first(cfg, alert_path, test_copy=bool(test_address))
+    # Only a real send reaches members: there, a placeholder they would receive stops it.
+    real = bool(cfg.smtp.host) and not dry_run and not test_address
+    _check_first(cfg, alert_path, test_copy=bool(test_address), real=real)
     editions = render.render_editions(cfg, alert, variant="member")
     if test_address:
-        return _send_test(cfg, alert.id, editions, test_address)
+        return _send_test(
+            cfg, alert.id, editions, test_address, to_csv, test_as, lang, dry_run=dry_run
+        )
+    assert to_csv is not None
     if cfg.web.base_url:
         cfg.require_secret()  # every member's links are signed: one clear line, before the plan
 
@@ -141,6 +155,7 @@ def run_send(
             if todo and not dry_run:
                 make()  # a setting or the password missing: one clear line, before any mark
             if todo and cfg.smtp.host and not dry_run and not yes:
+                click.echo(_confirmation(cfg, editions, todo, alert.default_language), err=True)
                 click.confirm(
                     f"Send to {len(todo)} recipients via {cfg.smtp.host}:{cfg.smtp.port}?",
                     abort=True,
@@ -202,11 +217,25 @@ def _web_subscribers(
     return list(extra.values())
 
 
-def _check_first(cfg: Config, alert_path: Path, *, test_copy: bool) -> None:
-    """`newsletter check`'s errors stop a send (warnings do not); a test copy still goes."""
+def _check_first(cfg: Config, alert_path: Path, *, test_copy: bool, real: bool) -> None:
+    """`newsletter check`'s errors stop a send (warnings do not); a test copy still goes.
+
+    Placeholders members would receive (example.org values, "EXAMPLE:" marks) stop a `real`
+    send (SMTP, to the list); the outbox, a dry run and a test copy go on and warn.
+    """
     from newsletter import check
 
-    errors = [p for p in check.collect(cfg, alert_path) if p.is_error]
+    problems = check.collect(cfg, alert_path, real_send=True)
+    placeholders = [p for p in problems if p.id == "E-EXAMPLE"]
+    errors = [p for p in problems if p.is_error and (real or p.id != "E-EXAMPLE")]
+    if placeholders and not real:
+        for p in placeholders:
+            click.echo("warning: " + p.line(), err=True)
+        click.echo(
+            f"warning: {len(placeholders)} placeholder(s) above would reach members; a real "
+            "send (with an [smtp] host) stops until they are replaced.",
+            err=True,
+        )
     if not errors:
         return
     for p in errors:
@@ -216,6 +245,27 @@ def _check_first(cfg: Config, alert_path: Path, *, test_copy: bool) -> None:
         click.echo(f"warning: {what}; sending the test copy anyway.", err=True)
         return
     raise NewsletterError(f"{what}. Fix them, then send again.")
+
+
+def _confirmation(
+    cfg: Config, editions: Mapping[str, Edition], todo: list, default_lang: str
+) -> str:
+    """What the user agrees to: the From, each language's subject and count, and the relay."""
+    counts: dict[str, int] = {}
+    for p in todo:
+        lang = p.lang if p.lang in editions else default_lang
+        counts[lang] = counts.get(lang, 0) + 1
+    lines = [f"From: {cfg.sender.from_}"]
+    if cfg.sender.reply_to:
+        lines.append(f"Reply-To: {cfg.sender.reply_to}")
+    for lang, ed in editions.items():
+        if counts.get(lang):
+            lines.append(
+                f'  {lang}: {recipients.plural(counts[lang], "recipient")}, subject "{ed.subject}"'
+            )
+    who = f", user {cfg.smtp.username}" if cfg.smtp.username else ""
+    lines.append(f"Relay: {cfg.smtp.host}:{cfg.smtp.port} ({cfg.smtp.security}{who})")
+    return "\n".join(lines)
 
 
 class _NoTransport:
@@ -270,20 +320,73 @@ def _summary(out: Outcome, dry_run: bool, where: str, planned: int) -> None:
                 click.echo(f"  … and {len(items) - SHOW_MAX} more (newsletter status)", err=True)
 
 
-def _send_test(cfg: Config, alert_id: str, editions: dict[str, Edition], address: str) -> Outcome:
-    """One copy of the default-language edition to any address, marked [TEST]; not journaled."""
+def _send_test(
+    cfg: Config,
+    alert_id: str,
+    editions: dict[str, Edition],
+    address: str,
+    to_csv: Path | None,
+    member: str | None,
+    lang: str | None,
+    *,
+    dry_run: bool,
+) -> Outcome:
+    """One "[TEST] " copy per language (or `lang`) to any address; not journaled.
+
+    Sample values (the name of `newsletter build`) unless `member` names a row of `to_csv`:
+    then that member's name, merge fields and language (their stored choice first). Links are
+    always the sample ones (contact 0): a click on the test copy changes no member's state.
+    """
     from newsletter import render
 
-    lang = cfg.defaults.language if cfg.defaults.language in editions else next(iter(editions))
-    ed = editions[lang]
-    prep = message.prepare(cfg, ed, subject=f"[TEST] {ed.subject}")
     try:
-        who = TestRecipient(recipients.check_address(address)[0])
+        rcpt = recipients.check_address(address)[0]
     except ValueError as err:
         raise NewsletterError(f"--test {address!r}: {err}. Give one plain address.") from None
-    # Not a member: sample links (contact 0), as `newsletter build` shows them.
-    _, data = prep.build(who, render.sample_links(cfg, ed))
-    reply = deliver.send_one(cfg, f"{alert_id}/tests", who.email, data)
-    if cfg.smtp.host:  # the outbox already said where the file went
-        click.echo(f"Test copy ({lang}) for {who.email} accepted by {cfg.smtp.host}: {reply}")
-    return Outcome(sent=[who.email])
+    if lang is not None and lang not in editions:
+        raise NewsletterError(
+            f"--lang {lang}: this alert has no {lang} edition (it has {', '.join(editions)})."
+        )
+    who = TestRecipient(rcpt, render.SAMPLE_NAME)
+    langs = [lang] if lang else list(editions)
+    if member is not None:
+        row, member_lang = _member_row(cfg, to_csv, member)
+        who = TestRecipient(rcpt, row.name, dict(row.fields))
+        if lang is None:
+            langs = [member_lang if member_lang in editions else next(iter(editions))]
+    out = Outcome()
+    for code in langs:
+        ed = editions[code]
+        prep = message.prepare(cfg, ed, subject=f"[TEST] {ed.subject}")
+        _, data = prep.build(who, render.sample_links(cfg, ed))
+        if dry_run:
+            click.echo(
+                f"Dry run: test copy ({code}) for {rcpt} built ({len(data) / 1024:.1f} KB); "
+                "nothing sent."
+            )
+            continue
+        reply = deliver.send_one(cfg, f"{alert_id}/tests", rcpt, data)
+        if cfg.smtp.host:  # the outbox already said where the file went
+            click.echo(f"Test copy ({code}) for {rcpt} accepted by {cfg.smtp.host}: {reply}")
+        out.sent.append(rcpt)
+    return out
+
+
+def _member_row(cfg: Config, to_csv: Path | None, member: str) -> tuple[recipients.Recipient, str]:
+    """The CSV row of `--as MEMBER` and the language a send would give them."""
+    if to_csv is None:
+        raise NewsletterError(f"--as {member}: give the list the member is on with --to CSV.")
+    report = recipients.read_csv(to_csv, cfg.defaults.language)
+    key = member.strip().lower()
+    row = next((r for r in report.recipients if r.key == key), None)
+    if row is None:
+        raise NewsletterError(
+            f"--as {member}: no valid row of {to_csv} has this address. Check the spelling "
+            f"(`newsletter recipients check {to_csv}` lists the rows it skips)."
+        )
+    lang = row.language
+    state = cfg.path("state")
+    if state.exists():  # their choice on the language page wins over the CSV, as in a send
+        with Journal(state, secret=cfg.secret) as jr:
+            lang = jr.language_prefs().get(row.key, lang)
+    return row, lang

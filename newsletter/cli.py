@@ -108,10 +108,23 @@ def preview(
 
 @cli.command()
 @ALERT
-@click.option("--to", "to_csv", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--to",
+    "to_csv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The recipient CSV (required, except for a --test copy).",
+)
 @click.option("--dry-run", is_flag=True, help="Everything but delivery, with the report.")
 @click.option("--limit", type=click.IntRange(min=1), help="Send to at most N recipients.")
-@click.option("--test", "test_address", help="Send one copy to ADDRESS, marked as a test.")
+@click.option(
+    "--test",
+    "test_address",
+    help="Send ADDRESS one [TEST] copy per language (sample values), nothing to the list.",
+)
+@click.option(
+    "--as", "test_as", metavar="MEMBER", help="With --test and --to: the copy MEMBER would get."
+)
+@click.option("--lang", type=click.Choice(["es", "en"]), help="With --test: only this edition.")
 @click.option(
     "--connections",
     type=int,
@@ -125,13 +138,15 @@ def preview(
     help="Messages per second overall (0: no cap).",
 )
 @click.option("--retry-failed", is_flag=True, help="Retry recipients that failed with 5xx.")
-@click.option("--retry-uncertain", is_flag=True, help="Resend recipients left in flight by a crash.")
+@click.option(
+    "--retry-uncertain", is_flag=True, help="Resend recipients left in flight by a crash."
+)
 @click.option(
     "--csv-only", is_flag=True, help="Leave out the web's confirmed subscribers not in the CSV."
 )
 @click.option("--yes", is_flag=True, help="Do not ask before a real SMTP send.")
 @pass_config
-def send(cfg: Config, alert: Path, to_csv: Path, **options: object) -> None:
+def send(cfg: Config, alert: Path, to_csv: Path | None, **options: object) -> None:
     """Send ALERT to every valid recipient of the CSV and the web's subscribers, once each."""
     from newsletter.campaign import run_send
 

@@ -17,7 +17,7 @@ from newsletter.cli import cli
 from newsletter.config import load_config
 from newsletter.errors import NewsletterError
 from newsletter.journal import Journal
-from tests.conftest import ALERT_ID
+from tests.conftest import ALERT_ID, fill_placeholders
 
 ALERT = f"alerts/{ALERT_ID}"
 SECRET = "test-secret-0123456789abcdef"
@@ -56,12 +56,13 @@ def setup_project(project: Path, monkeypatch, server=None, csv: str = CSV, **smt
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     lines = [
         "[sender]",
-        'from = "NALACC Alertas <alerts@nalacc.example.org>"',
-        'reply_to = "info@nalacc.example.org"',
+        'from = "NALACC Alertas <alerts@nalacc.test>"',
+        'reply_to = "info@nalacc.test"',
         'postal_address = "NALACC, 1638 S Blue Island Ave, Chicago, IL 60608"',
         "[web]",
-        'base_url = "https://alerts.example.org"',
+        'base_url = "https://alerts.nalacc.test"',
     ]
+    fill_placeholders(project)  # a real send stops on example.org values
     if server is not None:
         smtp = {"host": server.host, "port": server.port, "security": "none", "timeout": 2} | smtp
     if smtp:
@@ -137,7 +138,7 @@ def test_headers_well_formed_and_a_crlf_name_adds_nothing(project, smtp_server, 
     ids = set()
     for rec in smtp_server.received:
         assert len(rec.rcpt_tos) == 1
-        assert rec.mail_from == "alerts@nalacc.example.org"
+        assert rec.mail_from == "alerts@nalacc.test"
         m = rec.message
         for name in (
             "From",
@@ -155,10 +156,10 @@ def test_headers_well_formed_and_a_crlf_name_adds_nothing(project, smtp_server, 
         assert m["Bcc"] is None and m["Cc"] is None
         assert [a.addr_spec for a in m["To"].addresses] == rec.rcpt_tos
         assert m["From"].addresses[0].display_name == "NALACC Alertas"
-        assert m["Message-ID"].endswith("@nalacc.example.org>")
+        assert m["Message-ID"].endswith("@nalacc.test>")
         ids.add(m["Message-ID"])
         assert email.utils.parsedate_to_datetime(m["Date"]) is not None
-        assert m["List-Unsubscribe"].startswith("<https://alerts.example.org/u/")
+        assert m["List-Unsubscribe"].startswith("<https://alerts.nalacc.test/u/")
         assert rec.rcpt_tos[0].split("@")[0] not in m["List-Unsubscribe"]  # opaque token
         assert m["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert m.get_content_type() == "multipart/alternative"
@@ -336,7 +337,7 @@ def test_check_errors_stop_a_send_but_not_a_test_copy(project, smtp_server, monk
     assert result.exit_code == 1 and "E-POSTAL" in result.output
     assert "error(s) from `newsletter check`" in result.output
     assert not smtp_server.received
-    test = send("--test", "editor@example.org")
+    test = send("--test", "editor@example.org", "--lang", "es")
     assert test.exit_code == 0 and "sending the test copy anyway" in test.output
     assert [r.rcpt_tos for r in smtp_server.wait_for(1)] == [["editor@example.org"]]
 
@@ -361,7 +362,7 @@ def test_asks_before_a_real_send(project, smtp_server, monkeypatch):
 
 def test_test_copy_is_marked_and_not_journaled(project, smtp_server, monkeypatch):
     setup_project(project, monkeypatch, smtp_server)
-    result = send("--test", "editor@example.org")
+    result = send("--test", "editor@example.org", "--lang", "en")
     assert result.exit_code == 0, result.output
     (rec,) = smtp_server.wait_for(1)
     assert rec.rcpt_tos == ["editor@example.org"]

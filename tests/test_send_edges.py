@@ -100,13 +100,13 @@ def test_slow_answer_to_the_message_is_uncertain_never_resent(project, smtp_serv
 
 def test_list_unsubscribe_has_the_https_url_and_the_mailto(project, smtp_server, monkeypatch):
     setup_project(project, monkeypatch, smtp_server)
-    monkeypatch.setenv("NEWSLETTER_SENDER_UNSUBSCRIBE_MAILTO", "baja@nalacc.example.org")
+    monkeypatch.setenv("NEWSLETTER_SENDER_UNSUBSCRIBE_MAILTO", "baja@nalacc.test")
     assert send("--yes").exit_code == 0
     for rec in smtp_server.received:
         m = rec.message
         https, mailto = (u.strip() for u in m["List-Unsubscribe"].split(","))
-        assert https.startswith("<https://alerts.example.org/u/") and https.endswith(">")
-        assert mailto == "<mailto:baja@nalacc.example.org?subject=unsubscribe>"
+        assert https.startswith("<https://alerts.nalacc.test/u/") and https.endswith(">")
+        assert mailto == "<mailto:baja@nalacc.test?subject=unsubscribe>"
         assert m["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
 
