@@ -16,7 +16,7 @@ import pytest
 
 from newsletter import links, web
 from newsletter.config import Config, load_config
-from tests.conftest import ALERT_ID
+from tests.conftest import ALERT_ID, fill_placeholders
 from tests.test_web import SECRET, state, write_config
 
 
@@ -97,7 +97,15 @@ def send(project: Path, alert_id: str = ALERT_ID) -> None:
     from newsletter.cli import cli
 
     (project / "members.csv").write_text(MEMBERS, encoding="utf-8")
-    result = CliRunner().invoke(cli, ["send", f"alerts/{alert_id}", "--to", "members.csv", "--yes"])
+    fill_placeholders(project)  # a real send refuses example.org values
+    real = {  # write_config's example.org sender, as an organisation would have set it
+        "NEWSLETTER_SENDER_FROM": "NALACC <alerts@nalacc.test>",
+        "NEWSLETTER_SENDER_REPLY_TO": "NALACC <info@nalacc.test>",
+        "NEWSLETTER_SENDER_UNSUBSCRIBE_MAILTO": "unsubscribe@nalacc.test",
+    }
+    result = CliRunner().invoke(
+        cli, ["send", f"alerts/{alert_id}", "--to", "members.csv", "--yes"], env=real
+    )
     assert result.exit_code == 0, result.output
 
 
