@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,6 @@ import click
 
 from newsletter import __version__
 from newsletter.config import Config, load_config, option_error
-
-pass_config = click.make_pass_decorator(Config)
 
 
 def _like_setting(setting: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
@@ -26,21 +25,88 @@ def _like_setting(setting: str) -> Callable[[click.Context, click.Parameter, Any
 
 
 ALERT = click.argument("alert", type=click.Path(path_type=Path))
+CONFIG_KEY = "newsletter.config"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="newsletter")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="NEWSLETTER_CONFIG",
-    help="Settings file (default: ./newsletter.toml if present).",
+# --config goes before or after the subcommand (`newsletter send … --config FILE` is how people
+# type it): every command and group takes the option; the last one given wins. The settings are
+# read when a command first needs them (pass_config), not by the group.
+def _remember_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.meta[CONFIG_KEY] = value  # ctx.meta is shared by a context and its subcontexts
+
+
+def _config_option(envvar: str | None = None) -> click.Option:
+    return click.Option(
+        ["--config"],
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar=envvar,
+        expose_value=False,
+        is_eager=True,
+        callback=_remember_config,
+        help="Settings file (default: ./newsletter.toml if present); before or after the command.",
+    )
+
+
+class _Command(click.Command):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.append(_config_option())
+
+
+class _Group(click.Group):
+    command_class = _Command
+    group_class = type  # subgroups (newsletter recipients …) are _Group too
+
+    def __init__(self, *args: Any, config_envvar: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.append(_config_option(config_envvar))
+
+
+def pass_config(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Like click.make_pass_decorator(Config): the settings as the first argument, read once."""
+
+    @click.pass_context
+    def new_func(ctx: click.Context, /, *args: Any, **kwargs: Any) -> Any:
+        root = ctx.find_root()
+        if not isinstance(root.obj, Config):
+            root.obj = load_config(ctx.meta.get(CONFIG_KEY))
+        return ctx.invoke(f, root.obj, *args, **kwargs)
+
+    return functools.update_wrapper(new_func, f)
+
+
+@click.group(
+    cls=_Group,
+    config_envvar="NEWSLETTER_CONFIG",
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-@click.pass_context
-def cli(ctx: click.Context, config_path: Path | None) -> None:
+@click.version_option(__version__, prog_name="newsletter")
+def cli() -> None:
     """Build, check, preview, send and forward bilingual action alerts."""
-    ctx.obj = load_config(config_path)
+
+
+# --- issue 10: init -----------------------------------------------------------------------------
+
+
+@cli.command(cls=click.Command)
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--example", is_flag=True, help="Add the 2011 NALACC alert as an example.")
+@click.option(
+    "--templates",
+    "with_templates",
+    is_flag=True,
+    help="Copy the default templates and catalogs in for editing (each copy overrides ours).",
+)
+def init(folder: Path, example: bool, with_templates: bool) -> None:
+    """Make FOLDER a site: newsletter.toml (every setting), alerts/, recipients/sample.csv.
+
+    Writes only files that are not there yet (run it again on a site to add --example or
+    --templates); never overwrites one.
+    """
+    from newsletter.init import run_init
+
+    run_init(folder, example=example, templates=with_templates)
 
 
 # --- issue 2: build, new, check, preview --------------------------------------------------------
@@ -69,11 +135,22 @@ def new(cfg: Config, alert_id: str) -> None:
 
 @cli.command()
 @ALERT
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="First list the file each template and catalog comes from.",
+)
 @pass_config
-def check(cfg: Config, alert: Path) -> None:
+def check(cfg: Config, alert: Path, verbose: bool) -> None:
     """Report every problem in ALERT's editions; exit 1 on any error."""
     from newsletter.check import run_check
 
+    if verbose:
+        from newsletter.resources import sources
+
+        for line in sources(cfg):
+            click.echo(line)
     run_check(cfg, alert)
 
 

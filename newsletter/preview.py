@@ -342,6 +342,7 @@ class PreviewServer:
             alert_path=str(self.alert_path),
             phone_width=PHONE_WIDTH,
             desktop_width=DESKTOP_WIDTH,
+            sources=resources.sources(self.cfg, tuple(languages)),
         )
 
     # --- lifecycle ------------------------------------------------------------------------------

@@ -98,3 +98,128 @@ def test_a_new_string_in_the_sites_template_names_the_catalog_to_copy(site: Path
     assert code_ == "E-I18N" and where.startswith("templates/email/footer.txt:"), line
     packaged = resources.packaged("locale", "es", "LC_MESSAGES", "messages.po")
     assert f"copy {packaged} to locale/es/LC_MESSAGES/messages.po and add its msgstr" in line
+
+
+# --- --config before and after the command ------------------------------------------------------
+
+
+def test_config_is_accepted_after_the_command_too(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`newsletter build … --config FILE` said "No such option: --config" before."""
+    elsewhere = site / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    toml = site / "newsletter.toml"
+    toml.write_text(
+        toml.read_text(encoding="utf-8").replace('build = "build"', 'build = "made"'),
+        encoding="utf-8",
+    )
+    code, out = run("build", f"../{ALERT}", "--config", "../newsletter.toml")
+    assert code == 0, out
+    assert (site / "made" / ALERT_ID / "es.html").is_file()  # relative to the settings file
+    code, out = run(
+        "--config", "../newsletter.toml", "recipients", "check", "../recipients/sample.csv"
+    )
+    assert code == 0, out
+    code, out = run("recipients", "check", "../recipients/sample.csv", "--config", "../nope.toml")
+    assert code == 1 and "nope.toml: no such config file" in out, out
+    # both given: the one after the command wins, as it is read last
+    code, out = run(
+        "--config", "../nope.toml", "build", f"../{ALERT}", "--config", "../newsletter.toml"
+    )
+    assert code == 0, out
+
+
+# --- newsletter init ------------------------------------------------------------------------------
+
+
+def test_init_makes_a_site_with_every_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+    import tomllib
+    from dataclasses import fields
+
+    from newsletter import config
+
+    monkeypatch.chdir(tmp_path)
+    code, out = run("init", "nalacc-alerts")
+    assert code == 0, out
+    s = tmp_path / "nalacc-alerts"
+    assert (s / "alerts").is_dir() and not any((s / "alerts").iterdir())
+    assert (s / "recipients" / "sample.csv").read_bytes() == (
+        REPO / "recipients" / "sample.csv"
+    ).read_bytes()
+    assert not (s / "templates").exists() and not (s / "locale").exists()
+    assert "newsletter.db" in (s / ".gitignore").read_text(encoding="utf-8")
+    text = (s / "newsletter.toml").read_text(encoding="utf-8")
+    data = tomllib.loads(text)
+    for section, cls in config._SECTIONS.items():
+        for f in fields(cls):
+            key = config._toml_key(f.name)
+            assert key in data.get(section, {}) or re.search(
+                rf"^#.*\b{re.escape(key)}\b", text, re.M
+            ), f"[{section}] {key} is not in the site's newsletter.toml"
+    assert "cd nalacc-alerts" in out and "newsletter new" in out
+
+
+def test_init_example_and_templates_then_again_overwrites_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out = run("init", "s", "--example")
+    assert code == 0, out
+    alert = tmp_path / "s" / ALERT
+    assert (alert / "es.md").read_bytes() == (REPO / ALERT / "es.md").read_bytes()
+    toml = tmp_path / "s" / "newsletter.toml"
+    toml.write_text("# ours\n" + toml.read_text(encoding="utf-8"), encoding="utf-8")
+    (alert / "es.md").write_text("edited", encoding="utf-8")
+    code, out = run("init", "s", "--templates", "--example")
+    assert code == 0, out
+    assert toml.read_text(encoding="utf-8").startswith("# ours\n")
+    assert (alert / "es.md").read_text(encoding="utf-8") == "edited"
+    assert "Kept 6 files already there" in out, out
+    footer = tmp_path / "s" / "templates" / "email" / "footer.html"
+    assert (
+        footer.read_bytes() == resources.packaged("templates", "email", "footer.html").read_bytes()
+    )
+    assert (tmp_path / "s" / "locale" / "es" / "LC_MESSAGES" / "web.po").is_file()
+    assert not list((tmp_path / "s" / "locale").rglob("*.mo"))
+    code, out = run("init", "s/newsletter.toml")
+    assert code == 2 and "is a file" in out, out  # click refuses it before init runs
+
+
+# --- which file each template comes from ----------------------------------------------------------
+
+
+def test_check_verbose_and_the_preview_page_name_each_templates_file(site: Path) -> None:
+    from newsletter.config import load_config
+    from newsletter.preview import PreviewServer
+    from tests.test_preview import get
+
+    footer = site / "templates" / "email" / "footer.txt"
+    footer.parent.mkdir(parents=True)
+    footer.write_text("OUR OWN FOOTER {{ org.name }}\n", encoding="utf-8")
+    packaged_footer = resources.packaged("templates", "email", "footer.txt")
+    code, out = run("check", "--verbose", ALERT)
+    lines = out.splitlines()
+    assert (
+        f"templates/email/footer.txt: templates/email/footer.txt (site, overrides {packaged_footer})"
+        in lines
+    )
+    layout = resources.packaged("templates", "email", "layout.html")
+    assert any(x.startswith(f"templates/email/layout.html: {layout} (packaged") for x in lines), out
+    assert any(x.startswith("locale/es/LC_MESSAGES/messages.po: ") for x in lines), out
+    code, quiet = run("check", ALERT)
+    assert "footer.txt" not in quiet
+    srv = PreviewServer(load_config(), site / ALERT, port=0).start()
+    try:
+        _, body = get(srv.url)
+    finally:
+        srv.stop()
+    assert 'id="sources"' in body
+    assert (
+        f"templates/email/footer.txt: templates/email/footer.txt (site, overrides {packaged_footer})"
+        in body
+    )
