@@ -312,6 +312,19 @@ def forward(
     run_forward(cfg, alert, to, from_name, note, lang)
 
 
+# --- issue 11: subscribe-form ------------------------------------------------------------------
+
+
+@cli.command("subscribe-form")
+@click.option("--lang", type=click.Choice(["es", "en"]), default="es", show_default=True)
+@pass_config
+def subscribe_form(cfg: Config, lang: str) -> None:
+    """Print the sign-up form as plain HTML, to paste into the organisation's own website."""
+    from newsletter.web.subscribe import run_subscribe_form
+
+    click.echo(run_subscribe_form(cfg, lang), nl=False)
+
+
 def main() -> None:
     """Entry point of the `newsletter` script and `python -m newsletter`."""
     cli(prog_name="newsletter")

@@ -188,6 +188,10 @@ def _visibility(cfg: Config, alert: Alert, lang: str, variant: str) -> dict[str,
     others = [x for x in alert.languages if x != lang]
     member = variant == "member"
     subscribe_url = cfg.org.subscribe_url
+    if not subscribe_url and base and not member:
+        # The sign-up page of `newsletter serve`, in this edition's language; src says where
+        # the new subscriber came from (kept with their consent).
+        subscribe_url = f"{base}/s?lang={lang}&src={variant}"
     if not subscribe_url:
         address = cfg.sender.reply_to or cfg.sender.from_
         address = address.rsplit("<", 1)[-1].rstrip(">").strip()

@@ -219,6 +219,7 @@ class Confirmed:
     email: str
     name: str
     lang: str
+    new: bool = True  # False when this sign-up was confirmed before (the same link again)
 
 
 def confirm(j: Journal, signup: SignUp, wording: Consent, when: datetime) -> Confirmed | None:
@@ -237,6 +238,12 @@ def confirm(j: Journal, signup: SignUp, wording: Consent, when: datetime) -> Con
         ).fetchall()
         if gone and (never_mail(gone[0][0]) or gone[0][1] > requested):
             return None
+        # The same link pressed again (a double click, a second visit) changes nothing new.
+        again = db.execute(
+            "SELECT 1 FROM subscribers s JOIN contacts c ON c.id = s.contact_id "
+            "WHERE c.key = ? AND s.requested_at = ?",
+            (key, requested),
+        ).fetchall()
         db.execute("DELETE FROM suppressions WHERE key = ?", (key,))
         contact_id = db.execute(
             "INSERT INTO contacts (key, email, name, language_pref, language_set_at, created_at, "
@@ -260,7 +267,7 @@ def confirm(j: Journal, signup: SignUp, wording: Consent, when: datetime) -> Con
             (contact_id, signup.lang, signup.source, wording.version, requested, t),
         )
         name = db.execute("SELECT name FROM contacts WHERE id = ?", (contact_id,)).fetchone()[0]
-    return Confirmed(int(contact_id), signup.email, name, signup.lang)
+    return Confirmed(int(contact_id), signup.email, name, signup.lang, new=not again)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ One module per family of pages, each a Flask blueprint; `create_app` only wires 
     archive  /, /a/<id>/<lang>, /a/<id>/<event>.ics
     forward  /f/<token>, and `newsletter forward` (same checks, same copy, same delivery)
     member   /l/<token> (language), /u/<token> (unsubscribe, resubscribe)
+    subscribe /s (sign-up form), /c/<token> (confirm): double opt-in, newsletter/subscribers.py
     serve    `newsletter serve`
 
 Every page that changes state does so only on POST: mail scanners follow every link in a message
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from flask import Flask
 
 from newsletter.config import Config
-from newsletter.web import archive, forward, member
+from newsletter.web import archive, forward, member, subscribe
 from newsletter.web.common import (
     CSRF_MAX_AGE,
     App,
@@ -87,6 +88,6 @@ def create_app(cfg: Config, *, clock: Callable[[], float] = time.time) -> Flask:
     app.extensions["newsletter"] = Pages(cfg, cfg.require_secret(), clock)
     app.after_request(security_headers)
     register_error_pages(app)
-    for blueprint in (archive.bp, forward.bp, member.bp):
+    for blueprint in (archive.bp, forward.bp, member.bp, subscribe.bp):
         app.register_blueprint(blueprint)
     return app

@@ -28,7 +28,7 @@ from newsletter.errors import NewsletterError
 
 CSRF_MAX_AGE = 6 * 3600  # a form left open this long must be reloaded
 ALERT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,120}")
-TOKEN_PATH_RE = re.compile(r"^(/[flu]/)[^/?#]+")
+TOKEN_PATH_RE = re.compile(r"^(/[flcu]/)[^/?#]+")  # /c/: a sign-up's confirmation link
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
@@ -243,7 +243,7 @@ def security_headers(resp: Response) -> Response:
     # Token URLs must not leak to the sites a page links to.
     resp.headers["Referrer-Policy"] = "no-referrer"
     resp.headers["X-Frame-Options"] = "DENY"
-    if request.path.startswith(("/f/", "/l/", "/u/")):
+    if request.path.startswith(("/f/", "/l/", "/u/", "/c/")):
         resp.headers["Cache-Control"] = "no-store"
         resp.headers["X-Robots-Tag"] = "noindex"
     return resp
