@@ -13,22 +13,16 @@ from click.testing import CliRunner
 from newsletter import links, subscribers, web
 from newsletter.cli import cli
 from newsletter.journal import Journal
-from tests.test_web import SECRET, Clock, write_config
+from tests import test_web
+from tests.test_web import SECRET
 
 DAY = 86400
 
 
-@pytest.fixture
-def cfg(project, smtp_server, monkeypatch):
-    from newsletter.config import load_config
-
-    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
-    return load_config(write_config(project, smtp_server.port))
-
-
-@pytest.fixture
-def clock():
-    return Clock()
+# The config (test SMTP server, base URL http://127.0.0.1:8080, the secret) and the app's clock
+# of tests/test_web.py.
+cfg = test_web.cfg
+clock = test_web.clock
 
 
 @pytest.fixture
