@@ -49,7 +49,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from newsletter import i18n, message, tokens
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
-from newsletter.journal import Journal, _ts, key_of
+from newsletter.journal import _NEW_PUBLIC_ID, Journal, _ts, key_of
 from newsletter.recipients import Recipient, clean_text
 
 CONFIRM_DAYS = 7
@@ -213,9 +213,10 @@ def request_confirmation(j: Journal, email: str, ip: str, per_network: int, when
 
 @dataclass(frozen=True)
 class Confirmed:
-    """A confirmed subscriber: the contact id (what their links carry) and their language."""
+    """A confirmed subscriber: their contact, its public id (what their links carry), language."""
 
     contact_id: int
+    public_id: str
     email: str
     name: str
     lang: str
@@ -245,14 +246,16 @@ def confirm(j: Journal, signup: SignUp, wording: Consent, when: datetime) -> Con
             (key, requested),
         ).fetchall()
         db.execute("DELETE FROM suppressions WHERE key = ?", (key,))
-        contact_id = db.execute(
+        contact_id, public_id = db.execute(
             "INSERT INTO contacts (key, email, name, language_pref, language_set_at, created_at, "
-            "updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5) ON CONFLICT (key) DO UPDATE SET "
+            f"updated_at, public_id) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?5, {_NEW_PUBLIC_ID}) "
+            "ON CONFLICT (key) DO UPDATE SET "
             "email = excluded.email, language_pref = excluded.language_pref, "
             "language_set_at = excluded.language_set_at, updated_at = excluded.updated_at, "
-            "name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE name END RETURNING id",
+            "name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE name END "
+            "RETURNING id, public_id",
             (key, signup.email, signup.name, signup.lang, t),
-        ).fetchone()[0]
+        ).fetchone()
         db.execute(
             "INSERT INTO consent_texts (version, lang, text, first_used_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (version) DO NOTHING",
@@ -267,7 +270,7 @@ def confirm(j: Journal, signup: SignUp, wording: Consent, when: datetime) -> Con
             (contact_id, signup.lang, signup.source, wording.version, requested, t),
         )
         name = db.execute("SELECT name FROM contacts WHERE id = ?", (contact_id,)).fetchone()[0]
-    return Confirmed(int(contact_id), signup.email, name, signup.lang, new=not again)
+    return Confirmed(int(contact_id), str(public_id), signup.email, name, signup.lang, not again)
 
 
 @dataclass(frozen=True)

@@ -213,7 +213,7 @@ def test_confirmation_email_in_spanish_with_the_link_and_postal_address(cfg):
 
 
 def test_welcome_email_is_a_members_message(cfg):
-    who = subscribers.Confirmed(3, "ana@example.org", "Ana", "en")
+    who = subscribers.Confirmed(3, "0" * 32, "ana@example.org", "Ana", "en")
     url = "https://alerts.example.org/u/TOKEN"
     msg = parse(subscribers.welcome_message(cfg, who, {"__NL_UNSUBSCRIBE_URL__": url}))
     assert msg["Subject"] == "Welcome to the NALACC action alerts"

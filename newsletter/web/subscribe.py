@@ -139,7 +139,7 @@ def confirm(token: str) -> Response:
     if who is None:
         return p.notice("not_confirmed", 409, signup.lang)
     if who.new and cfg.subscribe.welcome:
-        unsubscribe = links.make_token(p.secret, "unsubscribe", who.contact_id, "welcome", who.lang)
+        unsubscribe = links.make_token(p.secret, "unsubscribe", who.public_id, "welcome", who.lang)
         values = {tokens.UNSUBSCRIBE_URL: f"{links.base_url(cfg)}/u/{unsubscribe}"}
         _mail_queue().put(who.email, lambda: subscribers.welcome_message(cfg, who, values))
     html = p.render(
