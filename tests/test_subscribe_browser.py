@@ -15,9 +15,9 @@ from newsletter.journal import Journal
 from tests.conftest import ALERT_ID
 from tests.test_web import SECRET, state
 from tests.test_web_browser import (
-    MEMBERS,
     live,  # noqa: F401  (the fixture)
     no_horizontal_scroll,
+    send,
     unlabelled_fields,
 )
 
@@ -89,8 +89,7 @@ def test_a_friend_joins_in_spanish_and_gets_the_next_alert(live, page, smtp_serv
     assert welcome["Subject"] == "Le damos la bienvenida a las alertas de acción de NALACC"
 
     # The next send reaches her, in Spanish, with her own links.
-    (project / "members.csv").write_text(MEMBERS, encoding="utf-8")
-    result = run("send", f"alerts/{ALERT_ID}", "--to", "members.csv", "--yes")
+    result = send(project)
     assert "2 from members.csv + 1 who subscribed on the web" in result.output
     # Her mail so far: the forwarded copy, the confirmation, the welcome; then the alert.
     [alert] = [r.message for r in smtp_server.to("luz@example.org")][3:]

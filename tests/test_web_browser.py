@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from click.testing import Result
 
 from newsletter import links, web
 from newsletter.config import Config, load_config
@@ -90,7 +91,7 @@ def test_language_page_in_the_target_language_at_375px(live, page):
 MEMBERS = "email,name,language\nana@example.org,Ana Pérez,es\nbeto@example.org,Beto,en\n"
 
 
-def send(project: Path, alert_id: str = ALERT_ID) -> None:
+def send(project: Path, alert_id: str = ALERT_ID) -> Result:
     """`newsletter send` as a user runs it, to the members' CSV, through the test SMTP server."""
     from click.testing import CliRunner
 
@@ -107,6 +108,7 @@ def send(project: Path, alert_id: str = ALERT_ID) -> None:
         cli, ["send", f"alerts/{alert_id}", "--to", "members.csv", "--yes"], env=real
     )
     assert result.exit_code == 0, result.output
+    return result
 
 
 def next_alert(project: Path, n: int) -> str:
