@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from newsletter import deliver, message, pool, recipients
+from newsletter import deliver, message, pool, recipients, statefile
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.journal import Journal, timestamp
@@ -136,6 +136,7 @@ def run_send(
         with Journal(cfg.path("state"), secret=cfg.secret) as jr:
             if not dry_run:
                 jr.acquire_send_lock()
+                statefile.flight_log_room([jr.flight_path(i) for i in range(k)])
             planned_at = timestamp()
             web = _web_subscribers(jr, report, csv_only)
             out.from_web = len(web)

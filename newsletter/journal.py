@@ -29,6 +29,7 @@ import hmac
 import os
 import secrets
 import sqlite3
+import stat
 import struct
 import threading
 import time
@@ -347,6 +348,14 @@ def _ts_posix(t: float) -> str:
     )
 
 
+def _regular(path: Path) -> bool:
+    """True for a regular file (not a directory, a link or anything else); False if gone."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
 def flight_path(state: Path, n: int) -> Path:
     """Connection n's flight log during a send from the state file `state`."""
     return state.with_name(f"{state.name}.flight-{n}")
@@ -594,12 +603,16 @@ class Journal:
         return flight_path(self.path, n)
 
     def flight_paths(self) -> list[Path]:
+        """The flight logs beside the state file. Only regular files: a flight log is never
+        anything else, so a directory of that name (someone's mkdir) holds nothing to recover,
+        and it must not stop every command; a send that needs the name refuses it
+        (statefile.flight_log_room)."""
         prefix = self.path.name + ".flight-"
         with contextlib.suppress(OSError):
             return sorted(
                 p
                 for p in self.path.parent.iterdir()
-                if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit()
+                if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit() and _regular(p)
             )
         return []
 
