@@ -72,6 +72,18 @@ DELIMITERS = (",", ";", "\t")
 # Control characters (C0, DEL, C1) and the Unicode line/paragraph separators: any of them in a
 # name could end a header line or break the text part, so they become a space.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Invisible format characters (Unicode category Cf): bidi overrides and isolates (U+202E shows
+# "Ana" + reversed text, so a name can read as something else in a To: line or a greeting),
+# zero-width spaces and joiners, soft hyphen, BOM, tags. Removed, as the forward note's cleaning
+# removes them. Listed here (Unicode 15) because computing the set means a scan of every code
+# point at import; a test checks it against the running Python's unicodedata. Cost: an emoji
+# joined with U+200D shows as its parts, a Persian name loses its U+200C (it still reads).
+_INVISIBLE = re.compile(
+    "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
+    "\U000e0020-\U000e007f]"
+)
 _SPACES = re.compile(r"\s+")
 # A physical line as the csv module counts them: ended by \n, \r\n or \r (str.splitlines would
 # also split on \x0c, \x85, \u2028… and break a record there).
@@ -128,9 +140,12 @@ class Row:
 
 
 def clean_text(value: str) -> str:
-    """A name or field made safe for a header line: control characters and CR/LF become spaces."""
+    """A name or field made safe for a header line and honest on screen: control characters and
+    CR/LF become spaces, invisible format characters (bidi overrides, zero-width…) go."""
     if not value:
         return ""
+    if not value.isascii():
+        value = _INVISIBLE.sub("", value)
     return _SPACES.sub(" ", _CONTROL.sub(" ", value)).strip()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -362,3 +363,20 @@ def test_cli_recipients_check_missing_email_column(project):
     result = CliRunner().invoke(cli, ["recipients", "check", "x.csv"])
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and "no 'email' column" in result.output
+
+
+def test_clean_text_removes_every_invisible_format_character():
+    # Every code point of Unicode category Cf in this Python's database (bidi overrides and
+    # isolates, zero-width ones, soft hyphen, BOM, tags…); the list in recipients is hard-coded.
+    every_cf = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Cf"]
+    assert "\u202e" in every_cf and len(every_cf) > 150
+    assert clean_text("Ana" + "".join(every_cf) + " Pérez") == "Ana Pérez"
+    assert clean_text("\u202dJosé\u202c \u2067Ñúñez\u2069") == "José Ñúñez"
+    assert clean_text("عليّ") == "عليّ"  # right-to-left letters themselves stay
+
+
+def test_a_forwarders_name_loses_its_invisible_characters_too():
+    from newsletter.web import check_forward
+
+    fwd, errors = check_forward(["f@example.org"], "Ana\u202e\u200b", "", "es", ["es"])
+    assert not errors and fwd.name == "Ana"

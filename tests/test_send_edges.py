@@ -7,6 +7,7 @@ message itself, both List-Unsubscribe forms, a list without an email column, K c
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 
@@ -420,3 +421,25 @@ def test_a_sender_process_killed_mid_message_stops_the_run_never_twice(
     assert set(got) | {a for a, s in states(project).items() if s == "in_flight"} == {
         f"m{i:02d}@example.org" for i in range(12)
     }
+
+
+def test_invisible_format_characters_never_reach_to_or_the_greeting(
+    project, smtp_server, monkeypatch
+):
+    # U+202E (right-to-left override) makes "Ana\u202eZYX" read as "AnaXYZ"; the others hide.
+    tricky = "Ana\u202e Lucía\u2066\u200b Pérez\u00ad\ufeff\U000e0041"
+    csv = f"email,name,language\nana@example.org,{tricky},es\nbob@example.com,Bob\u200f,en\n"
+    setup_project(project, monkeypatch, smtp_server, csv=csv)
+    assert send("--yes").exit_code == 0
+    by = {r.rcpt_tos[0]: r.message for r in smtp_server.received}
+    ana, bob = by["ana@example.org"], by["bob@example.com"]
+    assert str(ana["To"]) == "Ana Lucía Pérez <ana@example.org>"
+    assert str(bob["To"]) == "Bob <bob@example.com>"
+    assert "Hola, Ana Lucía Pérez:" in ana.get_body(("plain",)).get_content()
+    assert "Ana Lucía Pérez" in ana.get_body(("html",)).get_content()
+    for msg in (ana, bob):
+        for part in (msg.get_body(("plain",)), msg.get_body(("html",))):
+            assert not any(unicodedata.category(c) == "Cf" for c in part.get_content())
+    with Journal(project / "newsletter.db") as j:
+        assert j.find_contact("ana@example.org").name == "Ana Lucía Pérez"
+        assert j.find_contact("bob@example.com").name == "Bob"
