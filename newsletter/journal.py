@@ -871,6 +871,18 @@ class Journal:
             )
         ]
 
+    def suppressed_unsent(self, alert_id: str) -> dict[str, str]:
+        """{address key: status} of the alert's pending, retry and failed deliveries whose
+        address is suppressed now: no send will go to them (the plan and the workers skip
+        them), whatever the row says. In-flight ones are left out: they may have arrived."""
+        return dict(
+            self._read(
+                "SELECT d.key, d.status FROM deliveries d JOIN suppressions s ON s.key = d.key "
+                "WHERE d.alert_id = ? AND d.status IN ('pending', 'retry', 'failed')",
+                (alert_id,),
+            )
+        )
+
     def alerts(self) -> list[str]:
         """Every alert id with deliveries recorded."""
         return [a for (a,) in self._read("SELECT DISTINCT alert_id FROM deliveries ORDER BY 1")]
@@ -991,8 +1003,14 @@ def run_status(cfg: Config, alert_path: Path) -> None:
             click.echo(f"{alert_id}: nothing sent yet. Alerts in {state}: {known}.")
             return
         running = journal.send_running()
-        failed = journal.rows(alert_id, ["failed"])
+        # Unsubscribed since their row was written (often during a running send): they will
+        # never be sent, so they are counted as such, not as pending for ever.
+        blocked = journal.suppressed_unsent(alert_id)
+        failed = [d for d in journal.rows(alert_id, ["failed"]) if d.key not in blocked]
         in_flight = journal.rows(alert_id, ["in_flight"])
+    total = sum(counts.values())
+    for status in blocked.values():
+        counts[status] -= 1
     flight_word = "in flight" if running else "uncertain"
     parts = [
         f"{counts['sent']} sent",
@@ -1001,7 +1019,8 @@ def run_status(cfg: Config, alert_path: Path) -> None:
         f"{counts['failed']} failed",
         f"{counts['in_flight']} {flight_word}",
     ]
-    total = sum(counts.values())
+    if blocked:
+        parts.append(f"{len(blocked)} suppressed (unsubscribed: never sent)")
     click.echo(f"{alert_id}: {plural(total, 'recipient')}: {', '.join(parts)}.")
     if running:
         click.echo("A send is running now; these numbers are moving.")

@@ -9,7 +9,9 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from newsletter.cli import cli
-from tests.test_send import ALERT, received_by, send, setup_project
+from newsletter.journal import Journal
+from tests.conftest import ALERT_ID
+from tests.test_send import ALERT, FakeClock, received_by, run, send, setup_project
 
 
 def cli_run(*args: str):
@@ -51,3 +53,34 @@ def test_a_send_that_needs_the_name_says_so_before_sending(project, monkeypatch,
     assert f"{project / 'newsletter.db.flight-2'}: in the way of this send's flight log" in line
     assert "nothing was sent" in line
     assert not received_by(smtp_server)
+
+
+# --- 11: suppressed during a running send -----------------------------------------------------
+
+
+def test_a_member_suppressed_during_the_send_shows_as_suppressed_in_status(
+    project, smtp_server, monkeypatch
+):
+    setup_project(project, monkeypatch, smtp_server)
+
+    def rcpt(address: str) -> None:
+        if address == "ana@example.org":  # the first message: jose unsubscribes meanwhile
+            with Journal(project / "newsletter.db") as j:
+                j.suppress("jose@example.org", "one-click")
+            mid_send.append(cli_run("status", ALERT).output)
+
+    mid_send: list[str] = []
+    smtp_server.on_rcpt = rcpt
+    run(FakeClock(), connections=1)
+    assert not smtp_server.to("jose@example.org")
+    # While the send ran, and for ever after: suppressed, not pending.
+    assert "suppressed" in mid_send[0] and "A send is running now" in mid_send[0]
+    after = cli_run("status", ALERT)
+    assert after.exit_code == 0
+    assert (
+        f"{ALERT_ID}: 4 recipients: 3 sent, 0 pending, 0 to retry, 0 failed, 0 uncertain, "
+        "1 suppressed (unsubscribed: never sent)." in after.output
+    )
+    # A later run skips jose too, and status says the same.
+    assert send("--yes").exit_code == 0
+    assert "0 pending" in cli_run("status", ALERT).output
