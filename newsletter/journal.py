@@ -946,6 +946,62 @@ class Journal:
                 (_ts(t - IP_HASH_KEEP),),
             )
 
+    def reserve_forward(
+        self,
+        contact_id: int,
+        ip: str,
+        alert_id: str,
+        friends: Iterable[str],
+        caps: tuple[int, int],
+        at: datetime | None = None,
+    ) -> tuple[int | None, str, set[str]]:
+        """Check the daily caps and count `friends` against them, in one write transaction.
+
+        Returns (reservation, "", friends who unsubscribed), or (None, "limit_token" or
+        "limit_ip", set()) when the forward would pass `caps` (per contact, per IP) in the 24
+        hours before `at` (default now; the web pages pass their own clock). Checking and counting apart let 50 parallel submissions all pass
+        the check before any was counted; here the second waits for the first's count. Every
+        friend counts, those who unsubscribed too (they get nothing): the caps must not let
+        anyone test addresses for free. `settle_forward` lowers the count to what went out.
+        """
+        friends = list(friends)
+        t = now() if at is None else at
+        since = t - timedelta(days=1)
+        ip_hash = self._ip_hash(ip) if ip else None
+        with self._tx() as db:
+            q = "SELECT coalesce(sum(count), 0) FROM forwards WHERE created_at >= ? AND "
+            used = db.execute(q + "contact_id = ?", (_ts(since), contact_id)).fetchone()[0]
+            if used + len(friends) > caps[0]:
+                return None, "limit_token", set()
+            if ip_hash is not None:
+                used = db.execute(q + "ip_hash = ?", (_ts(since), ip_hash)).fetchone()[0]
+                if used + len(friends) > caps[1]:
+                    return None, "limit_ip", set()
+            cur = db.execute(
+                "INSERT INTO forwards (contact_id, ip_hash, alert_id, count, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (contact_id, ip_hash, alert_id, len(friends), _ts(t)),
+            )
+            db.execute(
+                "UPDATE forwards SET ip_hash = NULL WHERE ip_hash IS NOT NULL AND created_at < ?",
+                (_ts(t - IP_HASH_KEEP),),
+            )
+            unsubscribed = {
+                f
+                for f in friends
+                if db.execute("SELECT 1 FROM suppressions WHERE key = ?", (key_of(f),)).fetchone()
+            }
+            return cur.lastrowid, "", unsubscribed
+
+    def settle_forward(self, reservation: int, count: int) -> None:
+        """Lower a reservation to the friends it really counts (copies that may have gone out,
+        and friends who unsubscribed); one that counts nobody is removed, IP hash and all."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE forwards SET count = min(count, ?) WHERE id = ?", (count, reservation)
+            )
+            db.execute("DELETE FROM forwards WHERE id = ? AND count = 0", (reservation,))
+
     def forwards_since(
         self,
         contact_id: int | None = None,

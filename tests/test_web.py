@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import re
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -842,25 +845,53 @@ def test_pages_link_under_the_base_url_path(project, smtp_server, monkeypatch):
 # --- friends who unsubscribed ----------------------------------------------------------------------
 
 
-def test_forward_skips_a_friend_who_unsubscribed(client, cfg, member, smtp_server):
-    """A forward is the organisation's mail (CAN-SPAM): an opted-out friend gets no copy."""
+def test_forward_answers_the_same_whoever_the_friend_is(client, cfg, member, smtp_server):
+    """A forward is the organisation's mail (CAN-SPAM): an opted-out friend gets no copy, and the
+    forwarder cannot tell: same status, same page, and the friend counts against the caps."""
     from newsletter.journal import Journal
 
     with Journal(cfg.path("state")) as j:
         j.suppress("Marta@Example.net", "unsubscribe page")
     tok = token("forward", member, "es")
-    resp = post_forward(client, tok, forward_page(client, tok), note="hola", lang="es")
-    assert resp.status_code == 200, resp.get_data(as_text=True)
-    got = smtp_server.wait_for(1)
-    assert [r.rcpt_tos for r in got] == [["luis@example.org"]]
-    assert state(cfg)[2] == [(member, ALERT_ID, 1)]  # only the copy sent counts
-    page = resp.get_data(as_text=True)
-    assert "marta@example.net" in page  # listed as not reached
-    assert "unsubscribed" not in page.lower() and "baja" not in page.lower()  # not why
-    # Every friend opted out: a plain "done" page (0 sent), not a delivery error.
-    resp = post_forward(client, tok, forward_page(client, tok), to=["marta@example.net"])
-    assert resp.status_code == 200, resp.get_data(as_text=True)
-    assert len(smtp_server.received) == 1
+
+    def answer(to: list[str]) -> tuple[int, str]:
+        resp = post_forward(client, tok, forward_page(client, tok), to=to, note="hola")
+        return resp.status_code, resp.get_data(as_text=True)
+
+    # Marta unsubscribed; Nora was never on the list. One of two friends, then alone.
+    assert answer(["luis@example.org", "marta@example.net"]) == answer(
+        ["luis@example.org", "nora@example.net"]
+    )
+    assert answer(["marta@example.net"]) == answer(["nora@example.net"])
+    status, page = answer(["marta@example.net"])
+    assert status == 200 and "Enviamos la alerta a 1 persona." in page
+    assert "marta" not in page and "baja" not in page.lower()
+    got = smtp_server.wait_for(4)
+    time.sleep(0.2)  # nothing more arrives for Marta
+    assert sorted(r.rcpt_tos[0] for r in smtp_server.received) == [
+        "luis@example.org",
+        "luis@example.org",
+        "nora@example.net",
+        "nora@example.net",
+    ], got
+    # Every friend counted, Marta too.
+    assert [row[2] for row in state(cfg)[2]] == [2, 2, 1, 1, 1]
+
+
+def test_a_friend_who_unsubscribed_counts_against_the_caps(cfg, clock, member, smtp_server):
+    from newsletter.journal import Journal
+
+    app = web.create_app(cfg, clock=clock)
+    app.config.update(FORWARDS_PER_TOKEN_PER_DAY=3)
+    client = app.test_client()
+    with Journal(cfg.path("state")) as j:
+        j.suppress("marta@example.net", "unsubscribe page")
+    tok = token("forward", member, "es")
+    assert post_forward(client, tok, forward_page(client, tok)).status_code == 200  # 2 of 3
+    # Testing addresses is not free: Marta's copy counted, so one more is the limit.
+    resp = post_forward(client, tok, forward_page(client, tok), to=["x@example.org", "y@example.org"])
+    assert resp.status_code == 429
+    assert len(smtp_server.wait_for(1)) == 1
 
 
 def test_forward_command_skips_a_friend_who_unsubscribed(cfg, smtp_server, project):
@@ -982,3 +1013,77 @@ def test_links_dated_in_the_future_are_refused(client, cfg, member, clock):
     assert state(cfg) == before
     clock.now += 3600 - 120  # two minutes of skew: fine
     assert client.get(f"/u/{toks['unsubscribe']}").status_code == 200
+
+
+# --- forward caps hold under parallel submissions (issue 8, item 1) --------------------------------
+
+
+@contextlib.contextmanager
+def served(app):
+    """The app on a real threaded HTTP server on 127.0.0.1 (a port of its own), for the test."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+
+
+def fire(url: str, posts: list[tuple[str, list[str]]]) -> list[int]:
+    """POST each (token, friends) forward form at once from its own thread; the status codes."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    csrf = {}
+    for tok, _ in posts:
+        if tok not in csrf:
+            with urllib.request.urlopen(f"{url}/f/{tok}", timeout=30) as resp:
+                csrf[tok] = csrf_of(resp.read().decode())
+    start = threading.Barrier(len(posts), timeout=30)
+
+    def post(item: tuple[str, list[str]]) -> int:
+        tok, friends = item
+        body = urllib.parse.urlencode(
+            {"csrf": csrf[tok], "to": friends, "name": "Ana", "lang": "es"}, doseq=True
+        ).encode()
+        start.wait()  # every request leaves together
+        try:
+            with urllib.request.urlopen(f"{url}/f/{tok}", data=body, timeout=60) as resp:
+                return resp.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    with ThreadPoolExecutor(max_workers=len(posts)) as pool:
+        return list(pool.map(post, posts))
+
+
+def test_parallel_forwards_never_pass_the_caps(cfg, clock, member, smtp_server):
+    """50 parallel submissions on one member's link, 5 friends each, against the cap of 20; then
+    45 from one address over 9 members' links against its cap of 50. Checked then counted
+    apart, the first sent 250 copies and the second 225."""
+    from newsletter.journal import Journal
+
+    app = web.create_app(cfg, clock=clock)
+    per_member, per_ip = web.FORWARDS_PER_TOKEN_PER_DAY, web.FORWARDS_PER_IP_PER_DAY
+    friends = [[f"f{i}-{k}@example.org" for k in range(5)] for i in range(50)]
+    with served(app) as url:
+        tok = token("forward", member, "es")
+        statuses = fire(url, [(tok, friends[i]) for i in range(50)])
+        assert len(smtp_server.received) == per_member == 20
+        assert statuses.count(200) == per_member // 5 and statuses.count(429) == 50 - 4
+        clock.now += DAY + 60  # a day later: caps start again
+        with Journal(cfg.path("state")) as j:
+            members = [j.contact(f"m{i}@example.org", f"M{i}") for i in range(9)]
+        posts = [(token("forward", m, "es"), friends[i % 50]) for i, m in enumerate(members * 5)]
+        statuses = fire(url, posts)
+    assert len(smtp_server.received) - 20 == per_ip == 50
+    assert statuses.count(200) == per_ip // 5
+    counted = sum(row[2] for row in state(cfg)[2])
+    assert counted == len(smtp_server.received) == 70

@@ -6,6 +6,8 @@ note, language) are shared, and the page localises the error codes the command p
 
 from __future__ import annotations
 
+import threading
+import time
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -27,9 +29,36 @@ NOTE_MAX = 500  # characters
 NAME_MAX = 100
 FORWARDS_PER_TOKEN_PER_DAY = 20  # one member (forward token) across submissions
 FORWARDS_PER_IP_PER_DAY = 50  # one client address, whatever the tokens
-DAY = 86400
 
 bp = Blueprint("forward", __name__)
+
+
+class _Pace:
+    """How long delivering a forward takes per friend, lately (a moving average).
+
+    A friend who unsubscribed gets nothing, which is quicker than a delivery: the page waits
+    out the difference, so the time of the answer does not tell the forwarder who is on the
+    list. The first estimate is a guess until a real delivery is measured.
+    """
+
+    def __init__(self, per_friend: float = 0.05) -> None:
+        self.per_friend = per_friend
+        self._lock = threading.Lock()
+
+    def took(self, friends: int, seconds: float) -> None:
+        """A real delivery to `friends` friends took `seconds`."""
+        if friends > 0:
+            with self._lock:
+                self.per_friend += (seconds / friends - self.per_friend) / 4
+
+    def wait(self, friends: int, *, since: float) -> None:
+        """Sleep until `friends` deliveries' worth of time has passed since `since`."""
+        with self._lock:
+            due = since + friends * self.per_friend
+        time.sleep(max(0.0, min(due - time.monotonic(), 10.0)))
+
+
+PACE = _Pace()
 
 
 # --- forwarding: validation and the forward-safe copy, shared by the page and the command ----------
@@ -308,42 +337,43 @@ def forward_post(token: str) -> Response:
     )
     if fwd is None:
         return _form(token, data, alert, errors=errors, status=400, **given)
-    since = datetime.fromtimestamp(p.clock() - DAY, UTC)
     ip = client_ip()
     app_cfg = current_app.config
     caps = app_cfg["FORWARDS_PER_TOKEN_PER_DAY"], app_cfg["FORWARDS_PER_IP_PER_DAY"]
+    # Check and count in one transaction, before anything is sent (parallel submissions each
+    # see the others' counts). A friend who unsubscribed counts too, and gets nothing.
     with p.journal() as j:
-        if j.forwards_since(contact_id=contact.id, since=since) + len(fwd.friends) > caps[0]:
-            errors = [("limit_token", caps[0])]
-        elif ip and j.forwards_since(ip=ip, since=since) + len(fwd.friends) > caps[1]:
-            errors = [("limit_ip", None)]
-        # A friend who unsubscribed gets nothing; the page lists them as not reached, without
-        # saying why (that they unsubscribed is theirs to tell, not the forwarder's to learn).
-        skipped = unsubscribed_friends(j, fwd.friends)
-    if errors:
-        return _form(token, data, alert, errors=errors, status=429, **given)
-    reply_to = contact.email
+        reservation, refusal, skipped = j.reserve_forward(
+            contact.id, ip, alert.id, fwd.friends, caps, datetime.fromtimestamp(p.clock(), UTC)
+        )
+    if reservation is None:
+        arg = caps[0] if refusal == "limit_token" else None
+        return _form(token, data, alert, errors=[(refusal, arg)], status=429, **given)
+    started = time.monotonic()
     wanted = replace(fwd, friends=tuple(f for f in fwd.friends if f not in skipped))
-    reached = []
+    reached: list[str] = []
     if wanted.friends:
         messages = forward_messages(
-            cfg, alert, wanted, reply_to, p.edition(alert.id, fwd.lang, "forward")
+            cfg, alert, wanted, contact.email, p.edition(alert.id, fwd.lang, "forward")
         )
         try:
             reached, _where = deliver_all(cfg, alert.id, messages)
         except NewsletterError as err:
             current_app.logger.error("forward: %s", err.message)
-            reached = []
-    if reached:
+        PACE.took(len(wanted.friends), time.monotonic() - started)
+    if len(reached) < len(wanted.friends):  # refused or not sent: those do not count
         with p.journal() as j:
-            j.record_forward(contact.id, ip, alert.id, len(reached))
+            j.settle_forward(reservation, len(reached) + len(skipped))
+    # Whoever unsubscribed must not show, not even in how long the answer takes.
+    PACE.wait(len(fwd.friends), since=started)
     if not reached and wanted.friends:
         return _form(token, data, alert, errors=[("send_failed", None)], status=503, **given)
     html = p.render(
         data.lang,
         "forward_done.html",
-        sent=len(reached),
-        missed=[f for f in fwd.friends if f not in reached],
+        # Friends who unsubscribed are reported as sent: the page is the same whoever they are.
+        sent=len(reached) + len(skipped),
+        missed=[f for f in wanted.friends if f not in reached],
         subject=subject(alert, data.lang),
         archive_url=f"{p.root}/a/{alert.id}/{data.lang}",
     )
