@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -125,12 +126,17 @@ def build(cfg: Config, alert: Path, out: Path | None) -> None:
 
 @cli.command()
 @click.argument("alert_id")
+@click.option(
+    "--date",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="The alert's date (default: the one the id starts with, else today).",
+)
 @pass_config
-def new(cfg: Config, alert_id: str) -> None:
+def new(cfg: Config, alert_id: str, date: datetime | None) -> None:
     """Start a new alert folder with every block, marked where the editor must write."""
     from newsletter.content import run_new
 
-    run_new(cfg, alert_id)
+    run_new(cfg, alert_id, date=date.date() if date else None)
 
 
 @cli.command()

@@ -33,6 +33,9 @@ LANGUAGES = ("es", "en")
 ID_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 WRITE_MARK_RE = re.compile(r"\[\[WRITE:[^\]]*\]\]")
 BLOCK_RE = re.compile(r"^:::\s*(\S+)(?:\s+(\S+))?\s*$")
+# An event whose alert gives no end (`end` or `duration_minutes`) lasts this long in calendars:
+# a zero-length entry shows as nothing in most of them. The email shows only the start.
+DEFAULT_EVENT_MINUTES = 60
 FRONT_KEYS = ("subject", "preheader", "headline", "subtitle")
 
 # Typed blocks: name -> does it take an id (None: no; "event"/"contact"/"link": which table).
@@ -64,6 +67,8 @@ class Event:
     timezone: str
     place: str
     address: str
+    end: dt.datetime | None = None  # aware; start + DEFAULT_EVENT_MINUTES unless given
+    end_stated: bool = False  # False: the end is the default length (the alert gave none)
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,7 @@ class Alert:
     events: dict[str, Event]
     contacts: dict[str, Contact]
     texts: dict[str, Text] = field(default_factory=dict)
+    copyright: str = ""  # the alert's own footer line; empty: [org] copyright or "© year org"
 
     @property
     def default_language(self) -> str:
@@ -181,11 +187,13 @@ def load_alert(cfg: Config, path: str | Path) -> Alert:
     def where(key: str) -> str:
         return f"{toml_path}:{_line_of(source, key)}"
 
-    unknown = sorted(set(data) - {"date", "languages", "links", "events", "contacts"})
+    unknown = sorted(
+        set(data) - {"date", "languages", "copyright", "links", "events", "contacts"}
+    )
     if unknown:
         raise NewsletterError(
             f"{where(unknown[0])}: unknown key {unknown[0]!r}; {ALERT_FILE} holds date, languages, "
-            "[links], [events.<id>] and [contacts.<id>]."
+            "copyright, [links], [events.<id>] and [contacts.<id>]."
         )
     alert_id = folder.resolve().name
     if not ID_RE.match(alert_id):
@@ -230,7 +238,10 @@ def load_alert(cfg: Config, path: str | Path) -> Alert:
         contacts[cid] = Contact(
             cid, *(_str(c.get(k, ""), where(f"contacts.{cid}")) for k in ("name", "phone", "email"))
         )
-    alert = Alert(alert_id, folder, date, tuple(languages), links, events, contacts)
+    copyright_line = _str(data.get("copyright", ""), where("copyright"))
+    alert = Alert(
+        alert_id, folder, date, tuple(languages), links, events, contacts, {}, copyright_line
+    )
     return replace(alert, texts={lang: _load_text(alert, lang) for lang in alert.languages})
 
 
@@ -248,6 +259,16 @@ def _event(eid: str, ev: Any, where: Any) -> Event:
     for key in ("start", "timezone", "place", "address"):
         if key not in ev:
             raise NewsletterError(f"{w}: [events.{eid}] needs {key} = ….")
+    unknown = sorted(
+        set(ev) - {"start", "end", "duration_minutes", "timezone", "place", "address"}
+    )
+    if unknown:
+        raise NewsletterError(
+            f"{w}: unknown key {unknown[0]!r} in [events.{eid}]; use start, end or "
+            "duration_minutes, timezone, place, address."
+        )
+    if "end" in ev and "duration_minutes" in ev:
+        raise NewsletterError(f"{w}: [events.{eid}] has both end and duration_minutes; keep one.")
     tzname = _str(ev["timezone"], w)
     try:
         tz = ZoneInfo(tzname)
@@ -268,7 +289,38 @@ def _event(eid: str, ev: Any, where: Any) -> Event:
             f"{w}: [events.{eid}] start must be a local date and time without quotes, e.g. "
             "start = 2011-08-16T11:00:00."
         )
-    return Event(eid, start, start_text, tzname, _str(ev["place"], w), _str(ev["address"], w))
+    end, stated = _event_end(eid, ev, start, tz, w)
+    return Event(
+        eid, start, start_text, tzname, _str(ev["place"], w), _str(ev["address"], w), end, stated
+    )
+
+
+def _event_end(
+    eid: str, ev: dict[str, Any], start: dt.datetime | None, tz: ZoneInfo, w: str
+) -> tuple[dt.datetime | None, bool]:
+    """(end, whether the alert stated it): `end`, else start + `duration_minutes`, else the
+    default length (DEFAULT_EVENT_MINUTES)."""
+    if start is None:
+        return None, False
+    if "end" in ev:
+        end = ev["end"]
+        if not isinstance(end, dt.datetime):
+            raise NewsletterError(
+                f"{w}: [events.{eid}] end must be a local date and time without quotes, e.g. "
+                "end = 2011-08-16T13:00:00."
+            )
+        end = end.replace(tzinfo=tz) if end.tzinfo is None else end.astimezone(tz)
+        if end <= start:
+            raise NewsletterError(f"{w}: [events.{eid}] end must come after start.")
+        return end, True
+    if "duration_minutes" in ev:
+        minutes = ev["duration_minutes"]
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes <= 0:
+            raise NewsletterError(
+                f"{w}: [events.{eid}] duration_minutes must be a whole number above 0, e.g. 90."
+            )
+        return start + dt.timedelta(minutes=minutes), True
+    return start + dt.timedelta(minutes=DEFAULT_EVENT_MINUTES), False
 
 
 def _split_front_matter(path: Path, source: str) -> tuple[str, str, int]:
@@ -496,9 +548,11 @@ languages = ["es", "en"]
 petition = "[[WRITE: https://… address of the petition page]]"
 press-release = "[[WRITE: https://… address of the press release]]"
 
-# One table per event; `::: event <id>` shows it. Local time, no end time unless you know it.
+# One table per event; `::: event <id>` shows it. Local times. Add `end = …` (same form as
+# start) or `duration_minutes = …` when you know it; without either, calendars get {minutes}
+# minutes (the email shows only the start).
 [events.main]
-start = "[[WRITE: date and time as 2026-12-05T18:00:00, without quotes]]"
+start = "[[WRITE: date and time as {date}T18:00:00, without quotes]]"
 timezone = "America/Chicago"
 place = "[[WRITE: place name]]"
 address = "[[WRITE: street address, city, state]]"
@@ -529,7 +583,7 @@ detail = "[[WRITE: qué pasará, en una frase]]"
 
 [[WRITE: más párrafos.]] Para leer el comunicado completo, [haga clic aquí](link:press-release).
 
-## [[WRITE: ¡Tome acción AHORA!]]
+## [[WRITE: ¡Actúe ahora!]]
 
 [[WRITE: qué pedimos que hagan.]]
 
@@ -584,8 +638,34 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         raise
 
 
-def run_new(cfg: Config, alert_id: str, *, today: dt.date | None = None) -> Path:
-    """Create alerts/<alert_id>/ with every block in both languages, marked [[WRITE: …]]."""
+ID_DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:-|$)")
+
+
+def date_of_id(alert_id: str) -> dt.date | None:
+    """The date an id starts with (2026-12-04-dream-act -> 2026-12-04), or None."""
+    m = ID_DATE_RE.match(alert_id)
+    if not m:
+        return None
+    try:
+        return dt.date(int(m[1]), int(m[2]), int(m[3]))
+    except ValueError:
+        raise NewsletterError(
+            f"alert id {alert_id!r} starts with {m[0].rstrip('-')}, which is not a date. "
+            "Fix the id (YYYY-MM-DD-words)."
+        ) from None
+
+
+def run_new(
+    cfg: Config,
+    alert_id: str,
+    *,
+    date: dt.date | None = None,
+    today: dt.date | None = None,
+) -> Path:
+    """Create alerts/<alert_id>/ with every block in both languages, marked [[WRITE: …]].
+
+    The alert's date: `date` (--date), else the one the id starts with, else today.
+    """
     import click
 
     if not ID_RE.match(alert_id):
@@ -593,6 +673,12 @@ def run_new(cfg: Config, alert_id: str, *, today: dt.date | None = None) -> Path
             f"alert id {alert_id!r}: use lowercase letters, digits and hyphens, e.g. "
             "2026-12-04-dream-act."
         )
+    from_id = date_of_id(alert_id)
+    if date is not None and from_id is not None and date != from_id:
+        raise NewsletterError(
+            f"--date {date} differs from the date the id starts with ({from_id}). Keep one."
+        )
+    day = date or from_id or today or dt.date.today()
     folder = cfg.path("alerts") / alert_id
     if folder.exists():
         raise NewsletterError(f"{folder}: already exists. Pick another id or edit that alert.")
@@ -600,8 +686,10 @@ def run_new(cfg: Config, alert_id: str, *, today: dt.date | None = None) -> Path
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{alert_id}.", dir=folder.parent))
     try:
-        date = (today or dt.date.today()).isoformat()
-        (tmp / ALERT_FILE).write_text(NEW_ALERT_TOML.format(date=date), encoding="utf-8")
+        (tmp / ALERT_FILE).write_text(
+            NEW_ALERT_TOML.format(date=day.isoformat(), minutes=DEFAULT_EVENT_MINUTES),
+            encoding="utf-8",
+        )
         for lang, text in NEW_TEXT.items():
             (tmp / f"{lang}.md").write_text(text, encoding="utf-8")
         tmp.rename(folder)

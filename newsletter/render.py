@@ -25,7 +25,7 @@ from urllib.parse import quote, urlencode
 
 import jinja2
 from babel import Locale
-from babel.dates import format_date, format_time
+from babel.dates import format_date, format_time, get_timezone_name
 
 from newsletter import i18n, links, tokens
 from newsletter.config import Config
@@ -37,7 +37,7 @@ LAYOUT_HTML = "layout.html"
 LAYOUT_TEXT = "layout.txt"
 TOP_BLOCKS = ("forward-link", "language")
 DATE_FORMAT = {"es": "EEEE d 'de' MMMM 'de' y", "en": "EEEE, MMMM d, y"}
-TIME_FORMAT = "h:mm a zzzz"
+TIME_FORMAT = "h:mm a"
 FORWARD_BODY_MAX = 1500  # characters of text in a mailto: forward; mail clients cut long URLs
 
 
@@ -90,9 +90,9 @@ def event_view(cfg: Config, alert: Alert, event: Event, lang: str) -> EventView:
     if event.start is not None:
         when = gettext(i18n.EMAIL_STRINGS["when"]) % {
             "date": format_date(event.start, DATE_FORMAT[lang], locale=lang),
-            "time": format_time(event.start, TIME_FORMAT, tzinfo=event.start.tzinfo, locale=lang),
+            "time": format_time(event.start, TIME_FORMAT, tzinfo=event.start.tzinfo, locale=lang)
+            + f" ({zone_name(cfg, event.start, lang)})",
         }
-        # No end time is known: start/start (Google shows a point in time; nothing invented).
         calendar_url = "https://calendar.google.com/calendar/render?" + urlencode(
             {
                 "action": "TEMPLATE",
@@ -100,7 +100,7 @@ def event_view(cfg: Config, alert: Alert, event: Event, lang: str) -> EventView:
                 "details": words["detail"],
                 "location": f"{event.place}, {event.address}",
                 # Last: a URL that ends in "." (a sentence) loses it to link detection in text.
-                "dates": f"{_utc(event.start)}/{_utc(event.start)}",
+                "dates": f"{_utc(event.start)}/{_utc(event.end or event.start)}",
             },
             safe="/",
             quote_via=quote,
@@ -125,6 +125,16 @@ def event_view(cfg: Config, alert: Alert, event: Event, lang: str) -> EventView:
         calendar_url,
         ics_url,
     )
+
+
+def zone_name(cfg: Config, start: dt.datetime, lang: str) -> str:
+    """The event's time zone as readers say it: the catalog's word for the English generic name
+    ("Central Time" -> "hora del centro"), else Babel's ("hora central")."""
+    english = get_timezone_name(start.tzinfo, "long", locale="en", zone_variant="generic")
+    msg = i18n.catalog(cfg, lang).get(english)
+    if msg is not None and isinstance(msg.string, str) and msg.string and not msg.fuzzy:
+        return msg.string
+    return get_timezone_name(start.tzinfo, "long", locale=lang, zone_variant="generic")
 
 
 def _ics_text(s: str) -> str:
@@ -165,8 +175,9 @@ def event_ics(cfg: Config, alert: Alert, event_id: str) -> str:
         f"UID:{alert.id}-{event_id}@{domain}",
         # The alert's date, not the build time: rebuilding gives the same bytes.
         f"DTSTAMP:{alert.date.strftime('%Y%m%d')}T000000Z",
-        # UTC start: no VTIMEZONE block needed. No DTEND: the alert gave no end time.
+        # UTC times: no VTIMEZONE block needed. The end: the alert's, else the default length.
         f"DTSTART:{_utc(event.start)}",
+        f"DTEND:{_utc(event.end or event.start)}",
         f"SUMMARY:{_ics_text(' / '.join(dict.fromkeys(titles)))}",
         f"DESCRIPTION:{_ics_text(chr(10).join(dict.fromkeys(d for d in details if d)))}",
         f"LOCATION:{_ics_text(f'{event.place}, {event.address}')}",
@@ -243,7 +254,7 @@ def _context(cfg: Config, alert: Alert, lang: str, variant: str) -> dict[str, An
         "links": alert.links,
         "show": _visibility(cfg, alert, lang, variant),
         "org": cfg.org,
-        "copyright": cfg.org.copyright or f"© {alert.date.year} {cfg.org.name}",
+        "copyright": alert.copyright or cfg.org.copyright or f"© {alert.date.year} {cfg.org.name}",
         "postal_address": cfg.sender.postal_address,
         "tokens": tokens,
     }

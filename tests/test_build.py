@@ -109,7 +109,7 @@ def test_build_bad_alert_is_one_clear_line(demo: Path) -> None:
     result = CliRunner().invoke(cli, ["build", ALERT, "--out", "out"])
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "en.md:29: unknown block '::: button'" in lines[0]
+    assert len(lines) == 1 and "en.md:30: unknown block '::: button'" in lines[0]
     assert "Traceback" not in result.output
     assert not (demo / "out").exists()  # nothing half-written
 
@@ -162,3 +162,58 @@ def test_build_outside_the_site_folder_uses_the_packaged_templates(
     code, out = run("--config", "../newsletter.toml", "build", f"../{ALERT}", "--out", "b")
     assert code == 0, out
     assert (elsewhere / "b" / "es.html").is_file()
+
+
+def test_new_takes_the_date_from_the_id_or_date(demo: Path) -> None:
+    """`new 2026-12-04-dream-act` is the alert of 2026-12-04, not of the day it was started."""
+    from newsletter import content
+    from newsletter.config import load_config
+
+    assert run("new", "2026-12-04-dream-act")[0] == 0
+    alert = content.load_alert(load_config(), "alerts/2026-12-04-dream-act")
+    assert str(alert.date) == "2026-12-04"
+    assert run("new", "dream-act-followup", "--date", "2027-01-15")[0] == 0
+    assert str(content.load_alert(load_config(), "alerts/dream-act-followup").date) == "2027-01-15"
+    code, out = run("new", "2026-12-05-other", "--date", "2026-12-06")
+    assert code == 1 and "differs from the date the id starts with" in out
+    code, out = run("new", "2026-13-45-bad")
+    assert code == 1 and "not a date" in out
+
+
+def test_a_new_alerts_copyright_follows_its_year_and_the_org(demo: Path) -> None:
+    """The 2011 alert keeps its archived line (in its alert.toml); a new one is its own year's."""
+    assert run("new", "2026-12-04-dream-act")[0] == 0
+    assert run("build", "alerts/2026-12-04-dream-act", "--out", "new")[0] == 0
+    assert run("build", ALERT, "--out", "old")[0] == 0
+    for lang in ("es", "en"):
+        new = (demo / "new" / f"{lang}.txt").read_text(encoding="utf-8")
+        old = (demo / "old" / f"{lang}.txt").read_text(encoding="utf-8")
+        assert "© 2026 NALACC" in new and "2009" not in new
+        assert "© Copyright 2009 NALACC" in old
+
+
+def test_events_last_their_end_or_the_stated_default(demo: Path) -> None:
+    """Calendar links and the .ics have a length: the alert's end or duration, else 60 minutes."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from newsletter import content, render
+    from newsletter.config import load_config
+
+    assert content.DEFAULT_EVENT_MINUTES == 60
+    assert run("build", ALERT, "--out", "out")[0] == 0
+    ics = (demo / "out" / "chicago-protest.ics").read_bytes()
+    assert b"DTSTART:20110816T160000Z\r\n" in ics and b"DTEND:20110816T170000Z\r\n" in ics
+    cfg = load_config()
+    toml = demo / ALERT / "alert.toml"
+    toml.write_text(toml.read_text().replace('place = "', 'duration_minutes = 90\nplace = "'))
+    alert = content.load_alert(cfg, ALERT)
+    url = render.event_view(cfg, alert, alert.events["chicago-protest"], "en").calendar_url
+    assert parse_qs(urlsplit(url).query)["dates"] == ["20110816T160000Z/20110816T173000Z"]
+    toml.write_text(
+        toml.read_text().replace("duration_minutes = 90", "end = 2011-08-16T13:00:00")
+    )
+    ics = render.event_ics(cfg, content.load_alert(cfg, ALERT), "chicago-protest")
+    assert "DTEND:20110816T180000Z\r\n" in ics
+    toml.write_text(toml.read_text().replace("end = 2011-08-16T13:00:00", "end = 2011-08-16T10:00:00"))
+    code, out = run("build", ALERT)
+    assert code == 1 and "end must come after start" in out

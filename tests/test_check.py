@@ -313,7 +313,7 @@ BREAKS = {
         footer(p), '<a href="{{ tokens.UNSUBSCRIBE_URL }}">{{ _("Unsubscribe") }}</a>', ""
     ),
     "E-TEXT-LINK": lambda p: edit(
-        p / "templates" / "email" / "blocks" / "petition.txt", ": {{ links[part.ref] }}", ""
+        p / "templates" / "email" / "blocks" / "event.txt", ": {{ ev.map_url }}", ""
     ),
     "E-JS": lambda p: edit(layout(p), "</head>", "<script>document.title = 1</script></head>"),
     "E-CSS": lambda p: edit(
@@ -374,7 +374,7 @@ def test_local_base_url_warns_and_needs_no_secret(demo, monkeypatch):
 
 # What `newsletter new` leaves for the editor to write, with a plausible answer for each.
 NEW_ALERT_ANSWERS = {
-    '"[[WRITE: date and time as 2026-12-05T18:00:00, without quotes]]"': "2026-12-05T18:00:00",
+    '"[[WRITE: date and time as 2026-12-04T18:00:00, without quotes]]"': "2026-12-04T18:00:00",
     "[[WRITE: https://… address of the petition page]]": "https://act.nalacc.org/petition",
     "[[WRITE: https://… address of the press release]]": "https://nalacc.org/press/dream-act",
     "[[WRITE: contact email address]]": "carlos@nalacc.org",
@@ -420,7 +420,7 @@ def test_content_that_cannot_be_read_is_a_problem_with_an_id_and_the_rest_still_
     the [[WRITE: …]] marks and settings, then the summary (not a bare error line)."""
     folder = demo / "alerts" / ALERT_ID
     edit(folder / "en.md", "::: petition", "::: button")
-    edit(folder / "es.md", "## ¡Tome acción AHORA!", "## [[WRITE: título]]")
+    edit(folder / "es.md", "## ¡Actúe ahora!", "## [[WRITE: título]]")
     code, out = run_check(f"alerts/{ALERT_ID}")
     assert code == 1
     assert found(out) == {"E-CONTENT", "E-PLACEHOLDER", "W-EXAMPLE"}, out

@@ -36,7 +36,7 @@ ENGLISH_FACTS = [
     "(305) 744-1951",
     "sign the petition asking Obama to end the S-Comm program immediately!",
     "National Day Laborer Organizing Network (NDLON)",
-    "STOP-INSECURE-COMMUNITIES",
+    "STOP-INSECURE-COMUNITIES",
     "NALACC member organizations such as Centro Presente",
     "ICE community hearings",
     "Sarahi Uribe",
@@ -50,21 +50,28 @@ ENGLISH_FACTS = [
     "faced by transnational immigrant communities, as well as viable solutions to those challenges.",
     "Don't forget to visit our new NALACC Facebook!",
     "© Copyright 2009 NALACC",
-    "Tuesday, August 16, 2011 at 11:00 AM",  # the event block, localised by Babel
+    "Tuesday, August 16, 2011 at 11:00 AM (Central Time)",  # the event block, localised
+    # What the rebuild had dropped from the top of the source, and its tense.
+    "The National Alliance of Latin American and Caribbean Communities (NALACC)",
+    "which actually leads to insecurity and fear in immigrant communities",
+    "They further call on Obama to end his massive program of deportations.",
+    "Please see below for more and sign on to the online petition",
+    "join us for a protest here in Chicago next Tuesday, August 16th at 11:00 AM",
+    "are planning to collect and deliver thousands of petitions",
 ]
 SPANISH_FACTS = [
     "Chicago, IL",
     "“Comunidades Seguras”",
     "El viernes 5 de agosto",
     "Servicio de Inmigración y Control de Aduanas (ICE)",
-    "¡Tome acción AHORA!",
-    "el martes 16 de agosto a las 11 a. m.",
+    "¡Actúe ahora!",
+    "a las 11 a. m. del martes 16 de agosto",
     "Obama for America",
     "Chicago Cultural Center, 79 E. Washington",
     "Carlos Roa",
     "(305) 744-1951",
     "Red Nacional de Jornaleros y Jornaleras (NDLON",
-    "STOP-INSECURE-COMMUNITIES",
+    "STOP-INSECURE-COMUNITIES",
     "Centro Presente",
     "Sarahi Uribe",
     "Reenvíe este enlace",
@@ -72,7 +79,13 @@ SPANISH_FACTS = [
     "Get emails in English",
     "¡No olvide visitar nuestra nueva página de Facebook de NALACC!",
     "© Copyright 2009 NALACC",
-    "martes 16 de agosto de 2011 a las 11:00 a. m.",
+    "martes 16 de agosto de 2011 a las 11:00 a. m. (hora del centro)",
+    "La Alianza Nacional de Comunidades Latinoamericanas y Caribeñas (NALACC",
+    "que en realidad siembra inseguridad y miedo en las comunidades inmigrantes",
+    "También le pide que ponga fin a su programa masivo de deportaciones.",
+    "firme la petición en línea",
+    "acompáñenos en la protesta aquí en Chicago el próximo martes 16 de agosto",
+    "planean reunir y entregar miles de peticiones",
     # the same facts as the English edition, not only the names
     "Departamento de Seguridad Nacional",
     "sede nacional de la campaña Obama for America en Chicago",
@@ -80,9 +93,8 @@ SPANISH_FACTS = [
     "Para leer el comunicado de prensa completo",
     "firme la petición que le pide a Obama poner fin al programa S-Comm de inmediato",
     "audiencias comunitarias del ICE",
-    "NALACC aspira a ser una entidad reconocida por su capacidad de articular los desafíos que "
-    "enfrentan las comunidades inmigrantes transnacionales, así como soluciones viables a esos "
-    "desafíos.",
+    "NALACC aspira a ser reconocida por su capacidad de dar voz a los retos que enfrentan las "
+    "comunidades inmigrantes transnacionales y de proponer soluciones viables.",
     "Comunidades Seguras trae inseguridad",
 ]
 # Blog furniture and garble of the archived copy that must not come back.
@@ -98,6 +110,11 @@ NOT_IN_ANY = [
     "COMUNITIES (1)",
     "contact Carlos Roa, at or",
     'to end the "Secure Communities" program...',  # the blog post's headline
+    # Facts the rebuild had invented (the source never says they gather, nor joins the actions).
+    "We gather",
+    "Nos reunimos",
+    "Protest and petition delivery",
+    "Protesta y entrega de peticiones",
 ]
 
 
@@ -261,20 +278,20 @@ def test_missing_front_matter_key(alert_copy: Path) -> None:
 def test_unknown_block_names_file_line_and_known_blocks(alert_copy: Path) -> None:
     edit(alert_copy / "es.md", "::: petition", "::: petitoin")
     msg = load_error(alert_copy)
-    assert re.search(r"es\.md:29: unknown block '::: petitoin'", msg)
+    assert re.search(r"es\.md:30: unknown block '::: petitoin'", msg)
     assert "::: petition" in msg and "::: event <id>" in msg
 
 
 def test_block_with_unknown_event_id(alert_copy: Path) -> None:
     edit(alert_copy / "en.md", "::: event chicago-protest", "::: event chicago")
     msg = load_error(alert_copy)
-    assert re.search(r"en\.md:24: ::: event chicago", msg) and "chicago-protest" in msg
+    assert re.search(r"en\.md:16: ::: event chicago", msg) and "chicago-protest" in msg
 
 
 def test_bad_toml_in_alert_names_line(alert_copy: Path) -> None:
     edit(alert_copy / "alert.toml", 'place = "Chicago Cultural Center"', "place = Chicago Cultural")
     msg = load_error(alert_copy)
-    assert re.search(r"alert\.toml:20: .*Fix the TOML syntax", msg), msg
+    assert re.search(r"alert\.toml:26: .*Fix the TOML syntax", msg), msg
 
 
 def test_bad_toml_in_front_matter_names_line_in_the_md_file(alert_copy: Path) -> None:
@@ -286,7 +303,7 @@ def test_bad_toml_in_front_matter_names_line_in_the_md_file(alert_copy: Path) ->
 def test_unknown_link_name(alert_copy: Path) -> None:
     edit(alert_copy / "en.md", "(link:press-release)", "(link:press)")
     msg = load_error(alert_copy)
-    assert re.search(r"en\.md:16: \[\.\.\]\(link:press\) names no link", msg), msg
+    assert re.search(r"en\.md:20: \[\.\.\]\(link:press\) names no link", msg), msg
 
 
 def test_missing_front_matter(alert_copy: Path) -> None:
@@ -309,7 +326,7 @@ def test_unknown_key_in_alert_toml(alert_copy: Path) -> None:
 def test_event_without_timezone(alert_copy: Path) -> None:
     edit(alert_copy / "alert.toml", 'timezone = "America/Chicago"', 'timezone = "Chicago"')
     msg = load_error(alert_copy)
-    assert "alert.toml:17:" in msg and "IANA" in msg
+    assert "alert.toml:23:" in msg and "IANA" in msg
 
 
 def test_raw_html_in_markdown_is_text_not_markup(alert_copy: Path) -> None:
@@ -383,3 +400,38 @@ def test_front_matter_events_not_a_table(alert_copy: Path) -> None:
     edit(alert_copy / "en.md", table, 'events = "x"\n')
     msg = load_error(alert_copy)
     assert re.search(r"en\.md:7: \[events\.<id>\] tables expected", msg), msg
+
+
+@pytest.mark.parametrize("lang", ["es", "en"])
+def test_the_ask_and_its_petition_link_come_first(
+    editions: dict[str, render.Edition], lang: str
+) -> None:
+    """The source's opening ask ("sign on to the online petition", linked) is read before the
+    press release, within a phone's first screens (~900 characters of visible text)."""
+    ed = editions[lang]
+    root = lxml_html.fromstring(ed.html)
+    for el in root.xpath('//*[contains(@class, "preheader")] | //style | //title'):
+        el.drop_tree()
+    petition = content.load_alert(load_config(REPO / "newsletter.toml"), ALERT).links["petition"]
+    text = ""
+    for el in root.iter():
+        if el.tag == "a" and el.get("href") == petition:
+            break
+        text += (el.text or "") + (el.tail or "") if el.tag != "a" else (el.text or "")
+    else:
+        pytest.fail("no link to the petition")
+    seen = " ".join(text.split())
+    assert "Chicago, IL –" not in seen and len(seen) < 900, len(seen)
+
+
+@pytest.mark.parametrize("lang", ["es", "en"])
+def test_the_event_card_is_the_protest_only(editions: dict[str, render.Edition], lang: str) -> None:
+    """The source keeps the protest (Chicago Cultural Center) and the petition delivery (Obama for
+    America headquarters) apart: the one card is the protest, and says nothing of a delivery."""
+    root = lxml_html.fromstring(editions[lang].html)
+    cards = root.xpath('//table[contains(@class, "event")]')
+    assert len(cards) == 1
+    card = " ".join(cards[0].text_content().split())
+    assert "Chicago Cultural Center, 79 E. Washington" in card
+    for word in ("Obama for America", "petition", "petici", "deliver", "entreg"):
+        assert word not in card, word

@@ -42,7 +42,7 @@ class HandEdition:
         "<html><body><p>" + tokens.NAME + "</p>\n"
         '<a href="'
         + tokens.UNSUBSCRIBE_URL
-        + '">Darse de baja</a> '
+        + '">Cancelar la suscripción</a> '
         + tokens.field("city")
         + " "
         + tokens.NAME

@@ -323,7 +323,9 @@ def test_event_is_localised_with_map_and_calendar(member: dict[str, render.Editi
     )
     assert maps in hrefs(en.html)
     cal = [u for u in hrefs(en.html) if u.startswith("https://calendar.google.com/")][0]
-    assert "dates=20110816T160000Z/20110816T160000Z" in cal  # 11 am CDT, no invented end
+    # 11 am CDT; the alert gives no end: the stated default length (an hour), not zero.
+    assert "dates=20110816T160000Z/20110816T170000Z" in cal
+    assert "martes 16 de agosto de 2011 a las 11:00 a. m. (hora del centro)" in " ".join(es.text.split())
 
 
 def test_ics_is_rfc5545(demo: Config, alert: content.Alert) -> None:
@@ -333,10 +335,10 @@ def test_ics_is_rfc5545(demo: Config, alert: content.Alert) -> None:
     assert "\n" not in ics.replace("\r\n", "")
     assert all(len(line.encode("utf-8")) <= 75 for line in lines)
     unfolded = ics.replace("\r\n ", "")
-    assert "DTSTART:20110816T160000Z" in unfolded and "DTEND" not in unfolded
+    assert "DTSTART:20110816T160000Z" in unfolded and "DTEND:20110816T170000Z" in unfolded
     assert "LOCATION:Chicago Cultural Center\\, 79 E. Washington\\, Chicago\\, IL" in unfolded
     assert (
-        "SUMMARY:Protesta y entrega de peticiones: alto a S-Comm / Protest and petition" in unfolded
+        "SUMMARY:Protesta en Chicago: alto a “Comunidades Seguras” / Protest in Chicago" in unfolded
     )
 
 

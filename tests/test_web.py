@@ -270,7 +270,7 @@ def test_unsubscribe_page_confirms_and_offers_language(client, cfg, member):
     resp = client.get(f"/u/{tok}")
     body = resp.get_data(as_text=True)
     assert resp.status_code == 200
-    assert "¿Darte de baja de nuestras alertas?" in body
+    assert "¿Cancelar su suscripción a nuestras alertas?" in body
     assert "Get our emails in English" in body  # the offer, in the other language
     assert state(cfg) == before
     # The offered language link is a working language token for the same contact.
@@ -279,7 +279,7 @@ def test_unsubscribe_page_confirms_and_offers_language(client, cfg, member):
 
     resp = client.post(f"/u/{tok}", data={"confirm": "1"})
     assert resp.status_code == 200
-    assert "Te diste de baja" in resp.get_data(as_text=True)
+    assert "Su suscripción está cancelada" in resp.get_data(as_text=True)
     assert suppressed(cfg, "ANA@example.org")
 
     # Resubscribe from the confirmation page.
@@ -288,7 +288,7 @@ def test_unsubscribe_page_confirms_and_offers_language(client, cfg, member):
     assert client.post(action, data={}).status_code == 400  # no CSRF: refused
     assert suppressed(cfg, "ana@example.org")
     resp = client.post(action, data={"csrf": csrf_of(page)})
-    assert resp.status_code == 200 and "Volverás a recibir" in resp.get_data(as_text=True)
+    assert resp.status_code == 200 and "Volverá a recibir" in resp.get_data(as_text=True)
     assert not suppressed(cfg, "ana@example.org")
 
 
@@ -316,13 +316,13 @@ def test_after_one_click_the_link_offers_to_resubscribe(client, cfg, member):
     before = state(cfg)
     resp = client.get(f"/u/{tok}")
     page = resp.get_data(as_text=True)
-    assert resp.status_code == 200 and "Te diste de baja" in page
+    assert resp.status_code == 200 and "Su suscripción está cancelada" in page
     assert state(cfg) == before  # a GET changes nothing
     action = re.search(r'action="(/u/[^"]+/resubscribe)"', page).group(1)
     resp = client.post(action, data={"csrf": csrf_of(page)})
-    assert resp.status_code == 200 and "Volverás a recibir" in resp.get_data(as_text=True)
+    assert resp.status_code == 200 and "Volverá a recibir" in resp.get_data(as_text=True)
     assert not suppressed(cfg, "ana@example.org")
-    assert "¿Darte de baja" in client.get(f"/u/{tok}").get_data(as_text=True)  # subscribed again
+    assert "¿Cancelar su suscripción" in client.get(f"/u/{tok}").get_data(as_text=True)  # subscribed again
 
 
 def test_unsubscribe_post_without_the_field_changes_nothing(client, cfg, member):
@@ -418,7 +418,7 @@ def test_forward_form_in_the_members_language(client, cfg, member):
     assert f'<textarea id="note" name="note" maxlength="{web.NOTE_MAX}"' in page
     assert state(cfg) == before
     es = forward_page(client, token("forward", member, "es"))
-    assert '<html lang="es">' in es and "Reenvía esta alerta" in es
+    assert '<html lang="es">' in es and "Reenvíe esta alerta" in es
 
 
 @pytest.mark.parametrize(
@@ -506,7 +506,7 @@ def test_forward_caps_per_token_and_per_ip(cfg, clock, member, smtp_server):
     before = state(cfg)
     resp = post_forward(client, tok, forward_page(client, tok))  # 2 + 2 > 3
     assert resp.status_code == 429
-    assert "Llegaste al límite de hoy: 3 personas" in resp.get_data(as_text=True)
+    assert "Llegó al límite de hoy: 3 personas" in resp.get_data(as_text=True)
     assert state(cfg) == before and len(smtp_server.received) == 2
     # Another member from the same address: the IP cap (2 + 2 + 1 > 4).
     from newsletter.journal import Journal
@@ -823,7 +823,7 @@ def test_every_page_string_is_translated(cfg, lang):
         "Get our emails in %(language)s",
     ):
         assert catalog.get(msgid) is not None and catalog.get(msgid).string, msgid
-    assert web.forward_intro(cfg, "es", "Ana") == "Ana te reenvió esta alerta"
+    assert web.forward_intro(cfg, "es", "Ana") == "Ana le reenvió esta alerta"
 
 
 def test_pages_link_under_the_base_url_path(project, smtp_server, monkeypatch):
@@ -939,7 +939,7 @@ def test_a_link_from_a_replaced_state_file_reaches_nobody(
     toks = {p: links.make_token(SECRET, p, person, ALERT_ID, "es") for p in links.PURPOSES}
     forward_form = forward_page(client, toks["forward"])  # Ana's form, before the switch
     unsub_page = client.get(f"/u/{toks['unsubscribe']}").get_data(as_text=True)
-    assert "Ana Pérez" in forward_form and "Darte de baja" in unsub_page
+    assert "Ana Pérez" in forward_form and "Cancelar su suscripción" in unsub_page
     assert replace_state_file(cfg, monkeypatch, "beto@example.org") == [member]  # same row
     before = state(cfg)
     for url, method, data in (
@@ -954,7 +954,7 @@ def test_a_link_from_a_replaced_state_file_reaches_nobody(
         resp = client.open(url, method=method, data=data)
         body = resp.get_data(as_text=True)
         assert resp.status_code == 404, (url, method, body)
-        assert "No encontramos tu suscripción" in body or "could not find" in body
+        assert "No encontramos su suscripción" in body or "could not find" in body
         assert "Beto" not in body and "beto@" not in body
     assert state(cfg) == before  # Beto still subscribed, no forward counted
     assert smtp_server.received == []  # nothing delivered

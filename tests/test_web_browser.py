@@ -153,10 +153,10 @@ def test_forward_language_and_unsubscribe_from_a_delivered_message(
     page.goto(found["/f/"])
     assert page.locator("html").get_attribute("lang") == "es"
     assert no_horizontal_scroll(page) and unlabelled_fields(page) == []
-    assert page.get_by_label("Tu nombre").input_value() == "Ana Pérez"
-    page.get_by_label("Correo electrónico 1").fill("luis@example.org")
-    page.get_by_label("Correo electrónico 2").fill("marta@example.net")
-    page.get_by_label("Una nota para tus amistades (opcional)").fill(
+    assert page.get_by_label("Su nombre").input_value() == "Ana Pérez"
+    page.get_by_label("Correo electrónico de su amigo/a 1").fill("luis@example.org")
+    page.get_by_label("Correo electrónico de su amigo/a 2").fill("marta@example.net")
+    page.get_by_label("Una nota para sus amistades (opcional)").fill(
         "¡Vengan!\nNos vemos el martes <3"
     )
     page.get_by_role("button", name="Enviar").click()
@@ -240,9 +240,9 @@ def test_pages_at_375px(live, page, project):
         assert unlabelled_fields(page) == [], name
     # The browser itself stops a note at the limit (maxlength); the server checks it again.
     page.goto(live.url + urls["forward"])
-    page.get_by_label("Una nota para tus amistades (opcional)").fill("x" * 600)
+    page.get_by_label("Una nota para sus amistades (opcional)").fill("x" * 600)
     assert (
-        len(page.get_by_label("Una nota para tus amistades (opcional)").input_value())
+        len(page.get_by_label("Una nota para sus amistades (opcional)").input_value())
         == web.NOTE_MAX
     )
 
@@ -286,10 +286,10 @@ def test_pages_work_without_javascript(live, browser, smtp_server):
         assert len(smtp_server.wait_for(1)) == 1
         page.goto(f"{live.url}/l/{links.make_token(SECRET, 'language', cid, ALERT_ID, 'en')}")
         page.get_by_role("button").click()
-        page.get_by_text("A partir de la próxima alerta te escribiremos en español").wait_for()
+        page.get_by_text("A partir de la próxima alerta le escribiremos en español").wait_for()
         page.goto(f"{live.url}/u/{links.make_token(SECRET, 'unsubscribe', cid, ALERT_ID, 'es')}")
-        page.get_by_role("button", name="Darse de baja").click()
-        page.get_by_text("Te diste de baja").wait_for()
+        page.get_by_role("button", name="Cancelar la suscripción").click()
+        page.get_by_text("Su suscripción está cancelada").wait_for()
     finally:
         context.close()
     assert state(live.cfg)[0][0][3] == "es" and state(live.cfg)[1][0][1] == "unsubscribe page"
