@@ -187,14 +187,12 @@ def load_alert(cfg: Config, path: str | Path) -> Alert:
     def where(key: str) -> str:
         return f"{toml_path}:{_line_of(source, key)}"
 
-    unknown = sorted(
-        set(data) - {"date", "languages", "copyright", "links", "events", "contacts"}
+    _refuse_unknown(
+        data,
+        ("date", "languages", "copyright", "links", "events", "contacts"),
+        where,
+        f"{ALERT_FILE} holds date, languages, copyright, [links], [events.<id>], [contacts.<id>]",
     )
-    if unknown:
-        raise NewsletterError(
-            f"{where(unknown[0])}: unknown key {unknown[0]!r}; {ALERT_FILE} holds date, languages, "
-            "copyright, [links], [events.<id>] and [contacts.<id>]."
-        )
     alert_id = folder.resolve().name
     if not ID_RE.match(alert_id):
         raise NewsletterError(
@@ -245,6 +243,13 @@ def load_alert(cfg: Config, path: str | Path) -> Alert:
     return replace(alert, texts={lang: _load_text(alert, lang) for lang in alert.languages})
 
 
+def _refuse_unknown(table: dict[str, Any], known: tuple[str, ...], where: Any, holds: str) -> None:
+    """One clear line for a key the table does not take (a typo would be silently ignored)."""
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise NewsletterError(f"{where(unknown[0])}: unknown key {unknown[0]!r}; {holds}.")
+
+
 def _table(data: dict[str, Any], name: str, where: Any) -> dict[str, Any]:
     value = data.get(name, {})
     if not isinstance(value, dict):
@@ -259,14 +264,12 @@ def _event(eid: str, ev: Any, where: Any) -> Event:
     for key in ("start", "timezone", "place", "address"):
         if key not in ev:
             raise NewsletterError(f"{w}: [events.{eid}] needs {key} = ….")
-    unknown = sorted(
-        set(ev) - {"start", "end", "duration_minutes", "timezone", "place", "address"}
+    _refuse_unknown(
+        ev,
+        ("start", "end", "duration_minutes", "timezone", "place", "address"),
+        lambda _key: w,
+        f"[events.{eid}] takes start, end or duration_minutes, timezone, place, address",
     )
-    if unknown:
-        raise NewsletterError(
-            f"{w}: unknown key {unknown[0]!r} in [events.{eid}]; use start, end or "
-            "duration_minutes, timezone, place, address."
-        )
     if "end" in ev and "duration_minutes" in ev:
         raise NewsletterError(f"{w}: [events.{eid}] has both end and duration_minutes; keep one.")
     tzname = _str(ev["timezone"], w)
