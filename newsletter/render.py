@@ -27,7 +27,7 @@ import jinja2
 from babel import Locale
 from babel.dates import format_date, format_time, get_timezone_name
 
-from newsletter import i18n, links, tokens
+from newsletter import i18n, links, resources, tokens
 from newsletter.config import Config
 from newsletter.content import Alert, Event, Part, Text, is_example_value, load_alert, write_atomic
 from newsletter.errors import NewsletterError
@@ -265,7 +265,7 @@ def _render(env: jinja2.Environment, name: str, ctx: dict[str, Any]) -> str:
         return env.get_template(name).render(ctx)
     except jinja2.TemplateSyntaxError as err:
         raise NewsletterError(
-            f"{err.filename or err.name}:{err.lineno}: {err.message}. Fix the template."
+            f"{err.filename or err.name}:{err.lineno}: {err.message}. {_fix(env, err.filename)}"
         ) from None
     except jinja2.TemplateNotFound as err:
         where = " or ".join(env.loader.searchpath)  # type: ignore[union-attr]
@@ -275,7 +275,7 @@ def _render(env: jinja2.Environment, name: str, ctx: dict[str, Any]) -> str:
         ) from None
     except jinja2.UndefinedError as err:
         place = _template_place(env, err) or f"templates/email/{name}"
-        raise NewsletterError(f"{place}: {err.message}. Fix the template.") from None
+        raise NewsletterError(f"{place}: {err.message}. {_fix(env, place)}") from None
     except NewsletterError:
         raise
     except Exception as err:
@@ -284,7 +284,18 @@ def _render(env: jinja2.Environment, name: str, ctx: dict[str, Any]) -> str:
         place = _template_place(env, err)
         if not place:
             raise
-        raise NewsletterError(f"{place}: {type(err).__name__}: {err}. Fix the template.") from None
+        raise NewsletterError(f"{place}: {type(err).__name__}: {err}. {_fix(env, place)}") from None
+
+
+def _fix(env: jinja2.Environment, place: str | None) -> str:
+    """The fix for an error in a template: a site's copy of a packaged one may predate an upgrade."""
+    twin = resources.overridden(env.loader.searchpath, (place or "").rsplit(":", 1)[0])  # type: ignore[union-attr]
+    if twin is None:
+        return "Fix the template."
+    return (
+        f"Fix the template: the site's copy of {twin}, which may have changed since it was "
+        "copied (compare them), or delete the copy to use the packaged one."
+    )
 
 
 def _template_place(env: jinja2.Environment, err: BaseException) -> str:

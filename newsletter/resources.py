@@ -17,6 +17,7 @@ from __future__ import annotations
 import filecmp
 import functools
 import importlib.resources
+from collections.abc import Sequence
 from pathlib import Path
 
 from newsletter.config import Config, Paths
@@ -143,6 +144,21 @@ def sources(cfg: Config, languages: tuple[str, ...] = ("es", "en")) -> list[str]
             where = describe(cfg, path) if path.is_file() else f"{display(cfg, path)} (missing)"
             lines.append(f"locale/{lang}/LC_MESSAGES/{domain}.po: {where}")
     return lines
+
+
+def overridden(searchpath: Sequence[str], filename: str) -> Path | None:
+    """The later file of a Jinja search path that `filename`, in its first folder, overrides."""
+    if not filename or len(searchpath) < 2:
+        return None
+    file = Path(filename).resolve()
+    first = Path(searchpath[0]).resolve()
+    if not file.is_relative_to(first):
+        return None
+    for folder in searchpath[1:]:
+        twin = Path(folder) / file.relative_to(first)
+        if twin.is_file():
+            return twin
+    return None
 
 
 def _packaged_twin(cfg: Config, path: Path) -> Path | None:

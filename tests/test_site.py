@@ -223,3 +223,81 @@ def test_check_verbose_and_the_preview_page_name_each_templates_file(site: Path)
         f"templates/email/footer.txt: templates/email/footer.txt (site, overrides {packaged_footer})"
         in body
     )
+
+
+# --- an upgrade: a site made by an older version --------------------------------------------------
+
+NEW_STRING = "New in this version"
+
+
+@pytest.fixture
+def upgraded(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The packaged defaults of a later version: footer.txt shows a string the old catalogs lack."""
+    new = tmp_path_factory.mktemp("tool-v2")
+    shutil.copytree(REPO / "templates", new / "templates")
+    shutil.copytree(REPO / "locale", new / "locale")
+    footer = new / "templates" / "email" / "footer.txt"
+    footer.write_text(
+        footer.read_text(encoding="utf-8") + f'{{{{ _("{NEW_STRING}") }}}}\n', encoding="utf-8"
+    )
+    for lang, words in (("es", "Nuevo en esta versión"), ("en", NEW_STRING)):
+        po = new / "locale" / lang / "LC_MESSAGES" / "messages.po"
+        po.write_text(
+            po.read_text(encoding="utf-8") + f'\nmsgid "{NEW_STRING}"\nmsgstr "{words}"\n',
+            encoding="utf-8",
+        )
+    monkeypatch.setattr(resources, "packaged_root", lambda: new)
+    return new
+
+
+def _site_files(site: Path) -> dict[str, bytes]:
+    made = ("build", "outbox", "newsletter.db")  # what the commands write, by design
+    return {
+        str(p.relative_to(site)): p.read_bytes()
+        for p in sorted(site.rglob("*"))
+        if p.is_file() and not p.relative_to(site).parts[0].startswith(made)
+    }
+
+
+def test_a_site_laid_out_by_an_older_version_keeps_working(site: Path, upgraded: Path) -> None:
+    """The repository's old layout: its own full copies of templates/ and locale/."""
+    shutil.copytree(REPO / "templates", site / "templates")
+    shutil.copytree(REPO / "locale", site / "locale")
+    before = _site_files(site)
+    code, out = run("check", ALERT)
+    assert code == 0, out
+    code, out = run("build", ALERT)
+    assert code == 0, out
+    text = (site / "build" / ALERT_ID / "es.txt").read_text(encoding="utf-8")
+    assert "Nuevo en esta versión" not in text  # its own footer, as before the upgrade
+    code, out = run("send", ALERT, "--to", "recipients/sample.csv")
+    assert code == 0, out
+    assert _site_files(site) == before  # the upgrade and the commands changed no file of the site
+
+
+def test_after_an_upgrade_check_names_what_a_sites_catalog_lacks(
+    site: Path, upgraded: Path
+) -> None:
+    """A site with its own catalogs (and the packaged templates): the new string is an E-I18N."""
+    shutil.copytree(REPO / "locale", site / "locale")
+    before = _site_files(site)
+    code, out = run("check", ALERT)
+    assert code == 1
+    line = next(x for x in out.splitlines() if NEW_STRING in x and "es translation" in x)
+    assert line.startswith("E-I18N") and str(upgraded / "templates/email/footer.txt") in line
+    assert line.endswith("Fix: add its msgstr to locale/es/LC_MESSAGES/messages.po"), line
+    assert _site_files(site) == before
+
+
+def test_after_an_upgrade_an_error_in_a_sites_copy_says_it_is_a_copy(
+    site: Path, upgraded: Path
+) -> None:
+    layout = site / "templates" / "email" / "layout.txt"
+    layout.parent.mkdir(parents=True)
+    layout.write_text("{{ a_name_this_version_no_longer_passes }}\n", encoding="utf-8")
+    code, out = run("check", ALERT)
+    assert code == 1
+    line = next(x for x in out.splitlines() if x.startswith("E-RENDER"))
+    assert f"{layout}:1: 'a_name_this_version_no_longer_passes' is undefined" in line, line
+    twin = upgraded / "templates" / "email" / "layout.txt"
+    assert f"the site's copy of {twin}" in line and "delete the copy" in line, line
