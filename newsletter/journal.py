@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import sqlite3
@@ -886,6 +887,18 @@ class Journal:
     def alerts(self) -> list[str]:
         """Every alert id with deliveries recorded."""
         return [a for (a,) in self._read("SELECT DISTINCT alert_id FROM deliveries ORDER BY 1")]
+
+    def sent_alerts(self, alert_ids: Iterable[str]) -> set[str]:
+        """Those of `alert_ids` that went out to someone (a delivery is `sent`): what the public
+        archive may show. One indexed look-up per id, however long the journal."""
+        return {
+            a
+            for (a,) in self._read(
+                "SELECT value FROM json_each(?) WHERE EXISTS (SELECT 1 FROM deliveries "
+                "WHERE alert_id = value AND status = 'sent')",
+                (json.dumps(list(alert_ids)),),
+            )
+        }
 
     # --- suppression ----------------------------------------------------------------------
 

@@ -549,7 +549,7 @@ def mark_sent(cfg, alert_id: str = ALERT_ID) -> None:
         j.apply_flight([(alert_id, ana.key, "sent", 1, "<m1@example.org>", "es", "250", t, t)])
 
 
-def test_archive_and_index(client, cfg):
+def test_archive_and_index(client, cfg, clock):
     # Before any send the index lists nothing (a planned send that was not confirmed neither).
     from newsletter.journal import Journal
     from newsletter.recipients import Recipient
@@ -558,6 +558,7 @@ def test_archive_and_index(client, cfg):
         j.plan(ALERT_ID, [Recipient("b@example.org", "b@example.org", "", "es", {}, 2)])
     assert f"/a/{ALERT_ID}/" not in client.get("/").get_data(as_text=True)
     mark_sent(cfg)
+    clock.now += web.archive.RECHECK  # the index looks again at most this often
     index = client.get("/").get_data(as_text=True)
     assert f'href="/a/{ALERT_ID}/es"' in index and f'href="/a/{ALERT_ID}/en"' in index
     for lang in ("es", "en"):
@@ -600,9 +601,34 @@ def test_a_draft_is_not_published(client, cfg, project):
         assert resp.status_code == 404 and "WRITE" not in resp.get_data(as_text=True)
 
 
+def test_an_alert_that_never_went_out_is_not_served(client, cfg, clock):
+    """An embargoed alert (planned, never sent; ids are guessable dates) is a 404 exactly like an
+    alert that does not exist, as a page and as its events' .ics (issue 8, item 4)."""
+    from newsletter.journal import Journal
+    from newsletter.recipients import Recipient
+
+    with Journal(cfg.path("state")) as j:  # a send planned but not confirmed
+        j.plan(ALERT_ID, [Recipient("b@example.org", "b@example.org", "", "es", {}, 2)])
+    nowhere = "2011-08-13-no-such-alert"
+    for lang in ("es", "en", "fr"):
+        unsent, missing = client.get(f"/a/{ALERT_ID}/{lang}"), client.get(f"/a/{nowhere}/{lang}")
+        assert unsent.status_code == missing.status_code == 404
+        assert unsent.get_data() == missing.get_data()
+    unsent = client.get(f"/a/{ALERT_ID}/chicago-protest.ics")
+    missing = client.get(f"/a/{nowhere}/chicago-protest.ics")
+    assert unsent.status_code == missing.status_code == 404
+    assert unsent.get_data() == missing.get_data()
+    assert "BEGIN:VCALENDAR" not in unsent.get_data(as_text=True)
+    mark_sent(cfg)  # once it went out, it is public (seen within RECHECK)
+    clock.now += web.archive.RECHECK
+    assert client.get(f"/a/{ALERT_ID}/es").status_code == 200
+    assert client.get(f"/a/{ALERT_ID}/chicago-protest.ics").status_code == 200
+
+
 def test_archive_is_cached(client, cfg, monkeypatch):
     from newsletter import render
 
+    mark_sent(cfg)
     client.get(f"/a/{ALERT_ID}/es")
     calls = []
     real = render.render_edition
@@ -723,6 +749,7 @@ def test_ip_cap_behind_a_local_reverse_proxy(cfg, clock, smtp_server):
 
 
 def test_calendar_file(client, cfg):
+    mark_sent(cfg)
     resp = client.get(f"/a/{ALERT_ID}/chicago-protest.ics")
     assert resp.status_code == 200
     assert resp.mimetype == "text/calendar"
@@ -1087,3 +1114,44 @@ def test_parallel_forwards_never_pass_the_caps(cfg, clock, member, smtp_server):
     assert statuses.count(200) == per_ip // 5
     counted = sum(row[2] for row in state(cfg)[2])
     assert counted == len(smtp_server.received) == 70
+
+
+def test_index_is_rendered_once_per_change(client, cfg, monkeypatch, project, clock):
+    """GET / reads the alerts only when what the page is made of changed: which alerts went out,
+    their files, the templates (issue 8, item 6); it looks for changes at most once per RECHECK
+    of the app's clock. Its speed is measured in benchmarks/bench_web.py."""
+    import os
+    import shutil
+
+    from newsletter import content
+
+    mark_sent(cfg)
+    reads = []
+    real = content.load_alert
+    monkeypatch.setattr(content, "load_alert", lambda *a, **k: reads.append(a[1]) or real(*a, **k))
+    first = client.get("/").get_data(as_text=True)
+    assert len(reads) == 1
+    for _ in range(3):
+        clock.now += web.archive.RECHECK  # looked again: nothing changed
+        assert client.get("/").get_data(as_text=True) == first
+    assert len(reads) == 1  # served as it was
+
+    def bump(path: Path) -> None:
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        clock.now += web.archive.RECHECK
+
+    bump(cfg.path("alerts") / ALERT_ID / "es.md")  # an editor fixes a typo
+    client.get("/")
+    assert len(reads) == 2
+    bump(cfg.path("templates") / "web" / "index.html")
+    client.get("/")
+    assert len(reads) == 3
+    second = "2011-08-19-second"  # another alert goes out
+    shutil.copytree(cfg.path("alerts") / ALERT_ID, cfg.path("alerts") / second)
+    clock.now += web.archive.RECHECK
+    assert second not in client.get("/").get_data(as_text=True)  # in the folder, not sent
+    mark_sent(cfg, second)
+    assert second not in client.get("/").get_data(as_text=True)  # not looked again yet
+    clock.now += web.archive.RECHECK
+    assert f"/a/{second}/es" in client.get("/").get_data(as_text=True)

@@ -1,0 +1,214 @@
+"""How the public pages (`newsletter serve`) hold up. Prints figures; not a test.
+
+    python benchmarks/bench_web.py [--alerts 300] [--requests 200] [--slow 300]
+
+1. The archive index with N alerts that went out: the first GET (reads every alert) and the
+   following ones (served as rendered while nothing changed), in the app (Flask's test client)
+   and through `newsletter serve` over HTTP on 127.0.0.1 (what a reader waits for).
+2. Slow clients: --slow connections to `newsletter serve` that send half a request and stall;
+   meanwhile a one-click unsubscribe POST is timed, then how long the server keeps the stalled
+   connections (its channel timeout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from datetime import date, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SEED = REPO / "alerts" / "2011-08-12-secure-communities"
+SECRET = "bench-secret-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_project(root: Path, n_alerts: int, port: int) -> list[str]:
+    """A project with n_alerts copies of the seed alert (each its own date), all sent."""
+    for name in ("templates", "locale"):
+        shutil.copytree(REPO / name, root / name)
+    (root / "newsletter.toml").write_text(
+        "[sender]\n"
+        'from = "NALACC <alerts@nalacc.example.org>"\n'
+        'postal_address = "NALACC, 1 Example Street, Chicago, IL 60601"\n'
+        "[web]\n"
+        f'base_url = "http://127.0.0.1:{port}"\n',
+        encoding="utf-8",
+    )
+    ids = []
+    day = date(2011, 8, 12)
+    for i in range(n_alerts):
+        alert_id = f"{day + timedelta(days=7 * i)}-alert-{i}"
+        shutil.copytree(SEED, root / "alerts" / alert_id)
+        toml = root / "alerts" / alert_id / "alert.toml"
+        text = toml.read_text(encoding="utf-8")
+        toml.write_text(
+            text.replace("date = 2011-08-12", f"date = {day + timedelta(days=7 * i)}", 1), encoding="utf-8"
+        )
+        ids.append(alert_id)
+    return ids
+
+
+def mark_sent(root: Path, ids: list[str]) -> int:
+    """The journal as after a send of each alert that reached one member; the member's id."""
+    from newsletter.journal import Journal, timestamp
+    from newsletter.recipients import Recipient
+
+    ana = Recipient("ana@example.org", "ana@example.org", "Ana", "es", {}, 2)
+    with Journal(root / "newsletter.db") as j:
+        for alert_id in ids:
+            j.plan(alert_id, [ana])
+            t = timestamp()
+            j.apply_flight([(alert_id, ana.key, "sent", 1, "<m@example.org>", "es", "250", t, t)])
+        return j.contact(ana.email)
+
+
+def ms(xs: list[float]) -> str:
+    return f"median {statistics.median(xs) * 1000:.2f} ms, max {max(xs) * 1000:.2f} ms"
+
+
+def bench_index_in_app(root: Path, requests: int) -> None:
+    from newsletter import web
+    from newsletter.config import load_config
+
+    client = web.create_app(load_config(root / "newsletter.toml")).test_client()
+    t0 = time.perf_counter()
+    first = client.get("/")
+    cold = time.perf_counter() - t0
+    assert first.status_code == 200
+    warm = []
+    for _ in range(requests):
+        t0 = time.perf_counter()
+        resp = client.get("/")
+        warm.append(time.perf_counter() - t0)
+        assert resp.status_code == 200
+    print(f"  in the app:   first GET {cold * 1000:8.1f} ms; then {ms(warm)} ({requests} GETs)")
+
+
+def start_serve(root: Path, port: int, *extra: str) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "serve", "--port", str(port), *extra],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "NEWSLETTER_SECRET": SECRET},
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("newsletter serve did not start within 30 s")
+
+
+def bench_index_over_http(root: Path, port: int, requests: int) -> None:
+    url = f"http://127.0.0.1:{port}/"
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=60) as resp:
+        resp.read()
+    cold = time.perf_counter() - t0
+    warm = []
+    for _ in range(requests):
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            resp.read()
+        warm.append(time.perf_counter() - t0)
+    print(f"  over HTTP:    first GET {cold * 1000:8.1f} ms; then {ms(warm)} ({requests} GETs)")
+
+
+def bench_slow_clients(root: Path, port: int, n: int, member: int) -> None:
+    from newsletter import links
+    from newsletter.journal import Journal
+
+    with Journal(root / "newsletter.db") as j:
+        person = j.public_id(member)
+    token = links.make_token(SECRET, "unsubscribe", person, "x", "es")
+    stalled = []
+    t0 = time.perf_counter()
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # never finished
+        stalled.append(s)
+    opened = time.perf_counter() - t0
+    body = urllib.parse.urlencode({"List-Unsubscribe": "One-Click"}).encode()
+    t0 = time.perf_counter()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/u/{token}", data=body, timeout=60):
+            answered = time.perf_counter() - t0
+            outcome = f"answered 200 in {answered * 1000:.1f} ms"
+    except OSError as err:
+        outcome = f"NOT answered within 60 s ({err})"
+    print(f"  {n} half-sent requests opened in {opened * 1000:.0f} ms; one-click unsubscribe "
+          f"POST meanwhile: {outcome}")
+    # How long the server keeps them: each stalled socket sees EOF when the server drops it.
+    t0 = time.perf_counter()
+    deadline = t0 + 180
+    open_left = list(stalled)
+    while open_left and time.perf_counter() < deadline:
+        still = []
+        for s in open_left:
+            s.settimeout(0.01)
+            try:
+                if s.recv(1024) == b"":
+                    s.close()
+                    continue
+            except TimeoutError:
+                pass
+            except OSError:
+                s.close()
+                continue
+            still.append(s)
+        open_left = still
+        time.sleep(0.2)
+    dropped = n - len(open_left)
+    print(f"  the server dropped {dropped} of {n} stalled connections within "
+          f"{time.perf_counter() - t0:.0f} s")
+    for s in open_left:
+        s.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--alerts", type=int, default=300)
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--slow", type=int, default=300, help="stalled connections (0: skip)")
+    a = ap.parse_args()
+    print(f"newsletter serve benchmark — {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory(prefix="nl-bench-web-") as tmp:
+        root = Path(tmp)
+        port = free_port()
+        ids = make_project(root, a.alerts, port)
+        member = mark_sent(root, ids)
+        os.environ["NEWSLETTER_SECRET"] = SECRET
+        print(f"\nArchive index, {len(ids)} alerts that went out:")
+        bench_index_in_app(root, a.requests)
+        proc = start_serve(root, port)
+        try:
+            bench_index_over_http(root, port, a.requests)
+            if a.slow:
+                print("\nSlow clients:")
+                bench_slow_clients(root, port, a.slow, member)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
