@@ -34,4 +34,4 @@ bench: $(BIN)/newsletter
 	$(BIN)/python benchmarks/bench_send.py
 
 clean:
-	rm -rf build outbox newsletter.db newsletter.db-wal newsletter.db-shm newsletter.db.send-lock newsletter.db.flight-* .pytest_cache
+	rm -rf build outbox newsletter.db newsletter.db-wal newsletter.db-shm newsletter.db.send-lock newsletter.db.flight-* newsletter.db.backups .pytest_cache

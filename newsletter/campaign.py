@@ -137,6 +137,7 @@ def run_send(
             if not dry_run:
                 jr.acquire_send_lock()
                 statefile.flight_log_room([jr.flight_path(i) for i in range(k)])
+                jr.backup("before-send")  # the unsubscribes and deliveries, as they were
             planned_at = timestamp()
             web = _web_subscribers(jr, report, csv_only)
             out.from_web = len(web)
@@ -176,6 +177,11 @@ def run_send(
                 out.stopped = f"Interrupted: {out.not_reached} recipient(s) not sent yet."
             elif fatal is None and out.not_reached:
                 out.stopped = f"{out.not_reached} recipient(s) were not reached."
+            if not dry_run:  # with who this send reached: the copy to restore after a loss
+                try:
+                    jr.backup("after-send")
+                except NewsletterError as err:  # the send is done: say so, then go on
+                    click.echo(f"warning: {err.message}", err=True)
 
     _summary(out, dry_run, transport_desc, len(todo))
     if limit:  # what is left of this run's --limit (a daily cap stays a daily cap)

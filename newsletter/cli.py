@@ -251,12 +251,19 @@ def status(cfg: Config, alert: Path) -> None:
 @click.option(
     "--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Import a CSV."
 )
+@click.option(
+    "--export",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Write the suppression list as CSV (email,reason,since) to FILE ('-': standard output).",
+)
 @pass_config
-def suppress(cfg: Config, addresses: tuple[str, ...], csv_path: Path | None) -> None:
-    """Never send to these addresses again (unsubscribe by hand)."""
+def suppress(
+    cfg: Config, addresses: tuple[str, ...], csv_path: Path | None, export: Path | None
+) -> None:
+    """Never send to these addresses again (unsubscribe by hand); --export writes the list."""
     from newsletter.journal import run_suppress
 
-    run_suppress(cfg, addresses, csv_path)
+    run_suppress(cfg, addresses, csv_path, export)
 
 
 @cli.group()

@@ -71,11 +71,11 @@ def _cell(value: str) -> str:
     return "'" + value if value.startswith(_FORMULA_START) else value
 
 
-def to_csv(table: list[tuple[str, ...]]) -> str:
+def to_csv(table: list[tuple[str, ...]], columns: tuple[str, ...] = COLUMNS) -> str:
     """The CSV text, header first; formula-like cells defused with a leading apostrophe."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(columns)
     writer.writerows([_cell(v) for v in row] for row in table)
     return buf.getvalue()
 
@@ -83,8 +83,6 @@ def to_csv(table: list[tuple[str, ...]]) -> str:
 def run_export(cfg: Config, out: Path | None) -> None:
     """`newsletter recipients export [--out FILE]`: the CSV to FILE (UTF-8 with a BOM, so Excel
     reads accents), or to standard output."""
-    from newsletter.content import write_atomic
-
     state = cfg.path("state")
     if not state.exists():
         raise NewsletterError(
@@ -92,18 +90,52 @@ def run_export(cfg: Config, out: Path | None) -> None:
         )
     with Journal(state, secret=cfg.secret) as j:
         table = rows(j)
-    text = to_csv(table)
-    if out is None:
-        click.echo(text, nl=False)
+    if not write_csv(out, table, COLUMNS, "--out"):
         return
-    try:
-        write_atomic(out, "\ufeff" + text)
-    except OSError as err:
-        raise NewsletterError(
-            f"{out}: cannot write it ({err.strerror}). Pick another --out."
-        ) from None
     counts: dict[str, int] = {}
     for row in table:
         counts[row[3]] = counts.get(row[3], 0) + 1
     summary = ", ".join(f"{n:,} {s}" for s, n in sorted(counts.items())) or "nobody"
     click.echo(f"Wrote {out}: {len(table):,} people ({summary}).", err=True)
+
+
+def write_csv(
+    out: Path | None, table: list[tuple[str, ...]], columns: tuple[str, ...], option: str
+) -> bool:
+    """The table as CSV to `out` (UTF-8 with a BOM, so Excel reads accents; written whole or
+    not at all, owner-only), or to standard output when None. True when a file was written."""
+    from newsletter.content import write_atomic
+
+    text = to_csv(table, columns)
+    if out is None:
+        click.echo(text, nl=False)
+        return False
+    try:
+        write_atomic(out, "\ufeff" + text)
+    except OSError as err:
+        raise NewsletterError(
+            f"{out}: cannot write it ({err.strerror}). Pick another {option}."
+        ) from None
+    return True
+
+
+# `newsletter suppress --export`: the same columns and formats as above, the suppressions only.
+SUPPRESSION_COLUMNS = ("email", "reason", "since")
+
+
+def run_suppress_export(cfg: Config, out: Path | None) -> None:
+    """`newsletter suppress --export FILE`: every suppressed address with why and since when,
+    so the list can live outside the tool too (`newsletter suppress --csv FILE` reads it back,
+    reasons included). Reads the state file without writing to it."""
+    state = cfg.path("state")
+    if not state.exists():
+        from newsletter import statefile
+
+        statefile.refuse_lost(state)  # gone, with backups beside it: say so
+        raise NewsletterError(
+            f"{state}: no state file yet, so no suppression list to export. Check [paths] state."
+        )
+    with Journal(state, readonly=True) as j:
+        table = [(s.email, s.reason, _since(s.created_at)) for s in j.suppressions()]
+    if write_csv(out, table, SUPPRESSION_COLUMNS, "--export FILE"):
+        click.echo(f"Wrote {out}: {len(table):,} suppressed addresses.", err=True)

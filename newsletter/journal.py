@@ -34,6 +34,7 @@ import stat
 import struct
 import threading
 import time
+import urllib.parse
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from pathlib import Path
 
 import click
 
+from newsletter import statefile
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.recipients import Recipient, check_address, clean_text, plural, read_rows
@@ -403,44 +405,87 @@ def read_flight(path: Path, offset: int = 0) -> tuple[list[tuple], int]:
 class Journal:
     """The state file. A context manager; safe to share between sender threads."""
 
-    def __init__(self, path: str | Path, *, secret: str | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, secret: str | None = None, readonly: bool = False
+    ) -> None:
         """Open (creating if needed) the journal at `path`.
 
         `secret` keys the hash of forwarders' IP addresses (pass cfg.secret); without it a
         random key stored in the file is used, which hides IPs from a casual look only.
+        `readonly`: look without writing a byte (the preview); the file must exist.
+        A file that has lost its contents, or a permission or disk fault, is one clear error
+        (newsletter/statefile.py), never a new empty file.
         """
         self.path = Path(path)
+        self.readonly = readonly
         self._lock = threading.RLock()
         self._send_lock: int | None = None
+        statefile.refuse_lost(self.path)
+        if readonly and not self.path.exists():
+            raise NewsletterError(f"{self.path}: no state file yet (nothing was sent from it).")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not readonly and not self.path.exists():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._create()
+            mode = "ro" if readonly else "rw"  # never "rwc": only _create makes a file
             self._db = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+                f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode={mode}",
+                uri=True,
+                timeout=BUSY_TIMEOUT,
+                isolation_level=None,
+                check_same_thread=False,
             )
-        except (OSError, sqlite3.Error) as err:
-            raise NewsletterError(
-                f"{self.path}: cannot open the state file ({err}). Check [paths] state."
-            ) from None
+        except OSError as err:
+            raise statefile.fault_error(self.path, err) from None
+        except sqlite3.Error as err:
+            raise statefile.unusable_error(self.path, err) from None
         try:
             self._setup()
-        except sqlite3.DatabaseError as err:
+        except sqlite3.Error as err:
             self._db.close()
-            raise NewsletterError(
-                f"{self.path}: not a usable newsletter state file ({err}). Move it away or "
-                "point [paths] state at another file."
-            ) from None
+            raise statefile.unusable_error(self.path, err) from None
         except NewsletterError:
             self._db.close()
             raise
         ip_key = secret or self._meta("ip_salt")
         self._ip_key = ip_key.encode()
-        if self.flight_paths():
+        if not readonly and self.flight_paths():
             self.recover()
+
+    def _create(self) -> None:
+        """Build a new state file beside its place, then link it in.
+
+        It appears whole or not at all, so a file at the path is never one still being made:
+        an empty one there was truncated or replaced, and is refused (statefile.refuse_lost).
+        Concurrent openers each build one; the first link wins, the others use it.
+        """
+        built = self.path.with_name(f".{self.path.name}.new-{os.getpid()}-{threading.get_ident()}")
+        try:
+            self._db = sqlite3.connect(built, isolation_level=None, check_same_thread=False)
+            try:
+                self._setup(new=True)
+            finally:
+                self._db.close()
+            statefile.publish(built, self.path)
+        finally:
+            for leftover in (built, built.with_name(built.name + "-journal")):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
 
     # --- plumbing -------------------------------------------------------------------------
 
-    def _setup(self) -> None:
+    def _setup(self, new: bool = False) -> None:
+        """Settings of the connection; a new file's schema; an older file's migrations.
+
+        `new`: the file is one _create is building. Otherwise a file at version 0 is not ours
+        (an empty SQLite file, or another program's) and is refused, never filled in.
+        """
         db = self._db
+        if self.readonly:
+            db.execute("PRAGMA query_only = ON")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            self._check_version(version)
+            return  # an older file is read as it is: the columns a reader needs are in version 1
         db.execute("PRAGMA foreign_keys = ON")
         # Switching a new file to WAL needs it to itself, and SQLite answers "locked" at once,
         # without its busy wait, while another opener (a web thread, a send) is at it too.
@@ -455,21 +500,15 @@ class Journal:
                 time.sleep(0.01)
         db.execute("PRAGMA synchronous = FULL")
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise NewsletterError(
-                f"{self.path}: written by a newer newsletter (schema {version}, this one knows "
-                f"{SCHEMA_VERSION}). Upgrade newsletter."
-            )
+        if not new:
+            self._check_version(version)
+        if 0 < version < SCHEMA_VERSION:
+            self.backup("before-upgrade")  # the file as it was, kept first
         if version < SCHEMA_VERSION:
             with self._tx():
                 # Another process (or a web request's thread) may have done it meanwhile.
                 version = db.execute("PRAGMA user_version").fetchone()[0]
                 if version == 0:
-                    if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                        raise NewsletterError(
-                            f"{self.path}: an SQLite file that is not a newsletter journal. "
-                            "Point [paths] state at another file."
-                        )
                     self._run_script(_SCHEMA)
                     db.execute(
                         "INSERT INTO meta (name, value) VALUES ('ip_salt', ?)",
@@ -479,6 +518,29 @@ class Journal:
                 for step in range(version + 1, SCHEMA_VERSION + 1):
                     self._run_script(MIGRATIONS[step])
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _check_version(self, version: int) -> None:
+        """Refuse a file written by a newer newsletter, or one that is not a newsletter file."""
+        if version > SCHEMA_VERSION:
+            raise statefile.state_error(
+                self.path,
+                f"written by a newer newsletter (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}). Upgrade newsletter.",
+            )
+        if version == 0:
+            tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            raise statefile.state_error(
+                self.path,
+                "an SQLite file that is not a newsletter journal"
+                + (" (another program's tables)" if tables else " (empty, no tables)")
+                + "; it is kept as it is. Point [paths] state at the newsletter's file.",
+            )
+
+    def backup(self, label: str) -> Path:
+        """A consistent copy of the state file in its backups folder (statefile.make_backup):
+        before and after each send, before an upgrade of the file. Returns its path."""
+        with self._lock:
+            return statefile.make_backup(self._db, self.path, label)
 
     def _run_script(self, sql: str) -> None:
         """Statements one by one inside the open transaction (executescript would commit it).
@@ -508,13 +570,17 @@ class Journal:
                     raise self._busy(err) from None
                 try:
                     yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK")
+                    self._db.execute("COMMIT" if commit else "ROLLBACK")
+                except BaseException as err:
+                    with contextlib.suppress(sqlite3.Error):  # a full disk rolled it back already
+                        self._db.execute("ROLLBACK")
+                    if isinstance(err, sqlite3.OperationalError):
+                        raise self._busy(err) from None
                     raise
-                self._db.execute("COMMIT" if commit else "ROLLBACK")
             finally:
                 if not fsync:
-                    self._db.execute("PRAGMA synchronous = FULL")
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("PRAGMA synchronous = FULL")
 
     def _write(self, sql: str, params: tuple | list = ()) -> sqlite3.Cursor:
         """One statement in autocommit mode: committed when it returns."""
@@ -529,11 +595,16 @@ class Journal:
             return self._db.execute(sql, params).fetchall()
 
     def _busy(self, err: sqlite3.OperationalError) -> Exception:
+        """A write refused: another process holding the lock, or a permission or disk fault
+        (one clear line each); anything else as it is."""
         if "locked" in str(err) or "busy" in str(err):
-            return NewsletterError(
-                f"{self.path}: another newsletter process kept the state file locked for "
-                f"{BUSY_TIMEOUT:.0f} s. Try again."
+            return statefile.state_error(
+                self.path,
+                f"another newsletter process kept the state file locked for {BUSY_TIMEOUT:.0f} "
+                "s. Try again.",
             )
+        if (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF in statefile.OS_FAULT_CODES:
+            return statefile.fault_error(self.path, err)
         return err
 
     def _meta(self, name: str) -> str:
@@ -574,9 +645,10 @@ class Journal:
         except BlockingIOError:
             other = os.read(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise NewsletterError(
-                f"another `newsletter send` (pid {other}) is using {self.path}. Wait for it to "
-                "finish; run `newsletter status ALERT` to watch it."
+            raise statefile.state_error(
+                self.path,
+                f"another `newsletter send` (pid {other}) is using it. Wait for it to finish; "
+                "run `newsletter status ALERT` to watch it.",
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
@@ -934,6 +1006,15 @@ class Journal:
         )
         return Suppression(*rows[0]) if rows else None
 
+    def suppressions(self) -> list[Suppression]:
+        """Every suppression, oldest first."""
+        return [
+            Suppression(*row)
+            for row in self._read(
+                "SELECT key, email, reason, created_at FROM suppressions ORDER BY created_at, key"
+            )
+        ]
+
     def suppressed(self) -> set[str]:
         """Every suppressed address key."""
         return {k for (k,) in self._read("SELECT key FROM suppressions")}
@@ -1063,6 +1144,7 @@ def run_status(cfg: Config, alert_path: Path) -> None:
     alert_id = alert_id_of(cfg, alert_path)
     state = cfg.path("state")
     if not state.exists():
+        statefile.refuse_lost(state)  # gone, with backups beside it: that is no "nothing sent"
         click.echo(f"{alert_id}: nothing sent yet ({state} does not exist).")
         return
     with Journal(state) as journal:
@@ -1111,10 +1193,19 @@ def _shown(stamp: str) -> str:
     return f"{stamp[:10]} {stamp[11:19]} UTC"
 
 
-def run_suppress(cfg: Config, addresses: tuple[str, ...], csv_path: Path | None) -> None:
-    """`newsletter suppress ADDRESS… [--csv FILE]`: never send to these addresses again."""
+def run_suppress(
+    cfg: Config, addresses: tuple[str, ...], csv_path: Path | None, export: Path | None = None
+) -> None:
+    """`newsletter suppress ADDRESS… [--csv FILE] [--export FILE]`: never send to these
+    addresses again; --export writes the whole list as CSV (after any additions)."""
     if not addresses and csv_path is None:
-        raise NewsletterError("give one or more ADDRESSES, or --csv FILE with an email column.")
+        if export is not None:
+            from newsletter.export import run_suppress_export
+
+            return run_suppress_export(cfg, None if str(export) == "-" else export)
+        raise NewsletterError(
+            "give one or more ADDRESSES, --csv FILE with an email column, or --export FILE."
+        )
     wanted: list[tuple[str, str]] = []  # (address, reason)
     for address in addresses:
         try:
@@ -1126,12 +1217,17 @@ def run_suppress(cfg: Config, addresses: tuple[str, ...], csv_path: Path | None)
     if csv_path is not None:
         _, rows, warnings = read_rows(csv_path)
         for row in rows:
+            written = clean_text(row.cells.get("email", ""))
+            if written.startswith("'="):  # a cell an export defused for spreadsheets
+                written = written[1:]
             try:
-                email, _ = check_address(clean_text(row.cells.get("email", "")))
+                email, _ = check_address(written)
             except ValueError as err:
                 bad.append(f"{csv_path}:{row.line}: {err}; skipped")
                 continue
-            wanted.append((email, f"imported from {csv_path.name}"))
+            # An export's reason column (suppress --export, recipients export) is kept.
+            reason = clean_text(row.cells.get("reason", "")).removeprefix("'")
+            wanted.append((email, reason or f"imported from {csv_path.name}"))
         for w in warnings:
             click.echo(f"warning: {w}", err=True)
     with Journal(cfg.path("state")) as journal:
@@ -1145,3 +1241,7 @@ def run_suppress(cfg: Config, addresses: tuple[str, ...], csv_path: Path | None)
         + (f"; {plural(len(bad), 'bad row')} skipped" if bad else "")
         + f". They will not be sent to ({cfg.path('state')})."
     )
+    if export is not None:
+        from newsletter.export import run_suppress_export
+
+        run_suppress_export(cfg, None if str(export) == "-" else export)

@@ -546,6 +546,15 @@ class _Suppressions:
     def _version(self) -> int:
         return int(self.db.execute("PRAGMA data_version").fetchone()[0])
 
+    def close(self) -> None:
+        """Now, not when the collector gets to it: a worker thread's connection closed later
+        (the last one on the file) would checkpoint into a state file that may have changed
+        hands since."""
+        if self.shm is not None:
+            self.shm.close()
+            self.shm = None
+        self.db.close()
+
     def __contains__(self, key: str) -> bool:
         if self.shm is not None:
             change = self.shm[8:12]
@@ -643,6 +652,8 @@ class _Sender:
             self.transport.close()
             if self.flight is not None:
                 self.flight.close()
+            if self.suppressions is not None:
+                self.suppressions.close()
             self.drain()
 
     def drain(self) -> None:
