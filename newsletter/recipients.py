@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import itertools
 import re
 from collections.abc import Iterator
@@ -16,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
-from email_validator import EmailNotValidError, validate_email
 
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
@@ -164,15 +164,63 @@ def parse_language(value: str, default: str) -> str | None:
     return LANGUAGE_NAMES.get(v)
 
 
+# The fast path of check_address: a plain ASCII address that email-validator (with the options
+# check_address gives it) is sure to accept as written. Local part: a dot-atom of RFC 5322 atext
+# (email-validator's DOT_ATOM_TEXT); domain: two or more LDH labels of 1-63 characters, none
+# starting or ending with a hyphen, the last ending with a letter. What it leaves out goes to
+# email-validator: "--" anywhere in the domain (IDNA's R-LDH and xn-- rules), special-use names
+# (.test, .local, …), and lengths past 253 for the domain or 254 for the address.
+# tests/test_recipients.py holds both paths to the same answer over a generated corpus.
+_FAST_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"(?:[A-Za-z0-9][A-Za-z0-9-]{0,61})?[A-Za-z])"
+)
+
+
+@functools.cache
+def _special_tlds() -> frozenset[str]:
+    """The last labels of email-validator's special-use names: a domain ending in one of them
+    takes the slow path (all of today's are one label: arpa, invalid, local, onion…)."""
+    from email_validator import SPECIAL_USE_DOMAIN_NAMES
+
+    return frozenset(d.rsplit(".", 1)[-1] for d in SPECIAL_USE_DOMAIN_NAMES)
+
+
+def _surely_valid(address: str) -> bool:
+    """True only for an address email-validator accepts unchanged (see _FAST_ADDRESS)."""
+    m = _FAST_ADDRESS.fullmatch(address)
+    if m is None or len(address) > 254:
+        return False
+    domain = m[1]
+    return (
+        len(domain) <= 253
+        and "--" not in domain
+        and domain[domain.rindex(".") + 1 :].lower() not in _special_tlds()
+    )
+
+
 def check_address(address: str) -> tuple[str, str]:
     """(address to send to, lowercase key) or ValueError with the reason.
 
     No DNS: syntax only. Internationalised domains are sent in their ASCII (punycode) form;
     non-ASCII local parts are refused because they need SMTPUTF8, which relays rarely offer.
+    Plain addresses are decided by a fast path (~1.5 µs against ~23 µs here: 20 s less at a
+    million rows); anything else, and every refusal, is email-validator's.
     """
     address = address.strip()
     if not address:
         raise ValueError("empty email")
+    if _surely_valid(address):
+        key = address.lower()
+        return address, address if key == address else key
+    return _check_address_slow(address)
+
+
+def _check_address_slow(address: str) -> tuple[str, str]:
+    """check_address through email-validator alone (`address` trimmed, not empty)."""
+    from email_validator import EmailNotValidError, validate_email
+
     try:
         v = validate_email(address, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as err:

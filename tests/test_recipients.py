@@ -380,3 +380,91 @@ def test_a_forwarders_name_loses_its_invisible_characters_too():
 
     fwd, errors = check_forward(["f@example.org"], "Ana\u202e\u200b", "", "es", ["es"])
     assert not errors and fwd.name == "Ana"
+
+# --- the fast path of check_address agrees with email-validator ----------------------------------
+
+
+def _corpus(n: int, seed: int = 12) -> list[str]:
+    """Addresses near the edge of valid: real-looking ones, then mutated a character at a time
+    (specials, dots, hyphens, quotes, spaces, non-ASCII, long labels, special-use and numeric
+    TLDs, IDNA-looking labels, upper case), so both answers and every rule get exercised."""
+    import random
+
+    rng = random.Random(seed)
+    atext = "abcxyzABCXYZ0189!#$%&'*+/=?^_`{|}~-"
+    odd = ' .."@<>()[]\\,;:\t\u00e9\u00f1\u0301\u200b\uff0e\u3002\uff20ÄÖ'
+    tlds = ["org", "com", "ORG", "io", "net", "Org", "info", "mx"] * 4 + [
+        "x", "c0m", "123", "test", "local", "localhost", "arpa", "invalid", "onion", "example",
+        "xn--p1ai", "museum", "a-b", "de-"]
+
+    def label(max_len: int = 12) -> str:
+        kind = rng.random()
+        if kind < 0.02:
+            return "x" * rng.choice([62, 63, 64, 65])
+        if kind < 0.05:
+            return rng.choice(["xn--bcher-kva", "ab--cd", "xn--", "a--b", "-ab", "ab-", "a-b"])
+        return "".join(rng.choice("abcdefghijkXYZ0123456789-") for _ in range(rng.randint(1, max_len)))
+
+    def local() -> str:
+        parts = ["".join(rng.choice(atext) for _ in range(rng.randint(1, 8)))
+                 for _ in range(rng.randint(1, 3))]
+        return ".".join(parts)
+
+    out = []
+    for _ in range(n):
+        labels = [label() for _ in range(rng.randint(0, 3))] + [rng.choice(tlds)]
+        s = f"{local()}@{'.'.join(labels)}"
+        if rng.random() < 0.03:
+            s = "a" * rng.randint(60, 250) + s  # address length limits
+        for _ in range(rng.choice([0, 0, 0, 0, 1, 2])):  # mutate a character, or not
+            i = rng.randrange(len(s) + 1)
+            c = rng.choice(odd + atext + "@.-")
+            s = s[:i] + c + s[i + rng.choice([0, 1]) :]
+        out.append(s)
+    return out
+
+
+def _outcome(fn, address: str) -> tuple:
+    try:
+        return ("ok", fn(address))
+    except ValueError as err:
+        return ("refused", str(err))
+
+
+def test_the_fast_path_agrees_with_email_validator_on_a_generated_corpus():
+    from newsletter import recipients
+
+    corpus = _corpus(30_000)
+    fast = sum(recipients._surely_valid(a.strip()) for a in corpus if a.strip())
+    disagree = [
+        a
+        for a in corpus
+        if a.strip()
+        and _outcome(check_address, a) != _outcome(recipients._check_address_slow, a.strip())
+    ]
+    assert disagree == []
+    refused = sum(_outcome(check_address, a)[0] == "refused" for a in corpus)
+    # Both answers are well represented, and the fast path decides most valid ones.
+    assert refused > 5_000 and fast > 10_000
+    assert fast > 0.8 * (len(corpus) - refused)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "a@b.test",  # special-use names: email-validator refuses them
+        "a@mail.localhost",
+        "a@ab--cd.org",  # R-LDH label
+        "a@xn--bcher-kva.example",  # punycode: email-validator decodes and checks it
+        "a@b.c0m1",  # a TLD ends with a letter
+        "a@" + "b" * 64 + ".org",  # a label over 63
+        "a" * 250 + "@b.org",  # an address over 254
+        ".a@b.org",
+        "a..b@b.org",
+    ],
+)
+def test_edge_addresses_take_the_slow_path(address):
+    from newsletter import recipients
+
+    assert not recipients._surely_valid(address)
+    assert _outcome(check_address, address) == _outcome(recipients._check_address_slow, address)

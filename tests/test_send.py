@@ -327,6 +327,29 @@ def test_dry_run_builds_everything_and_sends_and_writes_nothing(project, smtp_se
         assert not j.states(ALERT_ID)
 
 
+def test_each_edition_is_rendered_once_and_what_was_checked_is_sent(
+    project, smtp_server, monkeypatch
+):
+    """The check before a send renders every edition; the send reuses its member editions
+    instead of rendering (premailer and all) a second time."""
+    from newsletter import render
+
+    setup_project(project, monkeypatch, smtp_server)
+    rendered: list[tuple[str, str]] = []
+    real = render.render_edition
+
+    def counted(cfg, alert, lang, variant="member"):
+        rendered.append((lang, variant))
+        return real(cfg, alert, lang, variant)
+
+    monkeypatch.setattr(render, "render_edition", counted)
+    result = send("--yes")
+    assert result.exit_code == 0, result.output
+    assert sorted(rendered) == sorted(set(rendered))  # each language and variant once
+    assert {v for _, v in rendered} == {"member", "forward", "archive"}
+    assert len(smtp_server.received) == len(VALID)
+
+
 def test_check_errors_stop_a_send_but_not_a_test_copy(project, smtp_server, monkeypatch):
     setup_project(project, monkeypatch, smtp_server)
     toml = project / "newsletter.toml"
