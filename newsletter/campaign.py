@@ -96,8 +96,10 @@ def run_send(
     alert = content.load_alert(cfg, alert_path)
     # Only a real send reaches members: there, a placeholder they would receive stops it.
     real = bool(cfg.smtp.host) and not dry_run and not test_address
-    _check_first(cfg, alert_path, test_copy=bool(test_address), real=real)
-    editions = render.render_editions(cfg, alert, variant="member")
+    editions: dict[str, Edition] = {}  # the check's member editions: what is checked is sent
+    _check_first(cfg, alert_path, editions, test_copy=bool(test_address), real=real)
+    if list(editions) != list(alert.languages):  # one failed to render (a test copy goes on)
+        editions = render.render_editions(cfg, alert, variant="member")
     if test_address:
         return _send_test(
             cfg, alert.id, editions, test_address, to_csv, test_as, lang, dry_run=dry_run
@@ -224,15 +226,18 @@ def _web_subscribers(
     return list(extra.values())
 
 
-def _check_first(cfg: Config, alert_path: Path, *, test_copy: bool, real: bool) -> None:
+def _check_first(
+    cfg: Config, alert_path: Path, editions: dict[str, Edition], *, test_copy: bool, real: bool
+) -> None:
     """`newsletter check`'s errors stop a send (warnings do not); a test copy still goes.
+    The member editions the check rendered are left in `editions`.
 
     Placeholders members would receive (example.org values, "EXAMPLE:" marks) stop a `real`
     send (SMTP, to the list); the outbox, a dry run and a test copy go on and warn.
     """
     from newsletter import check
 
-    problems = check.collect(cfg, alert_path, real_send=True)
+    problems = check.collect(cfg, alert_path, real_send=True, editions=editions)
     placeholders = [p for p in problems if p.id == "E-EXAMPLE"]
     errors = [p for p in problems if p.is_error and (real or p.id != "E-EXAMPLE")]
     if placeholders and not real:
