@@ -260,6 +260,13 @@ class FlightLog:
     commit). `mark` appends the connection's last outcome together with the next recipient's
     in-flight mark and returns once both are on disk: the message's bytes go out only then.
 
+    `mark(…, wait=False)` appends a mark and returns at once; a sync thread puts it on disk
+    while the connection carries earlier messages, and `wait(end)` returns once it is (group
+    commit: one fdatasync covers every record written before it began). A send marks a few
+    recipients ahead this way when the disk is slow beside the server (pool._Sender), so a
+    message never waits for a sync of its own; every message's mark is still on disk before its
+    first byte goes out.
+
     Records: 4-byte length, 4-byte CRC-32, then the row's fields (FLIGHT_FIELDS) in UTF-8,
     separated by U+001F (none can hold one: addresses and ids are checked, replies are cleaned). The file is filled
     with zeros ahead of the writes (CHUNK at a time), so a sync never has to change its size; a
@@ -269,6 +276,7 @@ class FlightLog:
     """
 
     CHUNK = 1 << 20
+    SYNC_CLAMP = 0.05  # seconds: one stalled sync counts no more than this in sync_time
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -277,6 +285,13 @@ class FlightLog:
         self._size = 0
         self._grow()
         self._outcome: bytes = b""
+        self._synced = 0  # bytes known to be on disk
+        self._syncing = False  # an fdatasync is under way (this thread or the sync thread)
+        self._error: OSError | None = None
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None  # started by the first mark(wait=False)
+        self._closing = False
+        self.sync_time = 0.0  # seconds one fdatasync takes here (moving average)
 
     def _grow(self) -> None:
         os.pwrite(self._fd, bytes(self.CHUNK), self._size)
@@ -298,7 +313,8 @@ class FlightLog:
     def outcome(
         self, alert_id: str, key: str, status: str, reply: str, lang: str, attempts: int = 0
     ) -> None:
-        """A message's outcome (sent, retry, failed): written with the next mark (or flush).
+        """A message's outcome (sent, retry, failed; pending: marked ahead, never sent):
+        written with the next mark (or flush).
 
         Times are kept as POSIX seconds and the reply as the server sent it (cut to
         REPLY_MAX); read_flight formats and cleans them, off the sender's path.
@@ -312,31 +328,113 @@ class FlightLog:
             alert_id, key, status, str(attempts), "", lang, reply, t, sent_at
         )
 
-    def mark(self, alert_id: str, key: str, message_id: str, lang: str, attempts: int) -> None:
-        """Mark in flight (with the pending outcome); returns once it is on disk."""
+    def mark(
+        self,
+        alert_id: str,
+        key: str,
+        message_id: str,
+        lang: str,
+        attempts: int,
+        *,
+        wait: bool = True,
+    ) -> int:
+        """Mark in flight (with the pending outcome); returns the log's end after it, once it
+        is on disk (`wait=False`: at once, the sync thread puts it there; see `wait`)."""
         t = repr(now().timestamp())
         record = self._record(
             alert_id, key, "in_flight", str(attempts), message_id, lang, "", t, ""
         )
-        self._write(self._outcome + record)
+        end = self._append(self._outcome + record)
         self._outcome = b""
+        if wait:
+            self.wait(end)
+        else:
+            self._kick()
+        return end
+
+    def synced(self, end: int) -> bool:
+        """True when the log is on disk up to `end` (a mark's end from mark)."""
+        return self._synced >= end
+
+    def wait(self, end: int) -> None:
+        """Return once the log is on disk up to `end` (a sync under way is waited for, else
+        this thread syncs); OSError if a sync failed."""
+        if self._synced >= end:
+            return
+        with self._cond:
+            while self._synced < end:
+                if self._error is not None:
+                    raise self._error
+                if self._syncing:
+                    self._cond.wait()
+                else:
+                    self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        """One fdatasync of everything written so far; called with self._cond held, which it
+        lets go of during the sync."""
+        self._syncing = True
+        target = self._end
+        start = time.monotonic()
+        self._cond.release()
+        try:
+            os.fdatasync(self._fd)
+        except OSError as err:
+            error: OSError | None = err
+        else:
+            error = None
+        finally:
+            self._cond.acquire()
+            self._syncing = False
+        took = min(time.monotonic() - start, self.SYNC_CLAMP)
+        self.sync_time = took if not self.sync_time else self.sync_time + (took - self.sync_time) / 8
+        if error is not None:
+            self._error = error
+        else:
+            self._synced = max(self._synced, target)
+        self._cond.notify_all()
+
+    def _kick(self) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._sync_loop, name="flight-sync", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
+
+    def _sync_loop(self) -> None:
+        """The sync thread: whenever records are written and not on disk, sync them."""
+        with self._cond:
+            while self._error is None:
+                if self._synced < self._end and not self._syncing:
+                    self._sync_locked()
+                elif self._closing:
+                    return
+                else:
+                    self._cond.wait()
 
     def flush(self) -> None:
         """Write a pending outcome alone (the connection is done, or stops)."""
         if self._outcome:
             with contextlib.suppress(OSError):
-                self._write(self._outcome)
+                self.wait(self._append(self._outcome))
                 self._outcome = b""
 
-    def _write(self, data: bytes) -> None:
+    def _append(self, data: bytes) -> int:
         while self._end + len(data) + 8 > self._size:  # keep a zero length after the last one
             self._grow()
         os.pwrite(self._fd, data, self._end)
-        os.fdatasync(self._fd)
         self._end += len(data)
+        return self._end
 
     def close(self) -> None:
         self.flush()
+        if self._thread is not None:
+            with self._cond:
+                self._closing = True
+                self._cond.notify_all()
+            self._thread.join()
         os.close(self._fd)
 
 

@@ -18,8 +18,11 @@ uncertain, exactly as with one state file.
 
 Per message a worker pipelines (RFC 2920) its envelope behind the previous message's data, so
 one read brings the previous reply and this envelope's 354; only then is this recipient marked
-(with the previous outcome), and only then do its bytes go. A connection never has two
-recipients in flight.
+(with the previous outcome), and only then do its bytes go. A connection has one recipient
+in flight, unless its disk is slow: when a sync of the flight log takes SYNC_SHARE of a
+message's own work or more, the worker marks the next few recipients ahead of their turn (at
+most MARKS_AHEAD) and a sync thread puts the marks on disk while earlier messages go
+(_Sender.mark_ahead); each message still waits, if it must, for its own mark to be on disk.
 
 The parent hands out jobs and counts results over a socket pair per worker:
 
@@ -43,6 +46,7 @@ import ctypes
 import gc
 import heapq
 import itertools
+import math
 import mmap
 import multiprocessing
 import os
@@ -87,6 +91,8 @@ POLL = 0.1  # longest anyone waits before looking at the stop flag again
 SYNC_EVERY = 1.0  # seconds between copies of the flight logs into the state file
 AHEAD = 16  # jobs queued per worker (1 under a rate cap: the cap decides when each goes)
 REPORT_EVERY = 8  # results a worker gathers before it reports them (sooner when it runs dry)
+MARKS_AHEAD = 8  # at most this many queued recipients marked in flight ahead of their turn
+SYNC_SHARE = 0.1  # marks go ahead only when a sync takes this share of a message's work or more
 LINE_MAX = 200_000  # bytes in one message between parent and worker (a job with its fields)
 EARLIER = "in flight when an earlier run stopped"
 DIED = "the sender process stopped mid-message"
@@ -607,6 +613,11 @@ class _Sender:
         self.pending: _Pipelined | None = None  # data sent (after its mark), reply not read
         self.queue: deque[tuple] = deque()  # jobs the parent handed out, not begun
         self.flight: FlightLog | None = None
+        # Marked in flight ahead of their turn (see mark_ahead): message id -> the log's end
+        # after the mark (on disk once FlightLog.wait(end) returns).
+        self.premarked: dict[str, int] = {}
+        self.work_time = 0.0  # seconds of a message's own work (moving average; no sync waits)
+        self.waited = 0.0  # seconds the current message waited for its mark to be on disk
         if flight is not None:
             self.flight = FlightLog(flight)
             self.suppressions = _Suppressions(run.cfg.path("state"), planned_at)
@@ -631,7 +642,12 @@ class _Sender:
                 if not self.run.dry_run and not self.transport.connected and not self.connect():
                     return
                 values, person, msg_id, lang, attempts, self.tries = self.queue.popleft()
+                start, self.waited = time.monotonic(), 0.0
                 self.one(Recipient(*values), person, msg_id, lang, attempts)
+                took = time.monotonic() - start - self.waited
+                self.work_time = took if not self.work_time else self.work_time + (
+                    took - self.work_time
+                ) / 8
         except _ParentGone:
             self.told_stop = True
             return
@@ -651,10 +667,19 @@ class _Sender:
             self.flush_results()
             self.transport.close()
             if self.flight is not None:
+                self.unmark_queued()
                 self.flight.close()
             if self.suppressions is not None:
                 self.suppressions.close()
             self.drain()
+
+    def unmark_queued(self) -> None:
+        """Jobs marked ahead that will not go in this run: back to pending in the log."""
+        assert self.flight is not None
+        for values, _, msg_id, lang, _, _ in self.queue:
+            if self.premarked.pop(msg_id, None) is not None:
+                self.flight.outcome(self.run.alert_id, values[1], "pending", "", lang)
+        self.premarked.clear()
 
     def drain(self) -> None:
         """Read what the parent still sends until its "stop": a socket closed with unread data
@@ -717,6 +742,9 @@ class _Sender:
             return
         if self.suppressed(r.key):
             self.settle_pending()
+            if self.premarked.pop(msg_id, None) is not None:
+                assert self.flight is not None
+                self.flight.outcome(self.run.alert_id, r.key, "pending", "", lang)
             self.results.append(("suppressed", "unsubscribed during the run"))
             return
         msg = _Pipelined(r, lang, msg_id, attempts, self.tries)
@@ -739,10 +767,13 @@ class _Sender:
         """The message's envelope goes out behind the previous message's data, and both
         replies come back in one read (RFC 2920): one wait per message instead of two. The
         previous message was marked in flight before its data left; this one is marked only
-        after the previous one's reply is in, so a connection never has two in flight."""
+        after the previous one's reply is in, so a connection has one in flight (unless marked
+        ahead: mark_ahead)."""
         assert self.flight is not None
         r = msg.r
         mail_from = self.run.prepared[msg.lang][0].mail_from
+        self.mark_ahead(msg)
+        marked = self.premarked.pop(msg.msg_id, None)  # its mark's end in the log, if written
         try:
             msg.data = self.run.build(r, person, msg.lang, msg.msg_id)
         except (NewsletterError, ValueError) as err:
@@ -770,7 +801,12 @@ class _Sender:
         code, text = env
         if code == 354:
             try:
-                self.flight.mark(self.run.alert_id, r.key, msg.msg_id, msg.lang, msg.attempts)
+                if marked is None:
+                    self.flight.mark(self.run.alert_id, r.key, msg.msg_id, msg.lang, msg.attempts)
+                elif not self.flight.synced(marked):
+                    start = time.monotonic()
+                    self.flight.wait(marked)
+                    self.waited += time.monotonic() - start
             except OSError as err:
                 transport.abort()  # the server waits for the data: cut, it gets none
                 raise _Fatal(
@@ -795,6 +831,38 @@ class _Sender:
             )
             raise _Fatal(("stopped", ""), err.message) from None
         self.record(msg, ("failed", reply) if code >= 500 else self.again(reply, msg.tries))
+
+    def mark_ahead(self, msg: _Pipelined) -> None:
+        """When a sync of the flight log takes longer than a message's own work, mark this
+        message and the next queued ones in flight now (the sync thread puts them on disk while
+        the connection carries the messages before them), so no message waits for a sync of its
+        own. How many: as many as go by during two syncs (a mark written just after a sync
+        began is on disk at the end of the next one), at most MARKS_AHEAD; none while a sync
+        takes less than SYNC_SHARE of a message's work (a slow server, a fast disk), and then
+        the one message on the wire is the only one in flight, as without this.
+
+        Still never twice: every message's mark is on disk before its first byte goes (the
+        caller waits for it). The cost is in a crash: the recipients marked ahead whose turn had
+        not come are uncertain too (at most MARKS_AHEAD + 1 per connection); a run that stops
+        any other way writes them back as pending (unmark_queued)."""
+        assert self.flight is not None
+        flight = self.flight
+        if not self.work_time or flight.sync_time < SYNC_SHARE * self.work_time:
+            return
+        ahead = min(MARKS_AHEAD, math.ceil(2 * flight.sync_time / self.work_time))
+        alert_id = self.run.alert_id
+        try:
+            if msg.msg_id not in self.premarked:
+                self.premarked[msg.msg_id] = flight.mark(
+                    alert_id, msg.r.key, msg.msg_id, msg.lang, msg.attempts, wait=False
+                )
+            for values, _, msg_id, lang, attempts, _ in itertools.islice(self.queue, ahead):
+                if msg_id not in self.premarked:
+                    self.premarked[msg_id] = flight.mark(
+                        alert_id, values[1], msg_id, lang, attempts, wait=False
+                    )
+        except OSError:
+            return  # nothing is sent on a mark that failed: its own turn writes it, or stops
 
     def settle(self, msg: _Pipelined, final: deliver.Reply | None, why: str) -> None:
         """The outcome of a message whose data went out: its reply, or uncertain without one."""

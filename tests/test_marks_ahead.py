@@ -1,0 +1,127 @@
+"""Marks written ahead (a slow disk beside a fast server): never twice, and nobody left in flight
+who was not on the wire when a run stops.
+
+A slow disk cannot be had on cue, so these tests lower pool.SYNC_SHARE to 0: every sync then
+counts as slow beside a message and the senders mark recipients ahead of their turn, as they do
+on a busy disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from newsletter import pool
+from newsletter.journal import FlightLog
+from tests.conftest import SmtpServer, _Handler, free_port
+from tests.test_send import FakeClock, received_by, run, setup_project, states
+
+N = 30
+ROWS = "email,name,language\n" + "".join(
+    f"m{i:02d}@example.org,Member {i},{'es' if i % 2 else 'en'}\n" for i in range(N)
+)
+EVERYONE = {f"m{i:02d}@example.org" for i in range(N)}
+
+
+@pytest.fixture
+def marks(monkeypatch) -> list[tuple[str, bool]]:
+    """Marks ahead on; returns the (address, waited) of every mark, in order (K=1: the sender
+    is a thread of this process)."""
+    monkeypatch.setattr(pool, "SYNC_SHARE", 0.0)
+    seen: list[tuple[str, bool]] = []
+    real = FlightLog.mark
+
+    def spy(self, alert_id, key, message_id, lang, attempts, *, wait=True):
+        seen.append((key, wait))
+        return real(self, alert_id, key, message_id, lang, attempts, wait=wait)
+
+    monkeypatch.setattr(FlightLog, "mark", spy)
+    return seen
+
+
+@pytest.mark.parametrize("connections", [1, 3])
+def test_marks_ahead_send_everyone_once(project, smtp_server, monkeypatch, marks, connections):
+    setup_project(project, monkeypatch, smtp_server, csv=ROWS)
+    out = run(FakeClock(), connections=connections)
+    assert sorted(out.sent) == sorted(EVERYONE) and not out.uncertain
+    assert received_by(smtp_server) == dict.fromkeys(EVERYONE, 1)
+    assert set(states(project).values()) == {"sent"}
+    assert not list(project.glob("newsletter.db.flight-*"))
+    if connections == 1:  # the senders did mark ahead (processes' marks are not seen here)
+        assert any(not waited for _, waited in marks)
+
+
+def test_an_unsubscribe_after_the_mark_ahead_is_honoured_and_left_pending(
+    project, smtp_server, monkeypatch, marks
+):
+    setup_project(project, monkeypatch, smtp_server, csv=ROWS)
+    from newsletter.journal import Journal
+
+    gone: list[str] = []
+
+    def rcpt(address: str) -> None:
+        if gone or address < "m05":
+            return
+        # The furthest recipient already marked ahead, whose message has not gone yet.
+        ahead = [k for k, waited in marks if not waited and k > address]
+        if ahead:
+            gone.append(ahead[-1])
+            with Journal(project / "newsletter.db") as j:
+                j.suppress(ahead[-1], "one-click")
+
+    smtp_server.on_rcpt = rcpt
+    out = run(FakeClock(), connections=1)
+    assert gone, "no recipient was marked ahead"
+    assert out.suppressed == 1 and not out.uncertain
+    assert gone[0] not in received_by(smtp_server)
+    assert states(project)[gone[0]] == "pending"  # marked ahead, then written back
+    assert received_by(smtp_server) == dict.fromkeys(EVERYONE - set(gone), 1)
+
+
+class _RefusingHandler(_Handler):
+    """The shared handler; after `accept` messages, MAIL FROM is refused for good (550)."""
+
+    def __init__(self, server: SmtpServer, accept: int) -> None:
+        super().__init__(server)
+        self.accept = accept
+
+    async def handle_MAIL(self, srv, session, envelope, address, mail_options):  # noqa: N802
+        if len(self.server.received) >= self.accept:
+            return "550 5.7.1 sender no longer accepted"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+
+@pytest.fixture
+def refusing_server() -> Iterator[SmtpServer]:
+    from aiosmtpd.controller import Controller
+
+    server = SmtpServer("127.0.0.1", free_port())
+    controller = Controller(
+        _RefusingHandler(server, accept=8), hostname="127.0.0.1", port=server.port, ready_timeout=10
+    )
+    controller.start()
+    try:
+        yield server
+    finally:
+        controller.stop()
+
+
+def test_a_run_that_stops_writes_the_marks_ahead_back_as_pending(
+    project, refusing_server, monkeypatch, marks
+):
+    """The relay stops taking the sender mid-run: the run stops; the recipients marked ahead
+    whose turn had not come are pending again (the next run sends them), not uncertain."""
+    from newsletter.errors import NewsletterError
+
+    setup_project(project, monkeypatch, refusing_server, csv=ROWS)
+    with pytest.raises(NewsletterError, match="refused the sender"):
+        run(FakeClock(), connections=1)
+    assert any(not waited for _, waited in marks)
+    got = received_by(refusing_server)
+    st = states(project)
+    assert {a for a, s in st.items() if s == "sent"} == set(got) and len(got) == 8
+    assert "in_flight" not in st.values()  # nobody left uncertain
+    assert all(n == 1 for n in got.values())
