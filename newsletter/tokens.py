@@ -16,6 +16,7 @@ UNSUBSCRIBE_URL = "__NL_UNSUBSCRIBE_URL__"
 VIEW_URL = "__NL_VIEW_URL__"
 FORWARD_INTRO = "__NL_FORWARD_INTRO__"  # forward-safe copy: "NAME forwarded you this alert"
 FORWARD_NOTE = "__NL_FORWARD_NOTE__"  # forward-safe copy: the friend's note
+CONFIRM_URL = "__NL_CONFIRM_URL__"  # a sign-up's confirmation email: its signed link
 
 TOKEN_RE = re.compile(r"__NL_[A-Z0-9_]+?__")
 

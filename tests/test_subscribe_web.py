@@ -44,7 +44,15 @@ def drain(app) -> None:
 
 def post(client, email="luz@example.org", ip="203.0.113.7", **form):
     data = {"email": email, "name": "Luz", "lang": "es", "ui": "es", "src": "form", **form}
-    return client.post("/s", data=data, headers={"X-Forwarded-For": ip})
+    return answered(client.post("/s", data=data, headers={"X-Forwarded-For": ip}))
+
+
+def answered(response):
+    """The response read and closed, as a server does once it has sent it (the sign-up email
+    is queued only then)."""
+    response.get_data()
+    response.close()
+    return response
 
 
 def confirm_url(smtp_server, address: str) -> str:
@@ -245,10 +253,15 @@ def test_subscribe_form_command_prints_a_form_that_works_cross_site(cfg, client,
     assert "<html" not in html and "csrf" not in html
     # What the pasted form posts, from another site, is taken like the page's own.
     fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', html))
-    r = client.post(
-        "/s",
-        data={**fields, "email": "embed@example.org", "lang": "es", "website": ""},
-        headers={"Origin": "https://nalacc.example.org", "Referer": "https://nalacc.example.org/"},
+    r = answered(
+        client.post(
+            "/s",
+            data={**fields, "email": "embed@example.org", "lang": "es", "website": ""},
+            headers={
+                "Origin": "https://nalacc.example.org",
+                "Referer": "https://nalacc.example.org/",
+            },
+        )
     )
     assert r.status_code == 200
     drain(app)
@@ -264,3 +277,20 @@ def test_subscribe_form_needs_a_base_url(project, monkeypatch):
 
 def test_confirmation_link_is_redacted_from_logs():
     assert web.redact("/c/abc.def.ghi") == "/c/…"
+
+
+def test_without_a_base_url_the_link_points_where_the_form_was_sent(cfg, clock, smtp_server):
+    """`serve` on loopback needs no base URL (local use): the link must still be whole."""
+    cfg.web.base_url = ""
+    app = web.create_app(cfg, clock=clock)
+    post(app.test_client())
+    drain(app)
+    [msg] = [r.message for r in smtp_server.received]
+    text = msg.get_body(("plain",)).get_content()
+    url = re.search(r"(http://localhost/c/\S+)", text).group(1)
+    assert app.test_client().get(url.removeprefix("http://localhost")).status_code == 200
+
+
+def test_the_archive_index_links_to_the_form(client):
+    html = client.get("/?lang=en").get_data(as_text=True)
+    assert 'href="/s?lang=en&amp;src=archive"' in html and "Subscribe to our action alerts" in html

@@ -99,6 +99,7 @@ def _render_index(lang: str, folders: list[Path]) -> str:
         other=other,
         other_name=links.LANG_NAMES[other],
         other_url=f"{p.root}/?lang={other}",
+        subscribe_url=f"{p.root}/s?lang={lang}&src=archive",
     )
 
 

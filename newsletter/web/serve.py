@@ -39,7 +39,8 @@ def run_serve(cfg: Config, host: str, port: int) -> None:
     if not cfg.smtp.host:
         click.echo(
             f"warning: {cfg.source}: [smtp] host is not set, so forwards from the form are "
-            f"written to {cfg.path('outbox')}/<alert>/forwards/, not sent.",
+            f"written to {cfg.path('outbox')}/<alert>/forwards/ and sign-up emails to "
+            f"{cfg.path('outbox')}/subscribe/, not sent.",
             err=True,
         )
     from newsletter.web import create_app

@@ -42,6 +42,12 @@ def _lang(value: str | None, default: str) -> str:
     return value if value in i18n.LANGUAGES else default
 
 
+def _base() -> str:
+    """Where the emails' links point: `[web] base_url`, else (serve on loopback for local use,
+    where no base URL is required) the address this request came to."""
+    return links.base_url(pages().cfg) or request.host_url.rstrip("/")
+
+
 def _mail_queue() -> subscribers.MailQueue:
     """The app's one sign-up mail thread (created with the first email)."""
     ext = current_app.extensions
@@ -103,11 +109,17 @@ def sign_up() -> Response:
             cfg.subscribe.per_network_per_hour,
             datetime.fromtimestamp(now, UTC),
         )
-    if mail:
-        signup = subscribers.SignUp(address, name, lang, source)
-        token = subscribers.make_confirm_token(p.secret, signup, now)
-        url = f"{links.base_url(cfg)}/c/{token}"
-        _mail_queue().put(address, lambda: subscribers.confirmation_message(cfg, signup, url))
+    # The same work whether or not an email goes: the link is made either way, and the queue
+    # hears of it only once the answer has gone out (call_on_close), so the mail thread never
+    # competes with this request for the interpreter.
+    signup = subscribers.SignUp(address, name, lang, source)
+    url = f"{_base()}/c/{subscribers.make_confirm_token(p.secret, signup, now)}"
+    queue = _mail_queue()
+    done.call_on_close(
+        (lambda: queue.put(address, lambda: subscribers.confirmation_message(cfg, signup, url)))
+        if mail
+        else queue.idle
+    )
     return done
 
 
@@ -140,7 +152,7 @@ def confirm(token: str) -> Response:
         return p.notice("not_confirmed", 409, signup.lang)
     if who.new and cfg.subscribe.welcome:
         unsubscribe = links.make_token(p.secret, "unsubscribe", who.public_id, "welcome", who.lang)
-        values = {tokens.UNSUBSCRIBE_URL: f"{links.base_url(cfg)}/u/{unsubscribe}"}
+        values = {tokens.UNSUBSCRIBE_URL: f"{_base()}/u/{unsubscribe}"}
         _mail_queue().put(who.email, lambda: subscribers.welcome_message(cfg, who, values))
     html = p.render(
         signup.lang,
