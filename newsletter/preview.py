@@ -4,6 +4,13 @@ A watcher thread polls file times every quarter second; on a change it renders e
 and bumps a version counter. The index page long-polls `/events?since=N` and reloads itself when
 the version moves, so a saved file shows within a second. A render error (template syntax, bad
 content) is kept and shown in the page with file and line; the server keeps running.
+
+The page shows members' names and, with a base URL and the secret, their signed links: it answers
+only requests addressed to this machine (Host 127.0.0.1, localhost or [::1] with its port), so a
+web page the editor visits cannot read it through a DNS name rebound to 127.0.0.1; anything else
+gets 403 and no content. A GET writes nothing: a picked member's links are made from the state
+file opened read-only; one who is not in it yet gets sample links and a button whose POST (same
+origin only) adds them, so their links can be tried on `newsletter serve`.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import errno
 import json
 import os
 import re
+import sqlite3
 import threading
 import traceback
 import webbrowser
@@ -260,14 +268,39 @@ class PreviewServer:
         return dataclasses.replace(copy, html=filled.html, text=filled.text)
 
     def _links_for(self, edition: render.Edition, person: recipients.Recipient) -> dict[str, str]:
-        """Working links for `newsletter serve` when it can make them (base URL and secret set)."""
-        if not (links.base_url(self.cfg) and self.cfg.secret):
+        """Working links for `newsletter serve` when it can make them (base URL and secret set,
+        the member in the state file); sample links otherwise."""
+        public_id = self.public_id(person) if self.live_links else None
+        if public_id is None:
             return check.sample_links(self.cfg, edition)
-        # The public pages only honour tokens of known contacts: register the picked one, as a
-        # send would.
-        with Journal(self.cfg.path("state"), secret=self.cfg.secret) as journal:
-            public_id = journal.public_id(journal.contact(person.email, person.name))
         return links.edition_links(self.cfg, edition, public_id)
+
+    @property
+    def live_links(self) -> bool:
+        """True when a picked member's links can work against `newsletter serve`."""
+        return bool(links.base_url(self.cfg) and self.cfg.secret)
+
+    def public_id(self, person: recipients.Recipient) -> str | None:
+        """What the member's links carry, read from the state file without writing to it; None
+        when they are not in it (never sent to) or the file is of an older schema."""
+        state = self.cfg.path("state")
+        if not state.exists():
+            return None
+        try:
+            with Journal(state, readonly=True) as journal:
+                contact = journal.find_contact(person.email)
+        except sqlite3.Error:  # an older file, upgraded by its next writer: samples till then
+            return None
+        return contact.public_id if contact is not None else None
+
+    def add_contact(self, line: str) -> recipients.Recipient | None:
+        """The POST behind the page's button: the picked member into the state file, as a send
+        would record them, so their links work on `newsletter serve`. None: no such pick."""
+        person = self.recipient(line)
+        if person is not None:
+            with Journal(self.cfg.path("state"), secret=self.cfg.secret) as journal:
+                journal.contact(person.email, person.name)
+        return person
 
     def _watched_roots(self) -> list[Path]:
         roots = [self.alert_path]
@@ -325,8 +358,10 @@ class PreviewServer:
         template = self._pages.get_template("index.html")
         try:
             copy, copy_error = self.copy_for(lang, line, variant), None
+            # Links that could work on serve, but the member is not in the state file yet.
+            unknown = person if person and self.live_links and not self.public_id(person) else None
         except NewsletterError as err:
-            copy, copy_error = None, err.format_message()
+            copy, copy_error, unknown = None, err.format_message(), None
         return template.render(
             snap=snap,
             lang=lang,
@@ -337,6 +372,8 @@ class PreviewServer:
             variant=variant,
             variants=VARIANT_LABELS,
             copy_error=copy_error,
+            unknown=unknown,
+            state=self.cfg.path("state").name,
             error=snap.error,
             excerpt=snap.error.excerpt(self.cfg.root) if snap.error else [],
             alert_path=str(self.alert_path),
@@ -411,7 +448,56 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (stdlib's signature)
         """Quiet: a page long-polls every 20 s and would flood the terminal."""
 
+    def host_allowed(self) -> bool:
+        """The request names this machine: Host is 127.0.0.1, localhost or [::1] with our port.
+
+        A page on another site can make the browser connect here by rebinding its own DNS name
+        to 127.0.0.1; its requests then carry that name as Host. Refused, they read nothing.
+        """
+        port = self.server.server_address[1]
+        host = self.headers.get("Host", "").strip().lower()
+        names = ("127.0.0.1", "localhost", "[::1]")
+        return host in {f"{n}:{port}" for n in names} | (set(names) if port == 80 else set())
+
+    def refuse(self) -> None:
+        """403, no content: nothing about the alert, its members or this server."""
+        self.send_response(HTTPStatus.FORBIDDEN)
+        self.send_header("Content-Length", "0")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+
+    def do_POST(self) -> None:  # noqa: N802  (stdlib's name)
+        """The one write: POST /contacts (r=LINE) adds a picked member to the state file.
+
+        Only from the preview's own page: Host as above, and Origin the same, which a browser
+        always sends with a form POST (another site's form cannot forge it).
+        """
+        host = self.headers.get("Host", "")
+        if not self.host_allowed() or self.headers.get("Origin", "") != f"http://{host}":
+            return self.refuse()
+        preview = self.server.preview
+        try:
+            size = min(int(self.headers.get("Content-Length", "0")), 4096)
+        except ValueError:
+            size = 0
+        form = {k: v[-1] for k, v in parse_qs(self.rfile.read(size).decode("latin-1")).items()}
+        if urlsplit(self.path).path != "/contacts":
+            return self._send(HTTPStatus.NOT_FOUND, "text/plain", "not found\n")
+        try:
+            person = preview.add_contact(form.get("r", ""))
+        except NewsletterError as err:
+            return self._send(HTTPStatus.INTERNAL_SERVER_ERROR, "text/plain", f"{err.message}\n")
+        if person is None:
+            return self._send(HTTPStatus.BAD_REQUEST, "text/plain", "no such recipient\n")
+        self.send_response(HTTPStatus.SEE_OTHER)
+        self.send_header("Location", f"/?r={person.line}&lang={person.language}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def do_GET(self) -> None:  # noqa: N802  (stdlib's name)
+        if not self.host_allowed():
+            return self.refuse()
         preview = self.server.preview
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +29,36 @@ from tests.conftest import ALERT_ID, free_port
 def get(url: str, timeout: float = 10) -> tuple[int, str]:
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return r.status, r.read().decode("utf-8")
+
+
+def request(
+    url: str, host: str | None = None, method: str = "GET", body: str = "", **headers: str
+) -> tuple[int, bytes]:
+    """(status, body) over a raw connection, with any Host header (urllib would fix it)."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.putrequest(
+            method, parts.path + (f"?{parts.query}" if parts.query else ""), skip_host=True
+        )
+        conn.putheader("Host", host if host is not None else parts.netloc)
+        for name, value in headers.items():
+            conn.putheader(name.replace("_", "-"), value)
+        data = body.encode()
+        if method == "POST":
+            conn.putheader("Content-Type", "application/x-www-form-urlencoded")
+            conn.putheader("Content-Length", str(len(data)))
+        conn.endheaders(data or None)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def post(url: str, body: str, origin: str | None = None) -> tuple[int, bytes]:
+    """A form POST as the preview page's button sends it (Origin: the page's origin)."""
+    headers = {} if origin is None else {"Origin": origin.rstrip("/")}
+    return request(url, method="POST", body=body, **headers)
 
 
 def wait_version(srv: preview.PreviewServer, above: int, timeout: float = 5) -> int:
@@ -273,6 +305,9 @@ def test_picked_copy_links_work_against_serve(demo, monkeypatch):
     cfg = load_config()
     with preview.PreviewServer(cfg, demo / "alerts" / ALERT_ID, port=0, recipients_csv=csv) as srv:
         lucia = srv.snapshot.recipients[0]
+        _, page = get(srv.url + f"?r={lucia.line}")
+        assert "Lucía Pérez is not in newsletter.db yet" in page  # samples until added
+        assert post(srv.url + "contacts", f"r={lucia.line}", origin=srv.url)[0] == 303
         _, html = get(srv.url + f"email/es.html?r={lucia.line}")
     m = re.search(r'href="http://127\.0\.0\.1:8080/u/([^"]+)"', html)
     assert m, "no unsubscribe link to the local serve"
@@ -319,3 +354,110 @@ def test_friends_copy_and_archive_copy(preview_server):
     _, archive = get(preview_server.url + "email/en.html?variant=archive")
     assert "Ana García" not in archive and "__NL_" not in archive
     assert '<html lang="en"' in archive
+
+
+# --- issue 8: only this machine's names; a GET writes nothing -------------------------------------
+
+
+def test_only_loopback_host_names_are_answered(picker):
+    port = urllib.parse.urlsplit(picker.url).port
+    sam = picker.snapshot.recipients[1]
+    paths = [
+        "/",
+        f"/?r={sam.line}",
+        f"/email/en.html?r={sam.line}",
+        "/email/es.txt",
+        "/events?since=0",
+    ]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", f"LOCALHOST:{port}"):
+        status, body = request(picker.url + f"?r={sam.line}", host=host)
+        assert status == 200 and b"Sam Lee" in body, host
+    # DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1.
+    for host in (
+        f"evil.example:{port}",
+        f"127.0.0.1.evil.example:{port}",
+        "evil.example",
+        f"127.0.0.1:{port + 1}",
+        "localhost",
+        "",
+    ):
+        for path in paths:
+            status, body = request(picker.url.rstrip("/") + path, host=host)
+            assert (status, body) == (403, b""), (host, path)
+    status, body = request(
+        picker.url + "contacts",
+        host=f"evil.example:{port}",
+        method="POST",
+        body=f"r={sam.line}",
+        Origin=f"http://evil.example:{port}",
+    )
+    assert (status, body) == (403, b"")
+
+
+def state_files(state: Path) -> tuple[bytes, int, bytes]:
+    """The state file's bytes and modification time, and what its write-ahead log holds (a
+    reader may leave an empty one: SQLite makes it to read, nothing is written to it)."""
+    wal = state.with_name(state.name + "-wal")
+    return state.read_bytes(), state.stat().st_mtime_ns, wal.read_bytes() if wal.exists() else b""
+
+
+def test_a_get_writes_nothing_to_the_state_file(demo, monkeypatch):
+    from newsletter.journal import Journal
+
+    monkeypatch.setenv("NEWSLETTER_SECRET", "s" * 32)
+    monkeypatch.setenv("NEWSLETTER_WEB_BASE_URL", "http://127.0.0.1:8080")
+    csv = demo / "pick.csv"
+    csv.write_text(PICK_CSV, encoding="utf-8")
+    cfg = load_config()
+    state = cfg.path("state")
+    with Journal(state) as j:  # Lucía got an alert; Sam never did
+        lucia_id = j.public_id(j.contact("lucia@example.org", "Lucía Pérez"))
+    before = state_files(state)
+    with preview.PreviewServer(cfg, demo / "alerts" / ALERT_ID, port=0, recipients_csv=csv) as srv:
+        lucia, sam = srv.snapshot.recipients
+        for who in (lucia, sam):
+            for path in (
+                f"?r={who.line}",
+                f"email/es.html?r={who.line}",
+                f"email/en.txt?r={who.line}",
+            ):
+                assert get(srv.url + path)[0] == 200
+        _, lucia_html = get(srv.url + f"email/es.html?r={lucia.line}")
+        _, sam_page = get(srv.url + f"?r={sam.line}")
+        _, sam_html = get(srv.url + f"email/en.html?r={sam.line}")
+        _, sample_html = get(srv.url + "email/en.html")  # nobody picked
+    assert state_files(state) == before  # not a byte, not a time stamp
+    # Lucía's links work on serve; Sam's are samples, and the page says how to add him.
+    assert "http://127.0.0.1:8080/u/" in lucia_html
+    from newsletter import links
+
+    token = re.search(r'href="http://127\.0\.0\.1:8080/u/([^"]+)"', lucia_html).group(1)
+    assert links.read_token("s" * 32, "unsubscribe", token).person == lucia_id
+    def person(html: str) -> str:
+        token = re.search(r'href="http://127\.0\.0\.1:8080/u/([^"]+)"', html).group(1)
+        return links.read_token("s" * 32, "unsubscribe", token).person
+
+    assert person(sam_html) == person(sample_html) != lucia_id  # the sample member's links
+    assert "Sam Lee is not in newsletter.db yet" in sam_page and 'action="/contacts"' in sam_page
+    with Journal(state) as j:
+        assert j.find_contact("sam@example.com") is None
+
+
+def test_only_the_pages_own_post_adds_a_member(picker, monkeypatch):
+    from newsletter.journal import Journal
+
+    monkeypatch.setenv("NEWSLETTER_SECRET", "s" * 32)
+    picker.cfg.web.base_url = "http://127.0.0.1:8080"
+    sam = picker.snapshot.recipients[1]
+    state = picker.cfg.path("state")
+    # Another site's form (its Origin), or no Origin at all: refused, nothing written.
+    for origin in ("http://evil.example", None, "null"):
+        assert post(picker.url + "contacts", f"r={sam.line}", origin=origin) == (403, b"")
+    assert not state.exists()
+    status, _ = post(picker.url + "contacts", f"r={sam.line}", origin=picker.url)
+    assert status == 303
+    with Journal(state) as j:
+        assert j.find_contact("sam@example.com").name == "Sam Lee"
+    _, page = get(picker.url + f"?r={sam.line}")
+    assert "is not in newsletter.db yet" not in page  # his own links now
+    assert post(picker.url + "contacts", "r=9999", origin=picker.url)[0] == 400
