@@ -133,7 +133,14 @@ def bench_index_over_http(root: Path, port: int, requests: int) -> None:
     print(f"  over HTTP:    first GET {cold * 1000:8.1f} ms; then {ms(warm)} ({requests} GETs)")
 
 
-def bench_slow_clients(root: Path, port: int, n: int, member: int) -> None:
+def threads_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("Threads:")[1].split()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
+def bench_slow_clients(root: Path, port: int, n: int, member: int, pid: int) -> None:
     from newsletter import links
     from newsletter.journal import Journal
 
@@ -156,7 +163,7 @@ def bench_slow_clients(root: Path, port: int, n: int, member: int) -> None:
     except OSError as err:
         outcome = f"NOT answered within 60 s ({err})"
     print(f"  {n} half-sent requests opened in {opened * 1000:.0f} ms; one-click unsubscribe "
-          f"POST meanwhile: {outcome}")
+          f"POST meanwhile: {outcome}; the server has {threads_of(pid)} threads")
     # How long the server keeps them: each stalled socket sees EOF when the server drops it.
     t0 = time.perf_counter()
     deadline = t0 + 180
@@ -204,7 +211,7 @@ def main() -> None:
             bench_index_over_http(root, port, a.requests)
             if a.slow:
                 print("\nSlow clients:")
-                bench_slow_clients(root, port, a.slow, member)
+                bench_slow_clients(root, port, a.slow, member, proc.pid)
         finally:
             proc.terminate()
             proc.wait(timeout=10)

@@ -301,12 +301,19 @@ def recipients_export(cfg: Config, out: Path | None) -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Requests handled at once (slow clients wait without holding one).",
+)
 @pass_config
-def serve(cfg: Config, host: str, port: int) -> None:
+def serve(cfg: Config, host: str, port: int, threads: int) -> None:
     """Serve the public pages: archive, forward, language switch, unsubscribe."""
     from newsletter.web import run_serve
 
-    run_serve(cfg, host, port)
+    run_serve(cfg, host, port, threads)
 
 
 @cli.command()

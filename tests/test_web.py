@@ -781,11 +781,11 @@ def test_serve_without_base_url_only_on_loopback(project, monkeypatch):
     assert result.exit_code == 1 and "[web] base_url is not set" in result.output
 
 
-def test_newsletter_serve_answers(project, monkeypatch):
-    """`newsletter serve` as a user starts it: a real process, asked over HTTP, then stopped."""
+def start_serve(project, monkeypatch, *args: str):
+    """`newsletter serve` as a user starts it (a real process on 127.0.0.1), once it answers:
+    the process, its port, and the headers and text of its first answer (GET /)."""
     import subprocess
     import sys
-    import time
     import urllib.request
 
     from tests.conftest import free_port
@@ -794,22 +794,31 @@ def test_newsletter_serve_answers(project, monkeypatch):
     port = free_port()
     write_config(project, base_url=f"http://127.0.0.1:{port}")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "serve", "--port", str(port)],
+        [sys.executable, "-m", "newsletter", "serve", "--port", str(port), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+                assert resp.status == 200
+                return proc, port, resp.headers, resp.read().decode()
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                out = proc.communicate(timeout=10)[0].decode()
+                raise AssertionError(f"serve did not answer within 20 s: {out}") from None
+            time.sleep(0.1)
+
+
+def test_newsletter_serve_answers(project, monkeypatch):
+    """`newsletter serve` as a user starts it: a real process, asked over HTTP, then stopped."""
+    import urllib.request
+
+    proc, port, _headers, page = start_serve(project, monkeypatch)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
-                    assert resp.status == 200
-                    assert "Alertas de acción" in resp.read().decode()
-                    break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read().decode()
-                assert time.monotonic() < deadline, "serve did not answer within 20 s"
-                time.sleep(0.1)
+        assert "Alertas de acción" in page
         from newsletter.journal import Journal
 
         with Journal(project / "newsletter.db") as j:
@@ -1046,19 +1055,19 @@ def test_links_dated_in_the_future_are_refused(client, cfg, member, clock):
 
 
 @contextlib.contextmanager
-def served(app):
-    """The app on a real threaded HTTP server on 127.0.0.1 (a port of its own), for the test."""
-    from werkzeug.serving import make_server
+def served(cfg, app):
+    """The app on the server `newsletter serve` uses (waitress, its pool of threads), on
+    127.0.0.1 at a port of its own, for the test."""
+    from newsletter.web import serve
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    server = serve.make_server(cfg, "127.0.0.1", 0, app=app)
+    thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.port}"
+        yield f"http://127.0.0.1:{server.effective_port}"
     finally:
-        server.shutdown()
+        serve.stop(server)
         thread.join(timeout=10)
-        server.server_close()
 
 
 def fire(url: str, posts: list[tuple[str, list[str]]]) -> list[int]:
@@ -1100,7 +1109,7 @@ def test_parallel_forwards_never_pass_the_caps(cfg, clock, member, smtp_server):
     app = web.create_app(cfg, clock=clock)
     per_member, per_ip = web.FORWARDS_PER_TOKEN_PER_DAY, web.FORWARDS_PER_IP_PER_DAY
     friends = [[f"f{i}-{k}@example.org" for k in range(5)] for i in range(50)]
-    with served(app) as url:
+    with served(cfg, app) as url:
         tok = token("forward", member, "es")
         statuses = fire(url, [(tok, friends[i]) for i in range(50)])
         assert len(smtp_server.received) == per_member == 20
@@ -1155,3 +1164,33 @@ def test_index_is_rendered_once_per_change(client, cfg, monkeypatch, project, cl
     assert second not in client.get("/").get_data(as_text=True)  # not looked again yet
     clock.now += web.archive.RECHECK
     assert f"/a/{second}/es" in client.get("/").get_data(as_text=True)
+
+
+# --- newsletter serve: a production server (issue 8, items 9 and 10) -------------------------------
+
+
+def test_serve_answers_without_a_version_banner_and_logs_paths_escaped(project, monkeypatch):
+    """`newsletter serve` (a real process on 127.0.0.1) answers; no Server header names what
+    serves it; a request path with control characters (terminal escapes) reaches the log escaped,
+    sent raw or percent-encoded."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    proc, port, headers, _page = start_serve(project, monkeypatch, "--threads", "2")
+    try:
+        assert headers.get("Server") is None, headers.get("Server")  # no name, no version
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/a/%1b%5b2J%1b%5b31mX/es", timeout=5)
+        err.value.close()
+        assert err.value.code == 404 and err.value.headers.get("Server") is None
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /a/\x1b[2J\x1b]0;owned\x07Y/es HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      b"Connection: close\r\n\r\n")
+            reply = s.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 ") and b"Server:" not in reply
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0]
+    assert b"\x1b" not in out and b"\x07" not in out, out
+    assert b'"GET /a/\\x1b[2J\\x1b[31mX/es HTTP/1.1" 404' in out, out

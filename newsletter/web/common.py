@@ -30,6 +30,7 @@ from newsletter.errors import NewsletterError
 CSRF_MAX_AGE = 6 * 3600  # a form left open this long must be reloaded
 ALERT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,120}")
 TOKEN_PATH_RE = re.compile(r"^(/[flcu]/)[^/?#]+")  # /c/: a sign-up's confirmation link
+ANY_TOKEN_PATH_RE = re.compile(r"(/[flcu]/)[^/?#\s\"']+")  # anywhere in a log message
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
     "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
@@ -232,8 +233,26 @@ def tree_stamp(*folders: Path) -> int:
 
 
 def redact(path: str) -> str:
-    """A path fit for a log: a token is a member's key to their unsubscribe and forward pages."""
-    return TOKEN_PATH_RE.sub(r"\1…", path)
+    """A path fit for a log: a token is a member's key to their unsubscribe and forward pages;
+    control characters are escaped (see log_safe)."""
+    return log_safe(TOKEN_PATH_RE.sub(r"\1…", path))
+
+
+def redact_all(text: str) -> str:
+    """`text` with a member token cut out wherever a page path appears in it (a log message
+    that quotes a request path, such as the WSGI server's)."""
+    return ANY_TOKEN_PATH_RE.sub(r"\1…", text)
+
+
+def log_safe(text: str, keep: str = "") -> str:
+    """`text` with every character that is not printable (controls, format characters such as
+    U+202E, line separators) written as a Python escape: a request path cannot move the
+    terminal's cursor, clear the screen or fake a second log line. Characters in `keep` stay."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() or c == " " or c in keep else ascii(c)[1:-1] for c in text
+    )
 
 
 class App(Flask):
