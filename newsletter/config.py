@@ -119,6 +119,9 @@ class Org:
     facebook_url: str = ""
     subscribe_url: str = ""
     copyright: str = ""
+    # The masthead's logo (https), and the file's width in pixels (0: unknown, `check` says so).
+    logo_url: str = ""
+    logo_width: int = _num(0, 0, 10_000)
 
 
 @dataclass

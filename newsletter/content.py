@@ -101,6 +101,28 @@ class Part:
     block: str = ""
     ref: str = ""
     line: int = 0
+    links: tuple[str, ...] = ()  # the [links] names a Markdown part uses, in order
+    images: tuple[ImageUse, ...] = ()  # the images a Markdown part shows
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image fact of alert.toml: `[images.<name>] url, width[, height]` (pixels of the file)."""
+
+    name: str
+    url: str
+    width: int
+    height: int = 0
+
+
+@dataclass(frozen=True)
+class ImageUse:
+    """One Markdown image as written: where, its source, its alt text, and its known width."""
+
+    line: int
+    src: str
+    alt: str
+    width: int  # the file's width in pixels; 0 when unknown (a bare URL)
 
 
 @dataclass(frozen=True)
@@ -128,6 +150,7 @@ class Alert:
     contacts: dict[str, Contact]
     texts: dict[str, Text] = field(default_factory=dict)
     copyright: str = ""  # the alert's own footer line; empty: [org] copyright or "© year org"
+    images: dict[str, Image] = field(default_factory=dict)
 
     @property
     def default_language(self) -> str:
@@ -189,9 +212,10 @@ def load_alert(cfg: Config, path: str | Path) -> Alert:
 
     _refuse_unknown(
         data,
-        ("date", "languages", "copyright", "links", "events", "contacts"),
+        ("date", "languages", "copyright", "links", "images", "events", "contacts"),
         where,
-        f"{ALERT_FILE} holds date, languages, copyright, [links], [events.<id>], [contacts.<id>]",
+        f"{ALERT_FILE} holds date, languages, copyright, [links], [images.<name>], "
+        "[events.<id>], [contacts.<id>]",
     )
     alert_id = folder.resolve().name
     if not ID_RE.match(alert_id):
@@ -236,11 +260,40 @@ def load_alert(cfg: Config, path: str | Path) -> Alert:
         contacts[cid] = Contact(
             cid, *(_str(c.get(k, ""), where(f"contacts.{cid}")) for k in ("name", "phone", "email"))
         )
+    images = {
+        name: _image(name, im, where(f"images.{name}"))
+        for name, im in _table(data, "images", where).items()
+    }
     copyright_line = _str(data.get("copyright", ""), where("copyright"))
     alert = Alert(
-        alert_id, folder, date, tuple(languages), links, events, contacts, {}, copyright_line
+        alert_id,
+        folder,
+        date,
+        tuple(languages),
+        links,
+        events,
+        contacts,
+        {},
+        copyright_line,
+        images,
     )
     return replace(alert, texts={lang: _load_text(alert, lang) for lang in alert.languages})
+
+
+def _image(name: str, im: Any, w: str) -> Image:
+    if not isinstance(im, dict) or "url" not in im or "width" not in im:
+        raise NewsletterError(
+            f'{w}: [images.{name}] needs url = "https://…" and width = <pixels of the file>.'
+        )
+    _refuse_unknown(
+        im, ("url", "width", "height"), lambda _k: w, f"[images.{name}] takes url, width, height"
+    )
+    sizes = [im["width"], im.get("height", 1)]
+    if any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in sizes):
+        raise NewsletterError(
+            f"{w}: [images.{name}] width and height are whole numbers of pixels above 0."
+        )
+    return Image(name, _str(im["url"], w), im["width"], im.get("height", 0))
 
 
 def _refuse_unknown(table: dict[str, Any], known: tuple[str, ...], where: Any, holds: str) -> None:
@@ -440,14 +493,24 @@ def _parse_body(alert: Alert, path: Path, body: str, first_line: int) -> list[Pa
     return parts
 
 
+# Inside the 600 px container, the content cell has 32 px of padding a side.
+COLUMN_WIDTH = 536
+# An image may never push the layout wider than the screen; display:block drops the gap below.
+IMAGE_STYLE = "display:block;max-width:100%;height:auto;border:0;outline:none;text-decoration:none"
+
+
 def _markdown(alert: Alert, path: Path, src: str, first_line: int) -> Part:
     tokens = _MD.parse(src)
+    names: list[str] = []
+    images: list[ImageUse] = []
     for tok in tokens:
         if tok.type != "inline" or not tok.children:
             continue
         line = first_line + (tok.map[0] if tok.map else 0)
         for child in tok.children:
-            if child.type == "link_open":
+            if child.type == "image":
+                images.append(_email_image(alert, path, line, child))
+            elif child.type == "link_open":
                 href = str(child.attrs.get("href", ""))
                 if href.startswith("link:"):
                     name = href[5:]
@@ -458,8 +521,39 @@ def _markdown(alert: Alert, path: Path, src: str, first_line: int) -> Part:
                             f"{', '.join(alert.links) or 'none'})."
                         )
                     child.attrs["href"] = alert.links[name]
+                    names.append(name)
     html = _MD.renderer.render(tokens, _MD.options, {})
-    return Part("markdown", html=Markup(html), text=markdown_text(tokens), line=first_line)
+    return Part(
+        "markdown",
+        html=Markup(html),
+        text=markdown_text(tokens),
+        line=first_line,
+        links=tuple(names),
+        images=tuple(images),
+    )
+
+
+def _email_image(alert: Alert, path: Path, line: int, tok: Token) -> ImageUse:
+    """`![alt](image:name)` or `![alt](https://…)` made email-safe: a width attribute within the
+    column (Outlook sizes by it), max-width:100% and height:auto (phones scale it down)."""
+    src = str(tok.attrs.get("src", ""))
+    width = 0
+    if src.startswith("image:"):
+        name = src[6:]
+        if name not in alert.images:
+            raise NewsletterError(
+                f"{path}:{line}: ![..](image:{name}) names no image; add [images.{name}] with "
+                f'url = "https://…" and width = <pixels> in {ALERT_FILE} (known: '
+                f"{', '.join(alert.images) or 'none'})."
+            )
+        image = alert.images[name]
+        src, width = image.url, image.width
+        tok.attrs["src"] = src
+    shown = min(width, COLUMN_WIDTH) if width else COLUMN_WIDTH
+    tok.attrs["width"] = str(shown)
+    tok.attrs["style"] = IMAGE_STYLE
+    alt = "".join(c.content for c in tok.children or [] if c.type in ("text", "code_inline"))
+    return ImageUse(line, src, alt.strip(), width)
 
 
 def _inline_text(children: list[Token]) -> str:

@@ -29,7 +29,17 @@ from babel.dates import format_date, format_time, get_timezone_name
 
 from newsletter import i18n, links, resources, tokens
 from newsletter.config import Config
-from newsletter.content import Alert, Event, Part, Text, is_example_value, load_alert, write_atomic
+from newsletter.content import (
+    COLUMN_WIDTH,
+    IMAGE_STYLE,
+    Alert,
+    Event,
+    Part,
+    Text,
+    is_example_value,
+    load_alert,
+    write_atomic,
+)
 from newsletter.errors import NewsletterError
 
 VARIANTS = ("member", "forward", "archive")
@@ -38,6 +48,7 @@ LAYOUT_TEXT = "layout.txt"
 TOP_BLOCKS = ("forward-link", "language")
 DATE_FORMAT = {"es": "EEEE d 'de' MMMM 'de' y", "en": "EEEE, MMMM d, y"}
 TIME_FORMAT = "h:mm a"
+LOGO_UNKNOWN_WIDTH = 200  # a logo whose width is not set (`check` reports it) is drawn this wide
 FORWARD_BODY_MAX = 1500  # characters of text in a mailto: forward; mail clients cut long URLs
 
 
@@ -254,6 +265,8 @@ def _context(cfg: Config, alert: Alert, lang: str, variant: str) -> dict[str, An
         "links": alert.links,
         "show": _visibility(cfg, alert, lang, variant),
         "org": cfg.org,
+        "logo_width": min(cfg.org.logo_width or LOGO_UNKNOWN_WIDTH, COLUMN_WIDTH),
+        "image_style": IMAGE_STYLE,
         "copyright": alert.copyright or cfg.org.copyright or f"© {alert.date.year} {cfg.org.name}",
         "postal_address": cfg.sender.postal_address,
         "tokens": tokens,

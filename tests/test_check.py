@@ -42,7 +42,7 @@ GOOD_HTML = f"""<!DOCTYPE html>
 <body>
 <div style="display:none;max-height:0;overflow:hidden">Sign the petition today.</div>
 <table class="w" width="600"><tr><td>
-<img src="https://nalacc.test/logo.png" alt="NALACC">
+<img src="https://nalacc.test/logo.png" alt="NALACC" width="200" style="display:block;max-width:100%;height:auto">
 <p>Call <a href="tel:+13057441951">(305) 744-1951</a> or
 <a href="mailto:carlos@nalacc.test">carlos@nalacc.test</a>.</p>
 <p><a href="https://petition.test/sign">Sign the petition</a></p>
