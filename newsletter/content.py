@@ -514,13 +514,12 @@ def _markdown(alert: Alert, path: Path, src: str, first_line: int) -> Part:
                 href = str(child.attrs.get("href", ""))
                 if href.startswith("link:"):
                     name = href[5:]
-                    if name not in alert.links:
-                        raise NewsletterError(
-                            f"{path}:{line}: [..](link:{name}) names no link; add {name} = "
-                            f'"https://…" under [links] in {ALERT_FILE} (known: '
-                            f"{', '.join(alert.links) or 'none'})."
-                        )
-                    child.attrs["href"] = alert.links[name]
+                    child.attrs["href"] = _named(
+                        alert.links,
+                        name,
+                        f"{path}:{line}: [..](link:{name}) names no link",
+                        f'{name} = "https://…" under [links]',
+                    )
                     names.append(name)
     html = _MD.renderer.render(tokens, _MD.options, {})
     return Part(
@@ -533,6 +532,14 @@ def _markdown(alert: Alert, path: Path, src: str, first_line: int) -> Part:
     )
 
 
+def _named(table: dict[str, Any], name: str, what: str, add: str) -> Any:
+    """table[name], or one clear line saying what to add to alert.toml."""
+    if name not in table:
+        known = ", ".join(table) or "none"
+        raise NewsletterError(f"{what}; add {add} in {ALERT_FILE} (known: {known}).")
+    return table[name]
+
+
 def _email_image(alert: Alert, path: Path, line: int, tok: Token) -> ImageUse:
     """`![alt](image:name)` or `![alt](https://…)` made email-safe: a width attribute within the
     column (Outlook sizes by it), max-width:100% and height:auto (phones scale it down)."""
@@ -540,13 +547,12 @@ def _email_image(alert: Alert, path: Path, line: int, tok: Token) -> ImageUse:
     width = 0
     if src.startswith("image:"):
         name = src[6:]
-        if name not in alert.images:
-            raise NewsletterError(
-                f"{path}:{line}: ![..](image:{name}) names no image; add [images.{name}] with "
-                f'url = "https://…" and width = <pixels> in {ALERT_FILE} (known: '
-                f"{', '.join(alert.images) or 'none'})."
-            )
-        image = alert.images[name]
+        image = _named(
+            alert.images,
+            name,
+            f"{path}:{line}: ![..](image:{name}) names no image",
+            f'[images.{name}] with url = "https://…" and width = <pixels>',
+        )
         src, width = image.url, image.width
         tok.attrs["src"] = src
     shown = min(width, COLUMN_WIDTH) if width else COLUMN_WIDTH
