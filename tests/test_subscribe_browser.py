@@ -113,3 +113,17 @@ def test_the_sign_up_page_works_without_javascript(live, browser, smtp_server): 
         assert msg["Subject"] == "Confirme su suscripción a las alertas de acción de NALACC"
     finally:
         context.close()
+
+
+def test_the_confirmation_email_fits_a_phone(live, page):  # noqa: F811
+    """The link is written out under the button: a long token must wrap, not widen the mail."""
+    import email
+    import email.policy
+
+    signup = subscribers.SignUp("luz@example.org", "Luz", "es", "form")
+    token = subscribers.make_confirm_token(SECRET, signup, 1.7e9)
+    data = subscribers.confirmation_message(live.cfg, signup, f"{live.url}/c/{token}")
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    page.set_viewport_size({"width": 375, "height": 700})
+    page.set_content(msg.get_body(("html",)).get_content())
+    assert no_horizontal_scroll(page)
