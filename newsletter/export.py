@@ -21,6 +21,7 @@ from pathlib import Path
 
 import click
 
+from newsletter import statefile
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.journal import Journal
@@ -85,6 +86,7 @@ def run_export(cfg: Config, out: Path | None) -> None:
     reads accents), or to standard output."""
     state = cfg.path("state")
     if not state.exists():
+        statefile.refuse_lost(state)  # gone, with backups beside it: say so
         raise NewsletterError(
             f"{state}: no state file yet, so nobody to export. Check [paths] state."
         )
@@ -129,8 +131,6 @@ def run_suppress_export(cfg: Config, out: Path | None) -> None:
     reasons included). Reads the state file without writing to it."""
     state = cfg.path("state")
     if not state.exists():
-        from newsletter import statefile
-
         statefile.refuse_lost(state)  # gone, with backups beside it: say so
         raise NewsletterError(
             f"{state}: no state file yet, so no suppression list to export. Check [paths] state."

@@ -96,6 +96,8 @@ def test_a_deleted_state_file_with_backups_is_refused_and_the_backup_restores_it
     assert f"{state}: the state file is missing, but {state}.backups/ holds backups" in line
     assert f"cp {latest} {state}" in line
     assert len(smtp_server.received) == 4 and not state.exists()
+    for args in (["status", ALERT], ["recipients", "export"], ["suppress", "--export", "-"]):
+        assert "the state file is missing, but" in one_error_line(cli_run(*args)), args
     # The advice works: the copy from after the send knows who got it and who unsubscribed.
     shutil.copyfile(latest, state)
     again = send("--yes")
