@@ -225,15 +225,16 @@ class Suppression:
 
 @dataclass(frozen=True, slots=True)
 class Planned:
-    """A recipient of this run with their contact id, edition language and delivery state."""
+    """A recipient of this run with their public id, edition language and delivery state."""
 
     recipient: Recipient
-    contact_id: int
+    # Contact.public_id, what the member's links carry (as its hex), held as its 16 bytes: a
+    # 49-byte object instead of an 81-byte string, ~3 MiB less per 100,000 recipients.
+    public_id: bytes
     lang: str  # the contact's stored preference, else the CSV's column
     status: str  # the state before this run ("pending" for a new one)
     attempts: int
     last_reply: str
-    public_id: str = ""  # what the member's links carry (Contact.public_id)
 
 
 @dataclass
@@ -965,20 +966,20 @@ class Journal:
             )
             relang = []
             rows = db.execute(
-                "SELECT r.seq, c.id, coalesce(c.language_pref, r.lang), d.status, d.attempts, "
-                "d.last_reply, d.lang, s.key IS NOT NULL, c.public_id FROM temp.run r "
+                "SELECT r.seq, c.public_id, coalesce(c.language_pref, r.lang), d.status, "
+                "d.attempts, d.last_reply, d.lang, s.key IS NOT NULL FROM temp.run r "
                 "JOIN contacts c ON c.key = r.key "
                 "LEFT JOIN deliveries d ON d.alert_id = ? AND d.key = r.key "
                 "LEFT JOIN suppressions s ON s.key = r.key ORDER BY r.seq",
                 (alert_id,),
             )
-            for seq, contact_id, lang, status, attempts, reply, old_lang, blocked, pid in rows:
+            for seq, pid, lang, status, attempts, reply, old_lang, blocked in rows:
                 r = people[seq]
                 # SQLite hands out a new "es" per row: one shared string saves ~5 MiB per 100,000.
                 lang = _SHARED.get(lang, lang)
                 status = _SHARED.get(status, status)
                 p = Planned(
-                    r, contact_id, lang, status or "pending", attempts or 0, reply or "", pid
+                    r, bytes.fromhex(pid), lang, status or "pending", attempts or 0, reply or ""
                 )
                 if status == "sent":
                     plan.sent.append(p)

@@ -131,11 +131,12 @@ class Run:
         return p.lang if p.lang in self.prepared else self.default_lang
 
     def build(
-        self, r: Recipient, person: str, lang: str, message_id: str | None = None
+        self, r: Recipient, person: bytes, lang: str, message_id: str | None = None
     ) -> bytes:
-        """The message bytes for one recipient in `lang`, their links and all."""
+        """The message bytes for one recipient in `lang`, their links and all (`person`: the
+        public id's bytes, Planned.public_id)."""
         prep, ed = self.prepared[lang]
-        member = links.edition_links(self.cfg, ed, person)
+        member = links.edition_links(self.cfg, ed, person.hex())
         return prep.build(r, member, message_id=message_id)[1]
 
 
@@ -729,7 +730,7 @@ class _Sender:
         assert self.suppressions is not None
         return key in self.suppressions
 
-    def one(self, r: Recipient, person: str, msg_id: str, lang: str, attempts: int) -> None:
+    def one(self, r: Recipient, person: bytes, msg_id: str, lang: str, attempts: int) -> None:
         """Deliver one job; its result (and the one before it, when pipelined) is queued for
         the parent, in the order the jobs came."""
         if self.run.dry_run:
@@ -763,7 +764,7 @@ class _Sender:
             self.flight.outcome(self.run.alert_id, msg.r.key, kind, detail, msg.lang, msg.attempts)
         self.results.append(result)
 
-    def pipelined(self, msg: _Pipelined, person: str, transport: deliver.SmtpTransport) -> None:
+    def pipelined(self, msg: _Pipelined, person: bytes, transport: deliver.SmtpTransport) -> None:
         """The message's envelope goes out behind the previous message's data, and both
         replies come back in one read (RFC 2920): one wait per message instead of two. The
         previous message was marked in flight before its data left; this one is marked only
@@ -892,7 +893,7 @@ class _Sender:
         self.settle(msg, final, "")
 
     def marked(
-        self, r: Recipient, person: str, msg_id: str, lang: str, attempts: int
+        self, r: Recipient, person: bytes, msg_id: str, lang: str, attempts: int
     ) -> Result:
         assert self.flight is not None
         address = r.email

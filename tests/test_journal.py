@@ -142,7 +142,7 @@ def test_language_preference_wins_over_the_csv_on_the_next_plan(db):
     with Journal(db) as j:
         plan = j.plan(ALERT, people("a@example.org", "b@example.org", lang="es"))
         assert [p.lang for p in plan.todo] == ["es", "es"]
-        assert j.set_language(plan.todo[1].contact_id, "en")
+        assert j.set_language(j.find_contact(plan.todo[1].recipient.email).id, "en")
         assert j.language_prefs() == {"b@example.org": "en"}
         again = j.plan("next-alert", people("a@example.org", "B@example.org", lang="es"))
         assert [p.lang for p in again.todo] == ["es", "en"]
@@ -151,7 +151,7 @@ def test_language_preference_wins_over_the_csv_on_the_next_plan(db):
         assert j.rows(ALERT, ["pending"])[1].lang == "en"
         assert not j.set_language(99999, "en")
         with pytest.raises(ValueError):
-            j.set_language(plan.todo[0].contact_id, "fr")
+            j.set_language(j.find_contact(plan.todo[0].recipient.email).id, "fr")
 
 
 # --- the delivery state machine -------------------------------------------------------------
@@ -190,7 +190,7 @@ def test_resume_after_reopen(db):
 def test_dry_run_plans_but_writes_nothing(db):
     with Journal(db) as j:
         plan = j.plan(ALERT, people("a@example.org", "b@example.org"), dry_run=True)
-        assert len(plan.todo) == 2 and all(p.contact_id for p in plan.todo)
+        assert len(plan.todo) == 2 and all(len(p.public_id) == 16 for p in plan.todo)
         assert j.counts(ALERT)["pending"] == 0
         assert j.find_contact("a@example.org") is None
 
@@ -212,7 +212,7 @@ def test_many_recipients_plan_in_one_transaction(db):
     with Journal(db) as j:
         plan = j.plan(ALERT, many)
         assert len(plan.todo) == 5000
-        assert len({p.contact_id for p in plan.todo}) == 5000
+        assert len({p.public_id for p in plan.todo}) == 5000
         assert j.rows(ALERT, ["pending"])[-1].key == "r4999@example.org"  # list order kept
         assert len(j.plan(ALERT, many).todo) == 5000  # nothing new inserted twice
 
