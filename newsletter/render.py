@@ -227,6 +227,9 @@ def _visibility(cfg: Config, alert: Alert, lang: str, variant: str) -> dict[str,
     return {
         "greeting": member,
         "forward": member,
+        # Without the forward page the link is a long prefilled mailto: (fine behind a link in
+        # the HTML); the text part says to use Forward instead of printing it.
+        "forward_mailto": member and not base,
         "language": language,
         "other_lang": others[0] if others else "",
         # Written in the language it offers, for the reader who needs it: that language's catalog.
@@ -378,14 +381,33 @@ def render_edition(
 
 
 def _forward_body(cfg: Config, alert: Alert, lang: str, intro: str) -> str:
-    """The mailto: forward's body: intro, headline, summary, and the archive link or key links."""
+    """The mailto: forward's body: what a friend needs to act without any web page — the
+    headline, each petition's address, each event's when and where — then the summary and
+    the archive link (with a base URL) or the alert's other links."""
     t = alert.texts[lang]
-    parts = [intro % {"org": cfg.org.name}, t.headline, t.preheader]
+    gettext = i18n.translations(cfg, lang).gettext
+    parts = [intro % {"org": cfg.org.name}, t.headline]
+    used: set[str] = set()
+    for part in t.parts:
+        if part.kind != "block":
+            continue
+        if part.block == "petition" and part.ref not in used:
+            used.add(part.ref)
+            parts.append(f"{gettext('Sign the petition')}:\n{alert.links[part.ref]}")
+        elif part.block == "event" and part.ref not in used:
+            used.add(part.ref)
+            ev = event_view(cfg, alert, alert.events[part.ref], lang)
+            parts.append(
+                f"{ev.title}\n{gettext('When:')} {ev.when}\n"
+                f"{gettext('Where:')} {ev.place}, {ev.address}"
+            )
+    parts.append(t.preheader)
     url = links.archive_url(cfg, alert.id, lang)
     if url:
         parts.append(url)
     else:
-        parts += [u for u in alert.links.values() if not is_example_value(u)][:3]
+        rest = [u for k, u in alert.links.items() if k not in used and not is_example_value(u)]
+        parts += rest[:2]
     body = "\n\n".join(parts)
     if len(body) > FORWARD_BODY_MAX:
         body = body[: FORWARD_BODY_MAX - 2] + "…"

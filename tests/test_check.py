@@ -313,7 +313,7 @@ BREAKS = {
         footer(p), '<a href="{{ tokens.UNSUBSCRIBE_URL }}">{{ _("Unsubscribe") }}</a>', ""
     ),
     "E-TEXT-LINK": lambda p: edit(
-        p / "templates" / "email" / "blocks" / "event.txt", ": {{ ev.map_url }}", ""
+        p / "templates" / "email" / "blocks" / "event.txt", "\n{{ ev.map_url }}", ""
     ),
     "E-JS": lambda p: edit(layout(p), "</head>", "<script>document.title = 1</script></head>"),
     "E-CSS": lambda p: edit(
