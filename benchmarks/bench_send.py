@@ -54,7 +54,7 @@ pool.Pool.deliver = measured
 t0 = time.perf_counter()
 out = campaign.run_send(load_config(), Path(sys.argv[3]), Path(csv), yes=True, connections=k)
 total = time.perf_counter() - t0
-print(json.dumps({"sent": len(out.sent), "failed": len(out.failed), "elapsed": out.elapsed,
+print(json.dumps({"sent": out.sent, "failed": len(out.failed), "elapsed": out.elapsed,
                   "total": total, "before_mib": before.get("mib"),
                   "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

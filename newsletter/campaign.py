@@ -9,7 +9,6 @@ delivery itself (worker processes, flight logs, retries, rate) is `newsletter.po
 from __future__ import annotations
 
 import functools
-import itertools
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from newsletter import deliver, message, pool, recipients, statefile
+from newsletter import deliver, message, pool, recipients, runlist, statefile
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.journal import Journal, timestamp
@@ -40,7 +39,7 @@ class TestRecipient:
 class Outcome:
     """Counts and names of one run, for the summary and for tests."""
 
-    sent: list[str] = field(default_factory=list)
+    sent: int = 0  # how many (not who: a million addresses would be ~80 MiB)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (address, reply)
     uncertain: list[tuple[str, str]] = field(default_factory=list)  # (address, why)
     skipped: int = 0  # already sent by an earlier run
@@ -127,65 +126,70 @@ def run_send(
         _NoTransport if dry_run else functools.partial(deliver.make_transport, cfg, alert.id)
     )
     # The workers start now, before the recipient list exists: they never share its pages.
-    with pool.Pool(run, k, make) as workers:
-        report = recipients.read_csv(to_csv, cfg.defaults.language)
-        lines = recipients.format_report(report)
+    with pool.Pool(run, k, make) as workers, Journal(cfg.path("state"), secret=cfg.secret) as jr:
+        if not dry_run:
+            jr.acquire_send_lock()
+            statefile.flight_log_room([jr.flight_path(i) for i in range(k)])
+            jr.backup("before-send")  # the unsubscribes and deliveries, as they were
+        # The list goes into a temporary table as it is read: never all of it in memory.
+        listed = jr.run_list()
+        report = recipients.RecipientReport(path=to_csv)
+        listed.add(recipients.scan_csv(to_csv, cfg.defaults.language, report))
+        report.duplicates = listed.dedupe()
+        lines = recipients.format_report(
+            report, listed.count(web=False), listed.by_language()
+        )
         click.echo(lines[0])
         for line in lines[1:]:
             click.echo(line, err=True)
         out = Outcome(invalid=len(report.problems), duplicates=len(report.duplicates))
-
-        with Journal(cfg.path("state"), secret=cfg.secret) as jr:
-            if not dry_run:
-                jr.acquire_send_lock()
-                statefile.flight_log_room([jr.flight_path(i) for i in range(k)])
-                jr.backup("before-send")  # the unsubscribes and deliveries, as they were
-            planned_at = timestamp()
-            web = _web_subscribers(jr, report, csv_only)
-            out.from_web = len(web)
-            plan = jr.plan(
-                alert.id,
-                itertools.chain(report.recipients, web),
-                retry_failed=retry_failed,
-                retry_uncertain=retry_uncertain,
-                dry_run=dry_run,
+        del report
+        planned_at = timestamp()
+        out.from_web = _web_subscribers(jr, listed, to_csv, csv_only)
+        plan = jr.plan_run(
+            alert.id,
+            retry_failed=retry_failed,
+            retry_uncertain=retry_uncertain,
+            dry_run=dry_run,
+        )
+        out.skipped = plan.counts["sent"]
+        out.suppressed = plan.counts["suppressed"]
+        out.uncertain = [(email, EARLIER) for email, _ in plan.listed("uncertain")]
+        earlier_failed = plan.listed("failed")
+        planned = min(plan.counts["todo"], limit) if limit else plan.counts["todo"]
+        if planned and not dry_run:
+            make()  # a setting or the password missing: one clear line, before any mark
+        if planned and cfg.smtp.host and not dry_run and not yes:
+            click.echo(
+                _confirmation(cfg, editions, plan.todo_by_language(limit), alert.default_language),
+                err=True,
             )
-            del report
-            out.skipped = len(plan.sent)
-            out.suppressed = len(plan.suppressed)
-            out.uncertain = [(p.recipient.email, EARLIER) for p in plan.uncertain]
-            earlier_failed = [(p.recipient.email, p.last_reply) for p in plan.failed]
-            todo = plan.todo[:limit] if limit else plan.todo
-            if todo and not dry_run:
-                make()  # a setting or the password missing: one clear line, before any mark
-            if todo and cfg.smtp.host and not dry_run and not yes:
-                click.echo(_confirmation(cfg, editions, todo, alert.default_language), err=True)
-                click.confirm(
-                    f"Send to {len(todo)} recipients via {cfg.smtp.host}:{cfg.smtp.port}?",
-                    abort=True,
-                    err=True,
-                )
-            if not cfg.smtp.host and not dry_run:
-                click.echo(f"No [smtp] host configured: delivering into {outbox}/ (one .eml each).")
-            tally, interrupted, fatal, out.elapsed = workers.deliver(
-                None if dry_run else jr, todo, cap, planned_at
+            click.confirm(
+                f"Send to {planned} recipients via {cfg.smtp.host}:{cfg.smtp.port}?",
+                abort=True,
+                err=True,
             )
-            out.sent = tally.sent
-            out.failed = tally.failed + earlier_failed
-            out.uncertain += tally.uncertain
-            out.suppressed += tally.suppressed
-            out.not_reached = len(todo) - tally.done
-            if interrupted:
-                out.stopped = f"Interrupted: {out.not_reached} recipient(s) not sent yet."
-            elif fatal is None and out.not_reached:
-                out.stopped = f"{out.not_reached} recipient(s) were not reached."
-            if not dry_run:  # with who this send reached: the copy to restore after a loss
-                try:
-                    jr.backup("after-send")
-                except NewsletterError as err:  # the send is done: say so, then go on
-                    click.echo(f"warning: {err.message}", err=True)
+        if not cfg.smtp.host and not dry_run:
+            click.echo(f"No [smtp] host configured: delivering into {outbox}/ (one .eml each).")
+        tally, interrupted, fatal, out.elapsed = workers.deliver(
+            None if dry_run else jr, plan.todo(limit), cap, planned_at, total=planned
+        )
+        out.sent = tally.sent
+        out.failed = tally.failed + earlier_failed
+        out.uncertain += tally.uncertain
+        out.suppressed += tally.suppressed
+        out.not_reached = planned - tally.done
+        if interrupted:
+            out.stopped = f"Interrupted: {out.not_reached} recipient(s) not sent yet."
+        elif fatal is None and out.not_reached:
+            out.stopped = f"{out.not_reached} recipient(s) were not reached."
+        if not dry_run:  # with who this send reached: the copy to restore after a loss
+            try:
+                jr.backup("after-send")
+            except NewsletterError as err:  # the send is done: say so, then go on
+                click.echo(f"warning: {err.message}", err=True)
 
-    _summary(out, dry_run, transport_desc, len(todo))
+    _summary(out, dry_run, transport_desc, planned)
     if limit:  # what is left of this run's --limit (a daily cap stays a daily cap)
         extra += ["--limit", str(max(1, out.not_reached))]
     if retry_uncertain and not any(w != EARLIER for _, w in out.uncertain):
@@ -206,24 +210,26 @@ def run_send(
     return out
 
 
-def _web_subscribers(
-    jr: Journal, report: recipients.RecipientReport, csv_only: bool
-) -> list[recipients.Recipient]:
-    """Confirmed web subscribers who are not in the CSV; says how many in the plan line."""
+def _web_subscribers(jr: Journal, listed: runlist.RunList, to_csv: Path, csv_only: bool) -> int:
+    """Confirmed web subscribers who are not in the CSV join the list (after it; one copy each)
+    unless `csv_only`; says how many in the plan line, and returns it."""
     from newsletter import subscribers
 
-    extra = {r.key: r for r in subscribers.web_recipients(jr)}
-    if extra:  # one pass over the list, no set of all its addresses
-        for r in report.recipients:
-            extra.pop(r.key, None)
+    web = subscribers.web_recipients(jr)
+    if not web:
+        return 0
+    csv_rows = listed.count(web=False)
+    listed.add(web, web=True)
+    listed.dedupe()  # a subscriber already in the CSV is sent once, as a CSV row
+    extra = listed.count(web=True)
     if not extra:
-        return []
+        return 0
     if csv_only:
-        click.echo(f"--csv-only: {len(extra):,} who subscribed on the web left out.")
-        return []
-    n = len(report.recipients)
-    click.echo(f"{n:,} from {report.path.name} + {len(extra):,} who subscribed on the web")
-    return list(extra.values())
+        listed.drop_web()
+        click.echo(f"--csv-only: {extra:,} who subscribed on the web left out.")
+        return 0
+    click.echo(f"{csv_rows:,} from {to_csv.name} + {extra:,} who subscribed on the web")
+    return extra
 
 
 def _check_first(
@@ -260,13 +266,13 @@ def _check_first(
 
 
 def _confirmation(
-    cfg: Config, editions: Mapping[str, Edition], todo: list, default_lang: str
+    cfg: Config, editions: Mapping[str, Edition], by_language: Mapping[str, int], default: str
 ) -> str:
     """What the user agrees to: the From, each language's subject and count, and the relay."""
     counts: dict[str, int] = {}
-    for p in todo:
-        lang = p.lang if p.lang in editions else default_lang
-        counts[lang] = counts.get(lang, 0) + 1
+    for lang, n in by_language.items():
+        lang = lang if lang in editions else default
+        counts[lang] = counts.get(lang, 0) + n
     lines = [f"From: {cfg.sender.from_}"]
     if cfg.sender.reply_to:
         lines.append(f"Reply-To: {cfg.sender.reply_to}")
@@ -305,11 +311,11 @@ class _NoTransport:
 def _summary(out: Outcome, dry_run: bool, where: str, planned: int) -> None:
     if dry_run:
         click.echo(
-            f"Dry run: {len(out.sent)} of {planned} message(s) built; nothing sent "
+            f"Dry run: {out.sent} of {planned} message(s) built; nothing sent "
             f"(would go via {where})."
         )
     parts = [
-        f"sent {0 if dry_run else len(out.sent)}",
+        f"sent {0 if dry_run else out.sent}",
         f"skipped {out.skipped} (already sent)",
         f"failed {len(out.failed)}",
         f"uncertain {len(out.uncertain)}",
@@ -380,7 +386,7 @@ def _send_test(
         reply = deliver.send_one(cfg, f"{alert_id}/tests", rcpt, data)
         if cfg.smtp.host:  # the outbox already said where the file went
             click.echo(f"Test copy ({code}) for {rcpt} accepted by {cfg.smtp.host}: {reply}")
-        out.sent.append(rcpt)
+        out.sent += 1
     return out
 
 

@@ -40,6 +40,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -47,6 +48,9 @@ from newsletter import statefile
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.recipients import Recipient, check_address, clean_text, plural, read_rows
+
+if TYPE_CHECKING:
+    from newsletter.runlist import RunList
 
 SCHEMA_VERSION = 3  # the base schema is version 1; MIGRATIONS take a file from there
 STATUSES = ("pending", "in_flight", "sent", "retry", "failed")
@@ -247,6 +251,64 @@ class Plan:
     uncertain: list[Planned] = field(default_factory=list)  # in flight when a run died
     failed: list[Planned] = field(default_factory=list)  # 5xx earlier; --retry-failed
     suppressed: list[Planned] = field(default_factory=list)  # unsubscribed: never sent
+
+
+class RunPlan:
+    """A plan in temp.plan (Journal.plan_run): counts, and the rows read back in batches."""
+
+    def __init__(self, journal: Journal, alert_id: str) -> None:
+        self.journal = journal
+        self.alert_id = alert_id
+        self.counts = dict.fromkeys(("todo", "sent", "suppressed", "uncertain", "failed"), 0)
+        with journal._lock:
+            self.counts.update(journal._db.execute("SELECT cls, count(*) FROM temp.plan GROUP BY cls"))
+
+    def rows(self, cls: str | None = None, limit: int | None = None) -> Iterator[tuple[str, Planned]]:
+        """(class, Planned) in list order, those of class `cls` only if given, at most `limit`;
+        read BATCH rows at a time (a send's progress and the web pages go on meanwhile)."""
+        from newsletter.runlist import BATCH, recipient
+
+        where = "p.cls = ?1 AND p.seq > ?2" if cls else "?1 IS NULL AND p.seq > ?2"
+        last, left = -1, limit if limit is not None else -1
+        while left != 0:
+            n = BATCH if left < 0 else min(BATCH, left)
+            with self.journal._lock:
+                batch = self.journal._db.execute(
+                    "SELECT p.seq, p.cls, r.line, r.key, r.email, r.name, r.lang, r.fields, "
+                    "p.public_id, p.lang, p.status, p.attempts, p.reply "
+                    f"FROM temp.plan p JOIN temp.run r ON r.seq = p.seq WHERE {where} "
+                    "ORDER BY p.seq LIMIT ?3",
+                    (cls, last, n),
+                ).fetchall()
+            if not batch:
+                return
+            for seq, c, line, key, email, name, rlang, fields, pid, lang, st, att, reply in batch:
+                # SQLite hands out a new "es" per row: one shared string per value instead.
+                lang, st = _SHARED.get(lang, lang), _SHARED.get(st, st)
+                r = recipient(line, key, email, name, _SHARED.get(rlang, rlang), fields)
+                yield c, Planned(r, bytes.fromhex(pid), lang, st, att, reply)
+                last = seq
+            left -= len(batch) if left > 0 else 0
+
+    def todo(self, limit: int | None = None) -> Iterator[Planned]:
+        """The recipients to send to, in list order (at most `limit`)."""
+        return (p for _, p in self.rows("todo", limit))
+
+    def listed(self, cls: str) -> list[tuple[str, str]]:
+        """(address, last reply) of the recipients of a class (uncertain, failed: few)."""
+        return [(p.recipient.email, p.last_reply) for _, p in self.rows(cls)]
+
+    def todo_by_language(self, limit: int | None = None) -> dict[str, int]:
+        """{edition language: recipients} of the first `limit` to do."""
+        cap = -1 if limit is None else limit
+        with self.journal._lock:
+            return dict(
+                self.journal._db.execute(
+                    "SELECT lang, count(*) FROM (SELECT lang FROM temp.plan WHERE cls = 'todo' "
+                    "ORDER BY seq LIMIT ?) GROUP BY lang",
+                    (cap,),
+                )
+            )
 
 
 _US = "\x1f"  # ASCII unit separator: between a flight record's fields (never in one)
@@ -934,28 +996,59 @@ class Journal:
         contact's stored preference over the list's column. Already sent and suppressed
         recipients are skipped; `in_flight` ones (a run died) only with `retry_uncertain`,
         `failed` ones only with `retry_failed`. `dry_run` computes all of it and writes nothing.
+        Every list in memory: a send streams instead (run_list, plan_run).
         """
-        # The list goes into a temporary table and is matched in SQL, row by row in list order:
-        # no dict of every contact or delivery in memory (100,000 recipients is a normal list).
+        from newsletter.runlist import RunList
+
+        run = RunList(self._db, self._lock)
+        run.add(recipients)
+        run.dedupe()  # read_csv already dropped duplicates; other callers may not
+        rp = self.plan_run(
+            alert_id, retry_failed=retry_failed, retry_uncertain=retry_uncertain, dry_run=dry_run
+        )
         plan = Plan(alert_id)
-        people: list[Recipient] = []
-        seen: set[str] = set()
-        for r in recipients:
-            if r.key not in seen:  # read_csv already dropped duplicates; other callers may not
-                seen.add(r.key)
-                people.append(r)
-        del seen
+        for cls, p in rp.rows():
+            getattr(plan, cls).append(p)
+        return plan
+
+    def run_list(self) -> RunList:
+        """An empty list for this run (runlist.RunList) in this connection's temporary schema."""
+        from newsletter.runlist import RunList
+
+        return RunList(self._db, self._lock)
+
+    def plan_run(
+        self,
+        alert_id: str,
+        *,
+        retry_failed: bool = False,
+        retry_uncertain: bool = False,
+        dry_run: bool = False,
+    ) -> RunPlan:
+        """plan() for the list in temp.run (run_list), without holding it: the sorting is one
+        SQL statement into temp.plan, and the to-do list is read back in batches (RunPlan).
+        A dry run writes nothing: new people get a stand-in public id."""
         t = _ts()
-        with self._tx(commit=not dry_run) as db:
-            db.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS run (seq INTEGER PRIMARY KEY, key TEXT NOT NULL, "
-                "email TEXT NOT NULL, name TEXT NOT NULL, lang TEXT NOT NULL)"
-            )
-            db.execute("DELETE FROM temp.run")
-            db.executemany(
-                "INSERT INTO temp.run VALUES (?, ?, ?, ?, ?)",
-                ((i, r.key, r.email, r.name, r.language) for i, r in enumerate(people)),
-            )
+        # Each recipient's class: sent earlier, suppressed, uncertain, failed, or to do.
+        sort = (
+            "CREATE TEMP TABLE plan AS SELECT r.seq, "
+            "coalesce(c.language_pref, r.lang) AS lang, coalesce(d.status, 'pending') AS status, "
+            "coalesce(d.attempts, 0) AS attempts, coalesce(d.last_reply, '') AS reply, "
+            f"d.lang AS old_lang, coalesce(c.public_id, {_NEW_PUBLIC_ID}) AS public_id, CASE "
+            "WHEN d.status = 'sent' THEN 'sent' WHEN s.key IS NOT NULL THEN 'suppressed' "
+            "WHEN d.status = 'in_flight' AND NOT ?2 THEN 'uncertain' "
+            "WHEN d.status = 'failed' AND NOT ?3 THEN 'failed' ELSE 'todo' END AS cls "
+            "FROM temp.run r LEFT JOIN contacts c ON c.key = r.key "
+            "LEFT JOIN deliveries d ON d.alert_id = ?1 AND d.key = r.key "
+            "LEFT JOIN suppressions s ON s.key = r.key ORDER BY r.seq"
+        )
+        args = (alert_id, retry_uncertain, retry_failed)
+        if dry_run:
+            with self._lock:
+                self._db.execute("DROP TABLE IF EXISTS temp.plan")
+                self._db.execute(sort, args)
+            return RunPlan(self, alert_id)
+        with self._tx() as db:
             db.execute(
                 "INSERT INTO contacts (key, email, name, created_at, updated_at, public_id) "
                 f"SELECT key, email, name, ?, ?, {_NEW_PUBLIC_ID} FROM temp.run WHERE true "
@@ -964,37 +1057,15 @@ class Journal:
                 "updated_at = excluded.updated_at",
                 (t, t),
             )
-            relang = []
-            rows = db.execute(
-                "SELECT r.seq, c.public_id, coalesce(c.language_pref, r.lang), d.status, "
-                "d.attempts, d.last_reply, d.lang, s.key IS NOT NULL FROM temp.run r "
-                "JOIN contacts c ON c.key = r.key "
-                "LEFT JOIN deliveries d ON d.alert_id = ? AND d.key = r.key "
-                "LEFT JOIN suppressions s ON s.key = r.key ORDER BY r.seq",
+            db.execute("DROP TABLE IF EXISTS temp.plan")
+            db.execute(sort, args)
+            db.execute("CREATE UNIQUE INDEX temp.plan_seq ON plan (cls, seq)")
+            db.execute(
+                "UPDATE deliveries SET lang = p.lang FROM temp.plan p JOIN temp.run r "
+                "ON r.seq = p.seq WHERE deliveries.alert_id = ? AND deliveries.key = r.key "
+                "AND p.cls = 'todo' AND p.old_lang IS NOT NULL AND p.old_lang <> p.lang",
                 (alert_id,),
             )
-            for seq, pid, lang, status, attempts, reply, old_lang, blocked in rows:
-                r = people[seq]
-                # SQLite hands out a new "es" per row: one shared string saves ~5 MiB per 100,000.
-                lang = _SHARED.get(lang, lang)
-                status = _SHARED.get(status, status)
-                p = Planned(
-                    r, bytes.fromhex(pid), lang, status or "pending", attempts or 0, reply or ""
-                )
-                if status == "sent":
-                    plan.sent.append(p)
-                elif blocked:
-                    plan.suppressed.append(p)
-                elif status is None:
-                    plan.todo.append(p)  # inserted below, in one statement
-                elif status == "in_flight" and not retry_uncertain:
-                    plan.uncertain.append(p)
-                elif status == "failed" and not retry_failed:
-                    plan.failed.append(p)
-                else:
-                    if lang != old_lang:
-                        relang.append((lang, alert_id, r.key))
-                    plan.todo.append(p)
             db.execute(
                 "INSERT INTO deliveries (alert_id, key, contact_id, email, lang, status, seq, "
                 "created_at, updated_at) "
@@ -1006,9 +1077,7 @@ class Journal:
                 "WHERE s.key = r.key) ORDER BY r.seq",
                 (alert_id, t),
             )
-            db.executemany("UPDATE deliveries SET lang = ? WHERE alert_id = ? AND key = ?", relang)
-            db.execute("DELETE FROM temp.run")
-        return plan
+        return RunPlan(self, alert_id)
 
     def states(self, alert_id: str) -> dict[str, str]:
         """{address key: status} for the alert."""

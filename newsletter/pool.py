@@ -61,7 +61,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,24 +197,28 @@ class _Job:
 class _Work:
     """The to-do list in order, retries first once due. Nothing left and nobody busy = done.
 
-    Jobs are made as they are taken, not all up front: 100,000 of them would cost megabytes.
+    Jobs are made as they are taken, not all up front, from an iterator (the plan's rows,
+    read from SQLite in batches): a million of them would cost hundreds of MiB.
     """
 
-    def __init__(self, todo: list[Planned]) -> None:
-        self.todo = todo
-        self.next = 0
+    def __init__(self, todo: Iterable[Planned]) -> None:
+        self.todo = iter(todo)
+        self.following: Planned | None = next(self.todo, None)  # the next one in list order
+        self.next = 0  # taken so far
         self.heap: list[_Job] = []  # retries, by due time
         self.busy = 0
-        self.seq = itertools.count(len(todo))
+        self.seq = itertools.count(1 << 40)  # retries after every first try
 
     def take(self, now: float) -> _Job | None:
         if self.heap and self.heap[0].due <= now:
             self.busy += 1
             return heapq.heappop(self.heap)
-        if self.next < len(self.todo):
+        if self.following is not None:
             self.busy += 1
             self.next += 1
-            return _Job(0.0, self.next - 1, self.todo[self.next - 1])
+            job = _Job(0.0, self.next - 1, self.following)
+            self.following = next(self.todo, None)
+            return job
         return None
 
     def done(self, job: _Job, retry_at: float | None = None) -> None:
@@ -225,11 +229,11 @@ class _Work:
             heapq.heappush(self.heap, job)
 
     def finished(self) -> bool:
-        return self.busy == 0 and not self.heap and self.next >= len(self.todo)
+        return self.busy == 0 and not self.heap and self.following is None
 
     def next_due(self) -> float | None:
         """When the earliest retry is due, if only retries are left to hand out."""
-        if self.next < len(self.todo) or not self.heap:
+        if self.following is not None or not self.heap:
             return None
         return self.heap[0].due
 
@@ -267,7 +271,7 @@ class _Worker:
 class Tally:
     """What the workers reported, as the summary counts it."""
 
-    sent: list[str] = field(default_factory=list)
+    sent: int = 0  # a count: who was sent is in the state file, not held here
     failed: list[tuple[str, str]] = field(default_factory=list)
     uncertain: list[tuple[str, str]] = field(default_factory=list)
     suppressed: int = 0
@@ -278,7 +282,7 @@ class _Parent:
     """The send's main process: hands out jobs, counts results, keeps the state file current."""
 
     def __init__(
-        self, run: Run, journal: Journal | None, todo: list[Planned], cap: float, stop: Any
+        self, run: Run, journal: Journal | None, todo: Iterable[Planned], cap: float, stop: Any
     ) -> None:
         self.run = run
         self.journal = journal
@@ -329,7 +333,7 @@ class _Parent:
         if kind == "retry":
             retry_at = self.run.clock.monotonic() + backoff(job.tries)
         elif kind in ("sent", "built"):  # built: a dry run's message, handed to nobody
-            t.sent.append(address)
+            t.sent += 1
         elif kind == "failed":
             t.failed.append((address, detail))
         elif kind == "uncertain":  # stays in flight: the server may have it
@@ -1075,7 +1079,12 @@ class Pool:
         self.close()
 
     def deliver(
-        self, journal: Journal | None, todo: list[Planned], cap: float, planned_at: str
+        self,
+        journal: Journal | None,
+        todo: Iterable[Planned],
+        cap: float,
+        planned_at: str,
+        total: int | None = None,
     ) -> tuple[Tally, bool, NewsletterError | None, float]:
         """Send the to-do list over the workers (one per recipient at most).
 
@@ -1083,8 +1092,11 @@ class Pool:
         a dry run (nothing is written); otherwise the caller holds its send lock, and the
         recovery of any earlier flight logs is done (Journal() did it).
         """
+        if total is None:
+            todo = list(todo)
+            total = len(todo)
         parent = _Parent(self.run, journal, todo, cap, self.stop)
-        used = self.workers[: max(1, min(len(self.workers), len(todo)))] if todo else []
+        used = self.workers[: max(1, min(len(self.workers), total))] if total else []
         for i, w in enumerate(self.workers):
             if w not in used:
                 parent.tell_stop(w)
@@ -1099,7 +1111,7 @@ class Pool:
         with (
             _ctrl_c() as interrupted,
             click.progressbar(
-                length=len(todo),
+                length=total,
                 label="Building" if self.run.dry_run else "Sending",
                 file=sys.stderr,
                 show_pos=True,

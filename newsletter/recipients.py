@@ -8,6 +8,7 @@ newlines. Line numbers are the physical line where a record starts, as an editor
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import functools
 import itertools
@@ -15,6 +16,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 
@@ -85,9 +87,6 @@ _INVISIBLE = re.compile(
     "\U000e0020-\U000e007f]"
 )
 _SPACES = re.compile(r"\s+")
-# A physical line as the csv module counts them: ended by \n, \r\n or \r (str.splitlines would
-# also split on \x0c, \x85, \u2028… and break a record there).
-_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,31 +230,75 @@ def _check_address_slow(address: str) -> tuple[str, str]:
     return send_to, send_to if key == send_to else key  # one string when already lower case
 
 
-def decode(path: Path, data: bytes) -> tuple[str, list[str]]:
-    """The file's text and any warning: UTF-8 (BOM or not), UTF-16 with a BOM (Excel's "Unicode
-    text"), else Windows-1252, else Latin-1."""
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+CHUNK = 1 << 20  # bytes read at a time
+
+
+def _encoding(path: Path) -> tuple[str, list[str]]:
+    """The file's encoding, found in a pass over it (C speed, CHUNK at a time, nothing kept):
+    as decode() decides for the whole text, with the same warning."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        raise NewsletterError(f"{path}: no such file. Check the path.") from None
+    except IsADirectoryError:
+        raise NewsletterError(f"{path}: is a folder; give a CSV file.") from None
+    except OSError as err:
+        raise NewsletterError(f"{path}: cannot read it ({err.strerror}).") from None
+    with f:
         try:
-            return data.decode("utf-16"), []
-        except UnicodeDecodeError as err:
-            raise NewsletterError(
-                f"{path}: starts like UTF-16 but is not ({err.reason}). Save it as CSV UTF-8."
-            ) from None
-    try:
-        return data.decode("utf-8-sig"), []
-    except UnicodeDecodeError as err:
-        bad_line = data.count(b"\n", 0, err.start) + 1
-    try:
-        text = data.decode("cp1252")
-        name = "Windows-1252 (cp1252)"
-    except UnicodeDecodeError:  # bytes cp1252 leaves undefined: Latin-1 maps every byte
-        text = data.decode("latin-1")
-        name = "Latin-1"
+            if f.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+                return "utf-16", []
+            f.seek(0)
+            bad_line = _first_bad_line(f, "utf-8-sig")
+            if bad_line is None:
+                return "utf-8-sig", []
+            f.seek(0)
+            if _first_bad_line(f, "cp1252") is None:
+                enc, name = "cp1252", "Windows-1252 (cp1252)"
+            else:  # bytes cp1252 leaves undefined: Latin-1 maps every byte
+                enc, name = "latin-1", "Latin-1"
+        except OSError as err:
+            raise NewsletterError(f"{path}: cannot read it ({err.strerror}).") from None
     warning = (
         f"{path}:{bad_line}: not UTF-8; read as {name}. Check the accents, or save the file "
         "as UTF-8 (in a spreadsheet: CSV UTF-8)."
     )
-    return text, [warning]
+    return enc, [warning]
+
+
+def _first_bad_line(f: BinaryIO, encoding: str) -> int | None:
+    """The line of the first byte that `encoding` cannot decode, or None when all of it can."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    lines = 0
+    while True:
+        chunk = f.read(CHUNK)
+        held = len(decoder.getstate()[0])  # bytes of a character cut by the last chunk
+        try:
+            decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as err:
+            return lines + chunk.count(b"\n", 0, max(0, err.start - held)) + 1
+        if not chunk:
+            return None
+        lines += chunk.count(b"\n")
+
+
+def _lines(path: Path) -> tuple[Iterator[str], list[str]]:
+    """The file's physical lines, each with its ending (LF, CRLF or CR, as the csv module counts
+    them), decoded as they are read; and the decoding warnings."""
+    encoding, warnings = _encoding(path)
+
+    def lines() -> Iterator[str]:
+        try:
+            with path.open(encoding=encoding, newline="") as f:
+                yield from f
+        except UnicodeDecodeError as err:  # only UTF-16 gets here: the rest was checked
+            raise NewsletterError(
+                f"{path}: starts like UTF-16 but is not ({err.reason}). Save it as CSV UTF-8."
+            ) from None
+        except OSError as err:
+            raise NewsletterError(f"{path}: cannot read it ({err.strerror}).") from None
+
+    return lines(), warnings
 
 
 def _delimiter(header: str) -> str:
@@ -281,18 +324,8 @@ def read_rows(path: str | Path) -> tuple[list[str], Iterator[Row], list[str]]:
     The shared reader for recipient lists and suppression imports.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise NewsletterError(f"{path}: no such file. Check the path.") from None
-    except IsADirectoryError:
-        raise NewsletterError(f"{path}: is a folder; give a CSV file.") from None
-    except OSError as err:
-        raise NewsletterError(f"{path}: cannot read it ({err.strerror}).") from None
-    text, warnings = decode(path, data)
-
-    # Lines are cut lazily, one at a time: a StringIO copy would hold 4 bytes per character.
-    lines = (m.group() for m in _LINE.finditer(text))
+    # The file is read as it is walked, never whole: a million rows are ~70 MB of text.
+    lines, warnings = _lines(path)
     offset = 0  # physical lines before the header: blank ones, and Excel's `sep=;` hint
     delimiter = None
     for line in lines:
@@ -399,14 +432,46 @@ def _next_record(reader: csv.Reader, path: Path, start: int) -> list[str] | None
 
 
 def read_csv(path: str | Path, default_language: str = "es") -> RecipientReport:
-    """Read a recipient CSV: valid recipients in file order; bad rows and duplicates reported."""
+    """Read a recipient CSV: valid recipients in file order; bad rows and duplicates reported.
+
+    The whole list in memory: for previews, test copies and short lists. A send and
+    `recipients check` stream the rows into SQLite instead (scan_csv, runlist.RunList).
+    """
+    report = RecipientReport(path=Path(path))
+    first_line: dict[str, int] = {}
+    for r in scan_csv(path, default_language, report, share=True):
+        if r.key in first_line:
+            report.duplicates.append(
+                Problem(r.line, r.email, f"duplicate of line {first_line[r.key]}; sent once")
+            )
+            continue
+        first_line[r.key] = r.line
+        report.recipients.append(r)
+    return report
+
+
+def scan_csv(
+    path: str | Path, default_language: str, report: RecipientReport, *, share: bool = False
+) -> Iterator[Recipient]:
+    """The valid rows of a recipient CSV, in file order, as they are read (repeated addresses
+    included: the caller keeps the first); bad rows go to report.problems, the file's columns
+    and warnings to report. NewsletterError (before any row) when the file cannot be a list.
+
+    `share`: rows kept in memory share one string per distinct field value (cities, surnames
+    and languages repeat down a list); rows streamed elsewhere need not."""
     if default_language not in LANGUAGES:
         raise NewsletterError(f"default language must be es or en, not {default_language!r}.")
     columns, rows, warnings = read_rows(path)
-    report = RecipientReport(path=Path(path), columns=columns, warnings=warnings)
-    first_line: dict[str, int] = {}
-    # Cities, surnames, languages repeat down a list: one string object per distinct value.
-    same: dict[str, str] = {}
+    report.columns, report.warnings = columns, warnings
+    return _valid_rows(rows, default_language, report, {} if share else None)
+
+
+def _valid_rows(
+    rows: Iterator[Row],
+    default_language: str,
+    report: RecipientReport,
+    same: dict[str, str] | None,
+) -> Iterator[Recipient]:
     row_type = type("Row", (), {})  # its instances' dicts share one key table (below)
     for row in rows:
         cells = row.cells
@@ -430,12 +495,6 @@ def read_csv(path: str | Path, default_language: str = "es") -> RecipientReport:
                 )
             )
             continue
-        if key in first_line:
-            report.duplicates.append(
-                Problem(row.line, email, f"duplicate of line {first_line[key]}; sent once")
-            )
-            continue
-        first_line[key] = row.line
         name = clean_text(cells.get("name", ""))
         if not name:
             name = clean_text(f"{cells.get('first_name', '')} {cells.get('last_name', '')}")
@@ -444,9 +503,9 @@ def read_csv(path: str | Path, default_language: str = "es") -> RecipientReport:
         fields: dict[str, str] = row_type().__dict__
         for col, value in cells.items():
             if col not in ("email", "name", "language"):
-                fields[col] = same.setdefault(v := clean_text(value), v)
-        report.recipients.append(Recipient(email, key, name, language, fields, row.line))
-    return report
+                v = clean_text(value)
+                fields[col] = v if same is None else same.setdefault(v, v)
+        yield Recipient(email, key, name, language, fields, row.line)
 
 
 def plural(n: int, word: str, many: str = "") -> str:
@@ -454,11 +513,16 @@ def plural(n: int, word: str, many: str = "") -> str:
     return f"{n} {word if n == 1 else many or word + 's'}"
 
 
-def format_report(report: RecipientReport) -> list[str]:
-    """The report as lines: a summary, then `FILE:LINE: reason` for each problem, then warnings."""
-    langs = ", ".join(f"{n} {lang}" for lang, n in report.by_language().items())
+def format_report(
+    report: RecipientReport, count: int | None = None, by_language: dict[str, int] | None = None
+) -> list[str]:
+    """The report as lines: a summary, then `FILE:LINE: reason` for each problem, then warnings.
+    `count` and `by_language` for a list that is not in report.recipients (runlist.RunList)."""
+    if count is None:
+        count, by_language = len(report.recipients), report.by_language()
+    langs = ", ".join(f"{n} {lang}" for lang, n in (by_language or {}).items())
     summary = (
-        f"{report.path}: {plural(len(report.recipients), 'recipient')} ({langs}), "
+        f"{report.path}: {plural(count, 'recipient')} ({langs}), "
         f"{plural(len(report.problems), 'bad row')} skipped, "
         f"{plural(len(report.duplicates), 'duplicate')} sent once"
     )
@@ -470,26 +534,38 @@ def format_report(report: RecipientReport) -> list[str]:
 
 
 def run_check(cfg: Config, csv_path: Path) -> None:
-    """`newsletter recipients check CSV`: print the report; exit 1 when rows would be skipped."""
-    report = read_csv(csv_path, cfg.defaults.language)
-    lines = format_report(report)
-    click.echo(lines[0])
-    for line in lines[1:]:
-        click.echo(line, err=line.startswith("warning: "))
-    state = cfg.path("state")
-    if state.exists():  # only look: a check creates no state file
-        from newsletter.journal import Journal
+    """`newsletter recipients check CSV`: print the report; exit 1 when rows would be skipped.
 
-        with Journal(state) as journal:
-            gone = journal.suppressed()
-            prefs = journal.language_prefs()
-        n_gone = sum(r.key in gone for r in report.recipients)
-        n_pref = sum(prefs.get(r.key, r.language) != r.language for r in report.recipients)
-        if n_gone or n_pref:
-            click.echo(
-                f"{state}: {n_gone} unsubscribed (send skips them), {n_pref} chose the other "
-                "language (send uses their choice)."
-            )
+    The rows go into a temporary SQLite table as they are read (runlist.RunList), as for a
+    send: a list of a million is checked in a few MiB."""
+    import sqlite3
+
+    from newsletter.runlist import RunList
+
+    state = cfg.path("state")
+    with contextlib.ExitStack() as stack:
+        if state.exists():  # only look: a check creates no state file
+            from newsletter.journal import Journal
+
+            listed = stack.enter_context(Journal(state)).run_list()
+        else:
+            db = sqlite3.connect("", isolation_level=None)  # a temporary file, gone on close
+            stack.callback(db.close)
+            listed = RunList(db)
+        report = RecipientReport(path=csv_path)
+        listed.add(scan_csv(csv_path, cfg.defaults.language, report))
+        report.duplicates = listed.dedupe()
+        lines = format_report(report, listed.count(), listed.by_language())
+        click.echo(lines[0])
+        for line in lines[1:]:
+            click.echo(line, err=line.startswith("warning: "))
+        if state.exists():
+            n_gone, n_pref = listed.unsubscribed(), listed.chose_other_language()
+            if n_gone or n_pref:
+                click.echo(
+                    f"{state}: {n_gone} unsubscribed (send skips them), {n_pref} chose the "
+                    "other language (send uses their choice)."
+                )
     if report.problems:
         # Like `newsletter check`: non-zero so a script (or CI) notices rows that send would skip.
         raise NewsletterError(

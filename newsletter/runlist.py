@@ -1,0 +1,155 @@
+"""A run's recipient list in a temporary SQLite table: read once, matched in SQL, never held.
+
+A million rows as Python objects are several hundred MiB (a Recipient with its merge fields is
+~400 bytes, a set of their addresses ~100 more each); in a temporary table of the state file's
+connection they cost SQLite's page cache (a few MiB) and a file in the temporary folder. The
+send (`campaign`) and `recipients check` stream the CSV in (recipients.scan_csv -> add), find
+the repeated addresses in SQL (dedupe), and the send's plan (Journal.plan_run) reads its to-do
+list back in batches of BATCH, in list order.
+
+The table lives in the connection's `temp` schema, which SQLite keeps in a file (temp_store =
+FILE; the OS may keep it cached) and drops with the connection; nothing of it reaches the
+state file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from newsletter.recipients import LANGUAGES, Problem, Recipient
+
+BATCH = 2_000  # rows per statement in and per read out
+CACHE_KIB = 4_096  # page cache of the temporary schema
+
+
+class RunList:
+    """The recipients of one run: `run(seq, line, key, email, name, lang, fields, web)`."""
+
+    def __init__(self, db: sqlite3.Connection, lock: Any = None) -> None:
+        self.db = db
+        self.lock = lock if lock is not None else threading.RLock()
+        self.n = 0  # rows added
+        with self.lock:
+            db.execute("PRAGMA temp_store = FILE")
+            db.execute(f"PRAGMA temp.cache_size = -{CACHE_KIB}")
+            db.execute("DROP TABLE IF EXISTS temp.run")
+            db.execute(
+                "CREATE TEMP TABLE run (seq INTEGER PRIMARY KEY, line INTEGER NOT NULL, "
+                "key TEXT NOT NULL, email TEXT NOT NULL, name TEXT NOT NULL, lang TEXT NOT NULL, "
+                "fields TEXT NOT NULL, web INTEGER NOT NULL)"
+            )
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """A transaction of the temporary schema only (no lock on the state file)."""
+        with self.lock:
+            self.db.execute("BEGIN")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def add(self, people: Iterable[Recipient], *, web: bool = False) -> int:
+        """Append recipients in their order (`web`: confirmed web subscribers, added after the
+        CSV); returns how many. Repeats are kept until dedupe."""
+        added = 0
+        it = iter(people)
+        while True:
+            rows = []
+            for r in it:
+                rows.append(
+                    (
+                        self.n + len(rows),
+                        r.line,
+                        r.key,
+                        r.email,
+                        r.name,
+                        r.language,
+                        json.dumps(r.fields, ensure_ascii=False, separators=(",", ":"))
+                        if r.fields
+                        else "",
+                        web,
+                    )
+                )
+                if len(rows) == BATCH:
+                    break
+            if not rows:
+                return added
+            with self._tx() as db:
+                db.executemany("INSERT INTO temp.run VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self.n += len(rows)
+            added += len(rows)
+
+    def dedupe(self) -> list[Problem]:
+        """Keep each address's first row (any case: the key), drop the rest; returns the CSV's
+        later copies as duplicates, in line order (a web subscriber already in the CSV is no
+        duplicate of the list: simply sent once)."""
+        with self._tx() as db:
+            db.execute("CREATE INDEX IF NOT EXISTS temp.run_key ON run (key, seq)")
+            db.execute("DROP TABLE IF EXISTS temp.run_first")
+            db.execute(
+                "CREATE TEMP TABLE run_first AS SELECT key, min(seq) AS seq, count(*) AS n "
+                "FROM run GROUP BY key HAVING n > 1"
+            )
+            dups = [
+                Problem(line, email, f"duplicate of line {first}; sent once")
+                for line, email, first in db.execute(
+                    "SELECT r.line, r.email, f.line FROM temp.run_first d "
+                    "JOIN temp.run r ON r.key = d.key AND r.seq > d.seq "
+                    "JOIN temp.run f ON f.seq = d.seq WHERE NOT r.web ORDER BY r.seq"
+                )
+            ]
+            db.execute(
+                "DELETE FROM temp.run WHERE seq IN (SELECT r.seq FROM temp.run_first d "
+                "JOIN temp.run r ON r.key = d.key AND r.seq > d.seq)"
+            )
+            db.execute("DROP TABLE temp.run_first")
+        return dups
+
+    def drop_web(self) -> None:
+        """Leave the web subscribers out (send --csv-only)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM temp.run WHERE web")
+
+    def count(self, *, web: bool | None = None) -> int:
+        where = "" if web is None else f" WHERE web = {int(web)}"
+        return self._count(f"SELECT count(*) FROM temp.run{where}")
+
+    def _count(self, sql: str) -> int:
+        with self.lock:
+            return int(self.db.execute(sql).fetchone()[0])
+
+    def unsubscribed(self) -> int:
+        """How many are suppressed in the state file (a Journal's connection only)."""
+        return self._count(
+            "SELECT count(*) FROM temp.run r WHERE EXISTS "
+            "(SELECT 1 FROM suppressions s WHERE s.key = r.key)"
+        )
+
+    def chose_other_language(self) -> int:
+        """How many chose a language other than the list's column (a Journal's connection)."""
+        return self._count(
+            "SELECT count(*) FROM temp.run r JOIN contacts c ON c.key = r.key "
+            "WHERE c.language_pref IS NOT NULL AND c.language_pref <> r.lang"
+        )
+
+    def by_language(self) -> dict[str, int]:
+        """The CSV's recipients per language, in LANGUAGES order."""
+        counts = dict.fromkeys(LANGUAGES, 0)
+        with self.lock:
+            counts.update(
+                self.db.execute("SELECT lang, count(*) FROM temp.run WHERE NOT web GROUP BY lang")
+            )
+        return counts
+
+
+def recipient(line: int, key: str, email: str, name: str, lang: str, fields: str) -> Recipient:
+    """A Recipient from its row of temp.run."""
+    return Recipient(email, key, name, lang, json.loads(fields) if fields else {}, line)
