@@ -5,7 +5,9 @@
 1. The archive index with N alerts that went out: the first GET (reads every alert) and the
    following ones (served as rendered while nothing changed), in the app (Flask's test client)
    and through `newsletter serve` over HTTP on 127.0.0.1 (what a reader waits for).
-2. Slow clients: --slow connections to `newsletter serve` that send half a request and stall;
+2. The forward form's answer time when a friend unsubscribed and when they never subscribed
+   (forwards go to the outbox here): it must not tell them apart.
+3. Slow clients: --slow connections to `newsletter serve` that send half a request and stall;
    meanwhile a one-click unsubscribe POST is timed, then how long the server keeps the stalled
    connections (its channel timeout).
 """
@@ -97,6 +99,39 @@ def bench_index_in_app(root: Path, requests: int) -> None:
         warm.append(time.perf_counter() - t0)
         assert resp.status_code == 200
     print(f"  in the app:   first GET {cold * 1000:8.1f} ms; then {ms(warm)} ({requests} GETs)")
+
+
+def bench_forward_timing(root: Path, member: int, n: int) -> None:
+    import re
+
+    from newsletter import links, web
+    from newsletter.config import load_config
+    from newsletter.journal import Journal
+
+    app = web.create_app(load_config(root / "newsletter.toml"))
+    app.config.update(FORWARDS_PER_TOKEN_PER_DAY=10**6, FORWARDS_PER_IP_PER_DAY=10**6)
+    client = app.test_client()
+    with Journal(root / "newsletter.db") as j:
+        person = j.public_id(member)
+        j.suppress("gone@example.org", "bench")
+    alert_id = sorted(p.name for p in (root / "alerts").iterdir())[0]
+    token = links.make_token(SECRET, "forward", person, alert_id, "es")
+    page = client.get(f"/f/{token}").get_data(as_text=True)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    times: dict[str, list[float]] = {"unsubscribed": [], "never subscribed": []}
+    bodies = set()
+    for i in range(n):
+        for kind, friend in (("unsubscribed", "gone@example.org"),
+                             ("never subscribed", f"new{i}@example.org")):
+            data = {"csrf": csrf, "to": ["luis@example.org", friend], "name": "Ana", "lang": "es"}
+            t0 = time.perf_counter()
+            resp = client.post(f"/f/{token}", data=data)
+            times[kind].append(time.perf_counter() - t0)
+            bodies.add((resp.status_code, resp.get_data()))
+    same = "identical" if len(bodies) == 1 else f"{len(bodies)} different"
+    print(f"  two friends, one of them unsubscribed: {ms(times['unsubscribed'])}")
+    print(f"  two friends, both never subscribed:    {ms(times['never subscribed'])}")
+    print(f"  ({n} of each, interleaved; status and page {same})")
 
 
 def start_serve(root: Path, port: int, *extra: str) -> subprocess.Popen:
@@ -195,6 +230,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--alerts", type=int, default=300)
     ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--forwards", type=int, default=30, help="forward POSTs of each kind")
     ap.add_argument("--slow", type=int, default=300, help="stalled connections (0: skip)")
     a = ap.parse_args()
     print(f"newsletter serve benchmark — {os.cpu_count()} cores, Python {sys.version.split()[0]}")
@@ -206,6 +242,8 @@ def main() -> None:
         os.environ["NEWSLETTER_SECRET"] = SECRET
         print(f"\nArchive index, {len(ids)} alerts that went out:")
         bench_index_in_app(root, a.requests)
+        print("\nForward form (to the outbox):")
+        bench_forward_timing(root, member, a.forwards)
         proc = start_serve(root, port)
         try:
             bench_index_over_http(root, port, a.requests)
