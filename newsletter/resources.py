@@ -135,7 +135,14 @@ def describe(cfg: Config, path: Path) -> str:
 def sources(cfg: Config, languages: tuple[str, ...] = ("es", "en")) -> list[str]:
     """One line per template and catalog: its name and the file it comes from (check --verbose)."""
     lines = []
-    for subdir in ("email", "web", "preview"):
+    subdirs = {
+        d.name
+        for root in (site_folder(cfg, "templates"), packaged("templates"))
+        if root.is_dir()
+        for d in root.iterdir()
+        if d.is_dir()
+    }
+    for subdir in sorted(subdirs):
         for name, path in template_files(cfg, subdir).items():
             lines.append(f"templates/{subdir}/{name}: {describe(cfg, path)}")
     for domain in ("messages", "web"):

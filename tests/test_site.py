@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -301,3 +302,15 @@ def test_after_an_upgrade_an_error_in_a_sites_copy_says_it_is_a_copy(
     assert f"{layout}:1: 'a_name_this_version_no_longer_passes' is undefined" in line, line
     twin = upgraded / "templates" / "email" / "layout.txt"
     assert f"the site's copy of {twin}" in line and "delete the copy" in line, line
+
+
+def test_templates_and_catalogs_are_found_through_resources_only() -> None:
+    """A module that reads [paths] templates/locale itself would skip the packaged defaults."""
+    offenders = [
+        f"{py.relative_to(REPO)}:{n}"
+        for py in sorted((REPO / "newsletter").rglob("*.py"))
+        if py.name != "resources.py"
+        for n, line in enumerate(py.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"""path\(\s*["'](templates|locale)["']\s*\)""", line)
+    ]
+    assert not offenders, f"use newsletter.resources instead: {offenders}"

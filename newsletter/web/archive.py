@@ -7,7 +7,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, request
 
-from newsletter import i18n, links, tokens
+from newsletter import i18n, links, resources, tokens
 from newsletter.content import WRITE_MARK_RE
 from newsletter.errors import NewsletterError
 from newsletter.web.common import ALERT_ID_RE, other_language, pages, tree_stamp
@@ -44,7 +44,7 @@ def _published() -> tuple[list[Path], tuple[object, ...]]:
     folders = [where / name for name in names if name in sent]
     key = (
         tuple(f.name for f in folders),
-        tree_stamp(*folders, p.cfg.path("templates"), p.cfg.path("locale")),
+        tree_stamp(*folders, *resources.watched_folders(p.cfg)),
     )
     p.memo["archive"] = (now, folders, key)
     return folders, key
