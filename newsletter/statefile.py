@@ -208,6 +208,11 @@ def publish(built: Path, state: Path) -> None:
         os.link(built, state)
     except FileExistsError:
         pass  # another process created it meanwhile: theirs is as new as ours
+    except OSError:
+        # A file system without hard links (FAT on a USB stick, some network mounts): a rename,
+        # which could only replace a file another opener made in the same instant.
+        if not state.exists():
+            os.rename(built, state)
     finally:
         with contextlib.suppress(OSError):
             built.unlink()

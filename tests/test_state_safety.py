@@ -312,3 +312,17 @@ def test_a_member_suppressed_during_the_send_shows_as_suppressed_in_status(
     # A later run skips jose too, and status says the same.
     assert send("--yes").exit_code == 0
     assert "0 pending" in cli_run("status", ALERT).output
+
+
+def test_a_new_state_file_on_a_file_system_without_hard_links(tmp_path, monkeypatch):
+    # FAT or a network mount refuses link(); the fault is the OS's, so it is simulated here.
+    def no_links(src, dst, *args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    state = tmp_path / "usb" / "newsletter.db"
+    with Journal(state) as j:
+        j.suppress("ana@example.org", "x")
+    with Journal(state) as j:
+        assert j.suppressed() == {"ana@example.org"}
+    assert sorted(p.name for p in state.parent.iterdir()) == ["newsletter.db"]
