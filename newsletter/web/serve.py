@@ -168,10 +168,10 @@ def run_serve(cfg: Config, host: str, port: int, threads: int = THREADS) -> None
         )
     _logging()
     server = make_server(cfg, host, port, threads)
-    click.echo(
-        f"Serving the public pages on http://{host}:{server.effective_port}/ "
-        f"({threads} threads; Ctrl+C to stop)"
-    )
+    # One socket (its port, when --port 0), or one per address a host name resolves to.
+    where = getattr(server, "effective_listen", None) or [(host, server.effective_port)]
+    urls = ", ".join(f"http://{h if ':' not in h else f'[{h}]'}:{p}/" for h, p in where)
+    click.echo(f"Serving the public pages on {urls} ({threads} threads; Ctrl+C to stop)")
     if base:
         click.echo(f"Emails link here as {base}/")
     try:
