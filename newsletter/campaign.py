@@ -94,7 +94,8 @@ def run_send(
         raise NewsletterError("give the list with --to CSV (only a --test copy goes without one).")
     alert = content.load_alert(cfg, alert_path)
     # Only a real send reaches members: there, a placeholder they would receive stops it.
-    real = bool(cfg.smtp.host) and not dry_run and not test_address
+    has_smtp = bool(cfg.smtp.host or cfg.smtp.relay)  # [smtp] host, or a [[smtp.relay]] pool
+    real = has_smtp and not dry_run and not test_address
     editions: dict[str, Edition] = {}  # the check's member editions: what is checked is sent
     _check_first(cfg, alert_path, editions, test_copy=bool(test_address), real=real)
     if list(editions) != list(alert.languages):  # one failed to render (a test copy goes on)
@@ -109,9 +110,20 @@ def run_send(
 
     prepared = {lang: (message.prepare(cfg, ed), ed) for lang, ed in editions.items()}
     outbox = cfg.path("outbox") / alert.id
-    transport_desc = (
-        f"SMTP {cfg.smtp.host}:{cfg.smtp.port}" if cfg.smtp.host else f"the outbox {outbox}"
-    )
+    relays = cfg.smtp.relay  # a pool: each relay with its own connections, rate and share
+    if relays and connections:
+        raise NewsletterError(
+            "--connections is for [smtp]; with [[smtp.relay]] entries each relay's "
+            "`connections` says how many."
+        )
+    if relays:
+        transport_desc = "SMTP relays " + ", ".join(
+            f"{r.name} ({r.host}:{r.port})" for r in relays
+        )
+    elif cfg.smtp.host:
+        transport_desc = f"SMTP {cfg.smtp.host}:{cfg.smtp.port}"
+    else:
+        transport_desc = f"the outbox {outbox}"
     k = 1 if not cfg.smtp.host else (connections or cfg.smtp.connections)
     cap = cfg.smtp.rate if rate is None else rate
     extra = [
@@ -122,11 +134,16 @@ def run_send(
     ]
     run = pool.Run(cfg, alert.id, prepared, alert.default_language, clock, dry_run)
     # A dry run delivers nothing: no connection, so no SMTP password is needed for it.
-    make: Callable[[], deliver.Transport] = (
-        _NoTransport if dry_run else functools.partial(deliver.make_transport, cfg, alert.id)
+    make: Callable[..., deliver.Transport] = (
+        (lambda *_: _NoTransport())
+        if dry_run
+        else functools.partial(deliver.make_transport, cfg, alert.id)
     )
     # The workers start now, before the recipient list exists: they never share its pages.
-    with pool.Pool(run, k, make) as workers, Journal(cfg.path("state"), secret=cfg.secret) as jr:
+    with (
+        pool.Pool(run, k, make, relays if not dry_run else None) as workers,
+        Journal(cfg.path("state"), secret=cfg.secret) as jr,
+    ):
         if not dry_run:
             jr.acquire_send_lock()
             statefile.flight_log_room([jr.flight_path(i) for i in range(k)])
@@ -157,19 +174,20 @@ def run_send(
         out.uncertain = [(email, EARLIER) for email, _ in plan.listed("uncertain")]
         earlier_failed = plan.listed("failed")
         planned = min(plan.counts["todo"], limit) if limit else plan.counts["todo"]
-        if planned and not dry_run:
-            make()  # a setting or the password missing: one clear line, before any mark
-        if planned and cfg.smtp.host and not dry_run and not yes:
+        if planned and not dry_run:  # a setting or a password missing: one line, before any mark
+            for relay in relays or [None]:
+                make(relay)
+        if planned and has_smtp and not dry_run and not yes:
             click.echo(
                 _confirmation(cfg, editions, plan.todo_by_language(limit), alert.default_language),
                 err=True,
             )
             click.confirm(
-                f"Send to {planned} recipients via {cfg.smtp.host}:{cfg.smtp.port}?",
+                f"Send to {planned} recipients via {transport_desc.removeprefix('SMTP ')}?",
                 abort=True,
                 err=True,
             )
-        if not cfg.smtp.host and not dry_run:
+        if not has_smtp and not dry_run:
             click.echo(f"No [smtp] host configured: delivering into {outbox}/ (one .eml each).")
         tally, interrupted, fatal, out.elapsed = workers.deliver(
             None if dry_run else jr, plan.todo(limit), cap, planned_at, total=planned
@@ -281,8 +299,12 @@ def _confirmation(
             lines.append(
                 f'  {lang}: {recipients.plural(counts[lang], "recipient")}, subject "{ed.subject}"'
             )
-    who = f", user {cfg.smtp.username}" if cfg.smtp.username else ""
-    lines.append(f"Relay: {cfg.smtp.host}:{cfg.smtp.port} ({cfg.smtp.security}{who})")
+    for r in cfg.relays():
+        who = f", user {r.username}" if r.username else ""
+        share = f"; {r.connections} connection(s), weight {r.weight:g}" if r.name else ""
+        cap = f", at most {r.rate:g}/s" if r.rate else ""
+        name = f"{r.name}: " if r.name else ""
+        lines.append(f"Relay: {name}{r.host}:{r.port} ({r.security}{who}{share}{cap})")
     return "\n".join(lines)
 
 
@@ -384,8 +406,9 @@ def _send_test(
             )
             continue
         reply = deliver.send_one(cfg, f"{alert_id}/tests", rcpt, data)
-        if cfg.smtp.host:  # the outbox already said where the file went
-            click.echo(f"Test copy ({code}) for {rcpt} accepted by {cfg.smtp.host}: {reply}")
+        if cfg.smtp.host or cfg.smtp.relay:  # the outbox already said where the file went
+            by = cfg.smtp.host or cfg.smtp.relay[0].name
+            click.echo(f"Test copy ({code}) for {rcpt} accepted by {by}: {reply}")
         out.sent += 1
     return out
 

@@ -72,7 +72,9 @@ class Sender:
 
 
 @dataclass
-class Smtp:
+class _Server:
+    """What [smtp] and each [[smtp.relay]] say about one relay."""
+
     host: str = ""
     port: int = _num(587, 1, 65535)
     security: str = "starttls"
@@ -80,9 +82,29 @@ class Smtp:
     connections: int = _num(1, 1, 32)
     # Below a message every 1,000 s a cap means nothing; above 100,000 a second no relay keeps up.
     rate: float = _num(0.0, 0.001, 100_000, unit=" messages a second", zero="no cap")
+
+
+@dataclass
+class Smtp(_Server):
     # The socket's timeout: 0 would mean non-blocking, and beyond an hour a send looks hung.
     timeout: float = _num(30.0, 0, 3600, unit=" seconds", above=True)
     retries: int = _num(5, 0, 100)
+    # [[smtp.relay]] entries: when any, they replace host/port/security/username/connections.
+    relay: list[Relay] = field(default_factory=list)
+
+
+@dataclass
+class Relay(_Server):
+    """One relay of a pool (`[[smtp.relay]]`): its own connections, rate cap and share."""
+
+    name: str = ""
+    # Its share of the messages: weight / the sum of the relays' weights.
+    weight: float = _num(1.0, 0, 1_000_000, above=True)
+
+    @property
+    def password_env(self) -> str:
+        """NEWSLETTER_SMTP_PASSWORD_<NAME>: the name upper-cased, other than A-Z0-9 as _."""
+        return PASSWORD_ENV + "_" + "".join(c if c.isalnum() else "_" for c in self.name.upper())
 
 
 @dataclass
@@ -182,9 +204,29 @@ class Config:
             )
         return s
 
-    def smtp_is_loopback(self) -> bool:
-        """True when the SMTP host is this machine (plaintext login is only allowed there)."""
-        host = self.smtp.host.strip("[]")
+    def relay_password(self, relay: Relay) -> str | None:
+        """A pool relay's password: NEWSLETTER_SMTP_PASSWORD_<NAME>, else the keyring."""
+        pw = os.environ.get(relay.password_env)
+        if pw or not relay.username:
+            return pw or None
+        try:
+            import keyring
+
+            return keyring.get_password("newsletter", relay.username)
+        except Exception:  # no keyring backend on a server is normal, not an error
+            return None
+
+    def relays(self) -> list[Relay]:
+        """The relays a send uses: the [[smtp.relay]] pool, else [smtp] as one relay."""
+        if self.smtp.relay:
+            return self.smtp.relay
+        s = self.smtp
+        return [Relay(s.host, s.port, s.security, s.username, s.connections)]
+
+    def smtp_is_loopback(self, host: str | None = None) -> bool:
+        """True when the SMTP host (`host`, else [smtp] host) is this machine (plaintext login
+        is only allowed there)."""
+        host = (self.smtp.host if host is None else host).strip("[]")
         if host == "localhost":
             return True
         try:
@@ -288,7 +330,9 @@ def load_config(path: str | Path | None = None) -> Config:
         if not isinstance(raw, dict):
             raise NewsletterError(f"{cfg.source}: [{section}] must be a table.")
         obj = getattr(cfg, section)
-        known = {_toml_key(f.name): f.name for f in fields(cls)}
+        if section == "smtp":
+            cfg.smtp.relay = _relays(cfg, raw.pop("relay", []))
+        known = {_toml_key(f.name): f.name for f in fields(cls) if f.name != "relay"}
         for key in raw:
             if key == "password":
                 raise NewsletterError(
@@ -317,6 +361,48 @@ def load_config(path: str | Path | None = None) -> Config:
         )
     _validate(cfg)
     return cfg
+
+
+def _relays(cfg: Config, entries: Any) -> list[Relay]:
+    """The [[smtp.relay]] entries, each key checked as the other sections' are."""
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise NewsletterError(f"{cfg.source}: write each relay as a [[smtp.relay]] table.")
+    known = {f.name: f for f in fields(Relay)}
+    relays: list[Relay] = []
+    for n, raw in enumerate(entries, 1):
+        label = f"[[smtp.relay]] #{n}" + (f" ({raw['name']})" if isinstance(raw.get("name"), str) else "")
+        relay = Relay()
+        for key, value in raw.items():
+            if key == "password":
+                raise NewsletterError(
+                    f"{cfg.source}: {label} password: secrets do not belong in the file. Remove "
+                    f"it and set {Relay(name=str(raw.get('name', 'NAME'))).password_env} (or "
+                    "store it in the keyring)."
+                )
+            if key not in known:
+                raise NewsletterError(
+                    f"{cfg.source}: unknown key {key} in {label}. Known keys: "
+                    f"{', '.join(sorted(known))}."
+                )
+            f = known[key]
+            where = f"{cfg.source}: {label} {key}"
+            setattr(relay, key, _coerce(value, f.default, where, f.metadata.get("range")))
+        if not relay.name or not all(c.isalnum() or c in "-_" for c in relay.name):
+            raise NewsletterError(
+                f"{cfg.source}: {label} needs a name of letters, digits, - or _ (it names the "
+                "relay in messages and its password variable)."
+            )
+        if not relay.host:
+            raise NewsletterError(f"{cfg.source}: {label} needs a host.")
+        if relay.security not in SECURITY_MODES:
+            raise NewsletterError(
+                f"{cfg.source}: {label} security = {relay.security!r}; use one of "
+                f"{', '.join(SECURITY_MODES)}."
+            )
+        if any(r.password_env == relay.password_env for r in relays):
+            raise NewsletterError(f"{cfg.source}: two relays named {relay.name!r}; rename one.")
+        relays.append(relay)
+    return relays
 
 
 def _validate(cfg: Config) -> None:

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import click
 
-from newsletter.config import Config
+from newsletter.config import PASSWORD_ENV, Config, Relay
 from newsletter.content import write_atomic
 from newsletter.errors import NewsletterError
 
@@ -83,27 +83,29 @@ def _text(reply: bytes | str) -> str:
 class SmtpTransport:
     """One SMTP connection through yagmail: login once, then many messages; reconnect on drops."""
 
-    def __init__(self, cfg: Config) -> None:
-        s = cfg.smtp
+    def __init__(self, cfg: Config, relay: Relay | None = None) -> None:
+        """[smtp]'s server, or `relay` of a [[smtp.relay]] pool (its own password variable)."""
+        s = relay if relay is not None else cfg.smtp
         self.host, self.port, self.security = s.host, s.port, s.security
-        self.where = f"{s.host}:{s.port}"
+        self.where = f"{s.host}:{s.port}" if relay is None else f"{relay.name} ({s.host}:{s.port})"
         self.description = f"SMTP {self.where}"
         self.username = s.username
-        self.timeout = s.timeout
+        self.timeout = cfg.smtp.timeout
         self.password: str | None = None
+        setting = "[smtp]" if relay is None else f"[[smtp.relay]] {relay.name}"
         if self.username:
-            if s.security == "none" and not cfg.smtp_is_loopback():
+            if s.security == "none" and not cfg.smtp_is_loopback(s.host):
                 raise NewsletterError(
-                    f"{cfg.source}: [smtp] security = none with a username would send the "
+                    f"{cfg.source}: {setting} security = none with a username would send the "
                     f"password unencrypted to {self.where}. Use security = starttls (port 587) "
                     "or ssl (port 465)."
                 )
-            self.password = cfg.smtp_password
+            env = PASSWORD_ENV if relay is None else relay.password_env
+            self.password = cfg.smtp_password if relay is None else cfg.relay_password(relay)
             if not self.password:
                 raise NewsletterError(
-                    f"no SMTP password for [smtp] username {self.username!r}: set "
-                    "NEWSLETTER_SMTP_PASSWORD or store it with `keyring set newsletter "
-                    f"{self.username}`."
+                    f"no SMTP password for {setting} username {self.username!r}: set "
+                    f"{env} or store it with `keyring set newsletter {self.username}`."
                 )
         self._yag: object | None = None
         self._smtp: smtplib.SMTP | None = None
@@ -479,8 +481,13 @@ def preload() -> None:
     import yagmail  # noqa: F401
 
 
-def make_transport(cfg: Config, alert_id: str) -> Transport:
-    """SMTP when `[smtp] host` is set, else the outbox."""
+def make_transport(cfg: Config, alert_id: str, relay: Relay | None = None) -> Transport:
+    """SMTP to `relay` (one of a [[smtp.relay]] pool), else to `[smtp] host` when set, else the
+    outbox."""
+    if relay is None and cfg.smtp.relay and not cfg.smtp.host:
+        relay = cfg.smtp.relay[0]  # one-off copies (a test copy, a forward): the first relay
+    if relay is not None and relay.host:
+        return SmtpTransport(cfg, relay)
     if cfg.smtp.host:
         return SmtpTransport(cfg)
     return OutboxTransport(cfg, alert_id)

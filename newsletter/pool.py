@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import heapq
 import itertools
@@ -69,7 +70,7 @@ from typing import Any
 import click
 
 from newsletter import deliver, links, message
-from newsletter.config import Config
+from newsletter.config import Config, Relay
 from newsletter.errors import NewsletterError
 from newsletter.journal import (
     BUSY_TIMEOUT,
@@ -91,6 +92,7 @@ POLL = 0.1  # longest anyone waits before looking at the stop flag again
 SYNC_EVERY = 1.0  # seconds between copies of the flight logs into the state file
 AHEAD = 16  # jobs queued per worker (1 under a rate cap: the cap decides when each goes)
 REPORT_EVERY = 8  # results a worker gathers before it reports them (sooner when it runs dry)
+SHARE_SLACK = 2  # messages per connection a relay may be handed beyond its share (weight)
 MARKS_AHEAD = 8  # at most this many queued recipients marked in flight ahead of their turn
 SYNC_SHARE = 0.5  # marks go ahead only when a sync takes this share of a message's work or more
 LINE_MAX = 200_000  # bytes in one message between parent and worker (a job with its fields)
@@ -265,6 +267,22 @@ class _Worker:
     outbox: list[tuple] = field(default_factory=list)  # handed out this turn, not sent yet
     told_stop: bool = False
     alive: bool = True
+    relay: Relay | None = None  # its relay in a [[smtp.relay]] pool
+    group: _Group | None = None  # the parent's view of that relay
+    draining: bool = False  # its relay is drained: what it was handed goes to the others
+
+
+@dataclass
+class _Group:
+    """The workers of one relay: its share of the messages (weight), its own rate cap, how many
+    it was handed, and why it was drained (it refused or dropped connections), if it was."""
+
+    name: str
+    weight: float
+    bucket: _Bucket
+    workers: list[_Worker] = field(default_factory=list)
+    handed: int = 0
+    drained: str = ""
 
 
 @dataclass
@@ -287,8 +305,8 @@ class _Parent:
         self.run = run
         self.journal = journal
         self.work = _Work(todo)
-        self.bucket = _Bucket(cap)
-        self.ahead = 1 if self.bucket.interval else AHEAD
+        self.bucket = _Bucket(cap)  # the run's cap (--rate, [smtp] rate), over every relay
+        self.groups: list[_Group] = []
         self.tally = Tally()
         self.workers: list[_Worker] = []
         self.selector = selectors.DefaultSelector()
@@ -309,15 +327,55 @@ class _Parent:
         if msg[0] == "done":
             for result in msg[1]:
                 self.finish(w.queued.popleft(), result)
-        elif msg[0] == "fatal":  # ("fatal", result, why)
-            if msg[1] is not None:
-                self.finish(w.queued.popleft(), msg[1])
-            self.halt(NewsletterError(msg[2]))
+        elif msg[0] == "fatal":  # ("fatal", result, why, the relay's fault)
+            _, result, why, relay = msg
+            if relay and w.group is not None and not self.stopping:
+                if result is not None:
+                    job = w.queued.popleft()
+                    if result[0] in ("skipped", "stopped"):  # never begun: to another relay
+                        w.queued.appendleft(job)
+                    else:
+                        self.finish(job, result)
+                self.drain(w.group, why)
+                return
+            if result is not None:
+                self.finish(w.queued.popleft(), result)
+            self.halt(NewsletterError(why))
+
+    def drain(self, g: _Group, why: str) -> None:
+        """A relay refuses or drops connections: its workers stop, and the messages they were
+        handed and never began go to the other relays (when the worker has exited, so that its
+        flight log has written back any it marked ahead). With no relay left, the run stops.
+
+        Never twice across the pool: a message whose data went out to this relay and whose
+        reply never came is uncertain and stays so; only one never begun moves."""
+        if g.drained:
+            return
+        g.drained = why
+        for w in g.workers:
+            w.draining = True
+            self.tell_stop(w)
+        if all(other.drained for other in self.groups):
+            self.halt(NewsletterError(why))
+            return
+        reason = why.split(" Is the SMTP server down?")[0].split(" Nothing more was sent")[0]
+        click.echo(
+            f"\nRelay {g.name} drained: {reason.rstrip('.')}. Its messages go to the other "
+            "relays.",
+            err=True,
+        )
 
     def gone(self, w: _Worker) -> None:
         """A worker's socket closed: it exited (told to, or after a fatal error) or died."""
         w.alive = False
         self.selector.unregister(w.conn)
+        if w.draining and not self.stopping:  # its relay is drained: never begun, move them
+            now = self.run.clock.monotonic()
+            while w.queued:
+                job = w.queued.popleft()
+                job.tries -= 1  # this try never began
+                self.work.done(job, retry_at=now)
+            return
         if w.queued and not self.stopping:  # it died on its own: the first may be on the wire
             self.finish(w.queued.popleft(), ("uncertain", DIED))
             self.halt(NewsletterError(f"a sender process died ({DIED})."))
@@ -374,26 +432,56 @@ class _Parent:
                 self.post(w)
 
     def fill(self) -> float | None:
+        """Hand jobs to the relay furthest below its share (handed / weight) that has a worker
+        with room and whose rate cap lets a message go, to that relay's least busy worker.
+
+        Shares hold over the run: a relay is never more than SHARE_SLACK messages per
+        connection ahead of weight / the weights' sum of all handed out, so a faster relay does
+        not take a slower one's share (the slowest for its weight sets the pace: weights are
+        the spread asked for); a drained relay's share goes to the others."""
         wait: float | None = None
-        for depth in range(1, self.ahead + 1):
-            for w in self.workers:
-                if not w.alive or w.told_stop or len(w.queued) >= depth:
+        clock = self.run.clock
+        while True:
+            now = clock.monotonic()
+            if (left := self.bucket.wait(now)) > 0:
+                return left
+            live = [g for g in self.groups if not g.drained]
+            weights = sum(g.weight for g in live)
+            handed = sum(g.handed for g in live) + 1
+            best: tuple[float, _Group, _Worker] | None = None
+            for g in live:
+                ahead = 1 if (self.bucket.interval or g.bucket.interval) else AHEAD
+                if g.handed + 1 > g.weight / weights * handed + SHARE_SLACK * len(g.workers):
+                    continue  # ahead of its share
+                room = [
+                    w
+                    for w in g.workers
+                    if w.alive and not w.told_stop and len(w.queued) < ahead
+                ]
+                if not room:
                     continue
-                now = self.run.clock.monotonic()
-                if (left := self.bucket.wait(now)) > 0:
-                    return left
-                job = self.work.take(now)
-                if job is None:
-                    if self.work.finished():
-                        for idle in self.workers:
-                            if not idle.queued:
-                                self.tell_stop(idle)
-                    elif (due := self.work.next_due()) is not None:
-                        wait = max(0.0, due - now)
-                    return wait
-                self.bucket.take(now)
-                self.hand(w, job)
-        return wait
+                if (left := g.bucket.wait(now)) > 0:
+                    wait = left if wait is None else min(wait, left)
+                    continue
+                score = (g.handed + 1) / g.weight
+                if best is None or score < best[0]:
+                    best = (score, g, min(room, key=lambda w: len(w.queued)))
+            if best is None:
+                return wait
+            job = self.work.take(now)
+            if job is None:
+                if self.work.finished():
+                    for idle in self.workers:
+                        if not idle.queued:
+                            self.tell_stop(idle)
+                elif (due := self.work.next_due()) is not None:
+                    wait = max(0.0, due - now) if wait is None else min(wait, max(0.0, due - now))
+                return wait
+            _, g, w = best
+            self.bucket.take(now)
+            g.bucket.take(now)
+            g.handed += 1
+            self.hand(w, job)
 
     def hand(self, w: _Worker, job: _Job) -> None:
         p = job.planned
@@ -497,9 +585,12 @@ class _ParentGone(BaseException):
 
 
 class _Fatal(Exception):
-    def __init__(self, result: Result | None, why: str) -> None:
+    """The worker cannot go on: `relay` when its relay is at fault (it refuses or drops the
+    connection, the login, the sender): a pool drains that relay and goes on with the others."""
+
+    def __init__(self, result: Result | None, why: str, relay: bool = False) -> None:
         super().__init__(why)
-        self.result, self.why = result, why
+        self.result, self.why, self.relay = result, why, relay
 
 
 class _Mark:
@@ -658,11 +749,11 @@ class _Sender:
             return
         except _Fatal as err:
             self.flush_results()
-            self.report(err.result, err.why)
-        except NewsletterError as err:
+            self.report(err.result, err.why, err.relay)
+        except NewsletterError as err:  # from the transport: the login, TLS, the server
             self.settle_pending()
             self.flush_results()
-            self.report(None, err.message)
+            self.report(None, err.message, relay=True)
         except Exception as err:  # a bug: stop cleanly, never leave the run hanging
             self.settle_pending()
             self.flush_results()
@@ -703,9 +794,9 @@ class _Sender:
                 self.conn.send(("done", self.results))
             self.results = []
 
-    def report(self, result: Result | None, why: str) -> None:
+    def report(self, result: Result | None, why: str, relay: bool = False) -> None:
         with contextlib.suppress(OSError):
-            self.conn.send(("fatal", result, why))
+            self.conn.send(("fatal", result, why, relay))
 
     def connect(self) -> bool:
         """(Re)connect before the next job; an outage stops the run, sends nothing."""
@@ -721,6 +812,7 @@ class _Sender:
                         ("skipped", ""),
                         f"{err} ({attempt} attempts). Is the SMTP server down? Nothing more was "
                         "sent; run the same command again later.",
+                        relay=True,
                     ) from None
             until = clock.monotonic() + backoff(attempt)
             while (left := until - clock.monotonic()) > 0:
@@ -834,7 +926,7 @@ class _Sender:
             self.flight.outcome(
                 self.run.alert_id, r.key, "retry", "not sent: the run stopped", msg.lang
             )
-            raise _Fatal(("stopped", ""), err.message) from None
+            raise _Fatal(("stopped", ""), err.message, relay=True) from None
         self.record(msg, ("failed", reply) if code >= 500 else self.again(reply, msg.tries))
 
     def mark_ahead(self, msg: _Pipelined) -> None:
@@ -923,7 +1015,7 @@ class _Sender:
             self.flight.outcome(
                 self.run.alert_id, r.key, "retry", "not sent: the run stopped", lang
             )
-            raise _Fatal(("stopped", ""), err.message) from None
+            raise _Fatal(("stopped", ""), err.message, relay=True) from None
         mark()  # the envelope may have been refused before the data: still mark the attempt
         reply = f"{code} {text}"
         if 200 <= code < 300:
@@ -1029,12 +1121,25 @@ class Pool:
     of theirs is copied for the workers. They wait for `deliver` (or `close`).
     """
 
-    def __init__(self, run: Run, k: int, make: Callable[[], deliver.Transport]) -> None:
+    def __init__(
+        self,
+        run: Run,
+        k: int,
+        make: Callable[..., deliver.Transport],
+        relays: list[Relay] | None = None,
+    ) -> None:
+        """K workers, each with a transport from make(); with `relays` (a [[smtp.relay]] pool),
+        each relay's `connections` workers, with transports from make(relay)."""
         self.run = run
         self.ctx = multiprocessing.get_context("fork")
         self.stop = self.ctx.Value("b", 0, lock=False)
         self.workers: list[_Worker] = []
-        if run.cfg.smtp.host and not run.dry_run:
+        self.relays = relays or []
+        makers: list[tuple[Relay | None, Callable[[], deliver.Transport]]] = [
+            (r, functools.partial(make, r)) for r in self.relays for _ in range(r.connections)
+        ] or [(None, make)] * max(1, k)
+        k = len(makers)
+        if (run.cfg.smtp.host or self.relays) and not run.dry_run:
             deliver.preload()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -1049,13 +1154,13 @@ class Pool:
             # Python 3.12+ warns when a process with threads forks (a test's SMTP server);
             # a worker touches none of their state.
             warnings.simplefilter("ignore", DeprecationWarning)
-            for i in range(max(1, k)):
+            for i, (relay, make_one) in enumerate(makers):
                 mine, theirs = _Line.pair()
                 if k <= 1:  # one connection: a thread, no second copy of the interpreter
                     proc: multiprocessing.process.BaseProcess | threading.Thread
                     proc = threading.Thread(
                         target=_worker_main,
-                        args=(run, make, theirs, None, 0, self.stop),
+                        args=(run, make_one, theirs, None, 0, self.stop),
                         name="newsletter-send-0",
                         daemon=True,
                     )
@@ -1063,14 +1168,14 @@ class Pool:
                 else:
                     proc = self.ctx.Process(
                         target=_worker_main,
-                        args=(run, make, theirs, [*ends, mine], os.getpid(), self.stop),
+                        args=(run, make_one, theirs, [*ends, mine], os.getpid(), self.stop),
                         name=f"newsletter-send-{i}",
                         daemon=True,
                     )
                     proc.start()
                     theirs.close()
                 ends.append(mine)
-                self.workers.append(_Worker(mine, proc, None))
+                self.workers.append(_Worker(mine, proc, None, relay=relay))
 
     def __enter__(self) -> Pool:
         return self
@@ -1097,6 +1202,17 @@ class Pool:
             total = len(todo)
         parent = _Parent(self.run, journal, todo, cap, self.stop)
         used = self.workers[: max(1, min(len(self.workers), total))] if total else []
+        groups: dict[str, _Group] = {}
+        for w in used:
+            r = w.relay
+            g = groups.get(r.name if r else "")
+            if g is None:
+                g = groups[r.name if r else ""] = _Group(
+                    r.name if r else "", r.weight if r else 1.0, _Bucket(r.rate if r else 0.0)
+                )
+                parent.groups.append(g)
+            g.workers.append(w)
+            w.group = g
         for i, w in enumerate(self.workers):
             if w not in used:
                 parent.tell_stop(w)
