@@ -1,4 +1,4 @@
-"""The public pages in headless Chromium, served by a real werkzeug server on 127.0.0.1."""
+"""The public pages in headless Chromium, served by waitress (as `newsletter serve` does) on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -29,23 +29,23 @@ class Live:
 
 @pytest.fixture
 def live(project, smtp_server, monkeypatch) -> Iterator[Live]:
-    """The app in a server thread; [web] base_url points at it, so sent emails link here."""
-    from werkzeug.serving import make_server
+    """The app on the server `newsletter serve` uses (waitress), in a thread; [web] base_url
+    points at it, so sent emails link here."""
+    from newsletter.web import serve
 
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     cfg = load_config(write_config(project, smtp_server.port))
-    server = make_server("127.0.0.1", 0, web.create_app(cfg), threaded=True)
-    url = f"http://127.0.0.1:{server.port}"
+    server = serve.make_server(cfg, "127.0.0.1", 0, app=web.create_app(cfg))
+    url = f"http://127.0.0.1:{server.effective_port}"
     cfg.web.base_url = url  # the app's own config object: its archive links point here too
     write_config(project, smtp_server.port, base_url=url)  # for `newsletter send` in the test
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
         yield Live(url, cfg)
     finally:
-        server.shutdown()
+        serve.stop(server)
         thread.join(timeout=5)
-        server.server_close()
 
 
 def no_horizontal_scroll(page) -> bool:
