@@ -159,7 +159,7 @@ def run_serve(cfg: Config, host: str, port: int, threads: int = THREADS) -> None
             "pages; serving for local use only.",
             err=True,
         )
-    if not cfg.smtp.host:
+    if not (cfg.smtp.host or cfg.smtp.relay):  # a [[smtp.relay]] pool sends them too
         click.echo(
             f"warning: {cfg.source}: [smtp] host is not set, so forwards from the form are "
             f"written to {cfg.path('outbox')}/<alert>/forwards/ and sign-up emails to "
