@@ -24,6 +24,7 @@ import click
 from newsletter.config import PASSWORD_ENV, Config, Relay
 from newsletter.content import write_atomic
 from newsletter.errors import NewsletterError
+from newsletter.journal import OUTBOX_REPLY
 
 Reply = tuple[int, str]
 # Envelope addresses go into SMTP command lines: printable ASCII, no spaces or angle brackets.
@@ -432,7 +433,7 @@ class OutboxTransport:
             write_atomic(path, data)  # a temporary file beside it, then a rename
         except OSError as err:
             raise NewsletterError(f"{path}: cannot write ({err.strerror}).") from None
-        return 250, f"written to {path}"
+        return 250, f"{OUTBOX_REPLY[4:]}{path}"  # the journal knows it reached nobody
 
     def close(self) -> None:
         pass

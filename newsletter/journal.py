@@ -57,6 +57,8 @@ STATUSES = ("pending", "in_flight", "sent", "retry", "failed")
 LANGUAGES = ("es", "en")
 BUSY_TIMEOUT = 10.0  # seconds another process may hold the write lock before we give up
 REPLY_MAX = 500  # characters of an SMTP reply worth keeping
+# The reply the outbox records (deliver.OutboxTransport): a copy written there reached nobody.
+OUTBOX_REPLY = "250 written to "
 _SHARED = {s: s for s in (*LANGUAGES, *STATUSES)}
 # Hashed IPs are only needed for the daily forward cap; after this they are erased, counts kept.
 IP_HASH_KEEP = timedelta(days=2)
@@ -1024,10 +1026,12 @@ class Journal:
         retry_failed: bool = False,
         retry_uncertain: bool = False,
         dry_run: bool = False,
+        smtp: bool = False,
     ) -> RunPlan:
         """plan() for the list in temp.run (run_list), without holding it: the sorting is one
         SQL statement into temp.plan, and the to-do list is read back in batches (RunPlan).
-        A dry run writes nothing: new people get a stand-in public id."""
+        A dry run writes nothing: new people get a stand-in public id. `smtp`: the send goes
+        to a relay, so a copy only written to the outbox (a trial) is still to do."""
         t = _ts()
         # Each recipient's class: sent earlier, suppressed, uncertain, failed, or to do.
         sort = (
@@ -1035,14 +1039,15 @@ class Journal:
             "coalesce(c.language_pref, r.lang) AS lang, coalesce(d.status, 'pending') AS status, "
             "coalesce(d.attempts, 0) AS attempts, coalesce(d.last_reply, '') AS reply, "
             f"d.lang AS old_lang, coalesce(c.public_id, {_NEW_PUBLIC_ID}) AS public_id, CASE "
-            "WHEN d.status = 'sent' THEN 'sent' WHEN s.key IS NOT NULL THEN 'suppressed' "
+            "WHEN d.status = 'sent' AND NOT (?4 AND d.last_reply LIKE ?5) THEN 'sent' "
+            "WHEN s.key IS NOT NULL THEN 'suppressed' "
             "WHEN d.status = 'in_flight' AND NOT ?2 THEN 'uncertain' "
             "WHEN d.status = 'failed' AND NOT ?3 THEN 'failed' ELSE 'todo' END AS cls "
             "FROM temp.run r LEFT JOIN contacts c ON c.key = r.key "
             "LEFT JOIN deliveries d ON d.alert_id = ?1 AND d.key = r.key "
             "LEFT JOIN suppressions s ON s.key = r.key ORDER BY r.seq"
         )
-        args = (alert_id, retry_uncertain, retry_failed)
+        args = (alert_id, retry_uncertain, retry_failed, smtp, OUTBOX_REPLY + "%")
         if dry_run:
             with self._lock:
                 self._db.execute("DROP TABLE IF EXISTS temp.plan")
@@ -1064,6 +1069,12 @@ class Journal:
                 "UPDATE deliveries SET lang = p.lang FROM temp.plan p JOIN temp.run r "
                 "ON r.seq = p.seq WHERE deliveries.alert_id = ? AND deliveries.key = r.key "
                 "AND p.cls = 'todo' AND p.old_lang IS NOT NULL AND p.old_lang <> p.lang",
+                (alert_id,),
+            )
+            db.execute(  # a trial copy in the outbox: pending again, so a mark can take it
+                "UPDATE deliveries SET status = 'pending', last_reply = '' FROM temp.plan p "
+                "JOIN temp.run r ON r.seq = p.seq WHERE deliveries.alert_id = ? "
+                "AND deliveries.key = r.key AND p.cls = 'todo' AND deliveries.status = 'sent'",
                 (alert_id,),
             )
             db.execute(
