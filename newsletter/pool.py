@@ -94,7 +94,8 @@ AHEAD = 16  # jobs queued per worker (1 under a rate cap: the cap decides when e
 REPORT_EVERY = 8  # results a worker gathers before it reports them (sooner when it runs dry)
 SHARE_SLACK = 2  # messages per connection a relay may be handed beyond its share (weight)
 MARKS_AHEAD = 8  # at most this many queued recipients marked in flight ahead of their turn
-SYNC_SHARE = 0.5  # marks go ahead only when a sync takes this share of a message's work or more
+SYNC_SHARE = 0.2  # marks go ahead only when a sync takes this share of a message's work or more
+QUICK_WORK = 0.005  # and only while a message's own work is under this (s): a fast server
 LINE_MAX = 200_000  # bytes in one message between parent and worker (a job with its fields)
 EARLIER = "in flight when an earlier run stopped"
 DIED = "the sender process stopped mid-message"
@@ -935,8 +936,9 @@ class _Sender:
         the connection carries the messages before them), so no message waits for a sync of its
         own. How many: as many as go by during two syncs (a mark written just after a sync
         began is on disk at the end of the next one), at most MARKS_AHEAD; none while a sync
-        takes less than SYNC_SHARE of a message's work (a slow server, a fast disk), and then
-        the one message on the wire is the only one in flight, as without this.
+        takes less than SYNC_SHARE of a message's work (a fast disk) or a message takes QUICK_WORK
+        or more (a slow or distant server: there the sync is a small part, and exactness wins),
+        and then the one message on the wire is the only one in flight, as without this.
 
         Still never twice: every message's mark is on disk before its first byte goes (the
         caller waits for it). The cost is in a crash: the recipients marked ahead whose turn had
@@ -944,7 +946,8 @@ class _Sender:
         any other way writes them back as pending (unmark_queued)."""
         assert self.flight is not None
         flight = self.flight
-        if not self.work_time or flight.sync_time < SYNC_SHARE * self.work_time:
+        work = self.work_time
+        if not work or work > QUICK_WORK or flight.sync_time < SYNC_SHARE * work:
             return
         ahead = min(MARKS_AHEAD, math.ceil(2 * flight.sync_time / self.work_time))
         alert_id = self.run.alert_id

@@ -1,9 +1,9 @@
 """Marks written ahead (a slow disk beside a fast server): never twice, and nobody left in flight
 who was not on the wire when a run stops.
 
-A slow disk cannot be had on cue, so these tests lower pool.SYNC_SHARE to 0: every sync then
-counts as slow beside a message and the senders mark recipients ahead of their turn, as they do
-on a busy disk.
+A slow disk cannot be had on cue, so these tests lower pool.SYNC_SHARE to 0 (and raise
+QUICK_WORK): every sync then counts as slow beside a message and the senders mark recipients
+ahead of their turn, as they do on a busy disk.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def marks(monkeypatch) -> list[tuple[str, bool]]:
     """Marks ahead on; returns the (address, waited) of every mark, in order (K=1: the sender
     is a thread of this process)."""
     monkeypatch.setattr(pool, "SYNC_SHARE", 0.0)
+    monkeypatch.setattr(pool, "QUICK_WORK", 60.0)  # however slow this machine is today
     seen: list[tuple[str, bool]] = []
     real = FlightLog.mark
 
