@@ -168,7 +168,7 @@ def run_send(
             retry_failed=retry_failed,
             retry_uncertain=retry_uncertain,
             dry_run=dry_run,
-            smtp=bool(cfg.smtp.host),
+            smtp=has_smtp,  # [smtp] host or a [[smtp.relay]] pool
         )
         out.skipped = plan.counts["sent"]
         out.suppressed = plan.counts["suppressed"]

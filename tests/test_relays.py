@@ -169,3 +169,15 @@ def test_relay_settings_are_checked_like_the_others(project, monkeypatch):
     write_pool(project, monkeypatch, [{"name": "a", "host": "h"}, {"name": "a", "host": "i"}])
     with pytest.raises(NewsletterError, match="two relays named 'a'"):
         load_config()
+
+
+def test_a_trial_into_the_outbox_is_sent_once_a_pool_is_set(project, monkeypatch, relays):
+    """As with [smtp] host: copies written to the outbox before any relay was set count as a
+    trial, and the first send through a pool sends them, once."""
+    a, _, _ = relays
+    setup_project(project, monkeypatch, csv=ROWS)  # no relay: the outbox
+    assert run(FakeClock()).sent == N and not received(relays)
+    write_pool(project, monkeypatch, [entry("a", a)])
+    assert run(FakeClock()).sent == N
+    assert received(relays) == dict.fromkeys(EVERYONE, 1)
+    assert run(FakeClock()).sent == 0  # and not again
