@@ -388,7 +388,7 @@ def _send_test(
         raise NewsletterError(
             f"--lang {lang}: this alert has no {lang} edition (it has {', '.join(editions)})."
         )
-    who = TestRecipient(rcpt, render.SAMPLE_NAME)
+    who = TestRecipient(rcpt, render.SAMPLE_NAME, dict(render.SAMPLE_FIELDS))
     langs = [lang] if lang else list(editions)
     if member is not None:
         row, member_lang = _member_row(cfg, to_csv, member)

@@ -11,6 +11,7 @@ import contextlib
 import ipaddress
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -147,6 +148,13 @@ class Org:
 
 
 @dataclass
+class Greeting:
+    # Whom "Dear {name}," names: a pattern over the recipient's CSV columns. A row without
+    # those columns (or with them empty) is greeted by its full name, else "Dear friend,".
+    name: str = "{first_name}"
+
+
+@dataclass
 class Subscribe:
     # The web sign-up (GET /s): a welcome message after confirming, and the per-network cap.
     welcome: bool = True
@@ -165,6 +173,7 @@ class Config:
     dkim: Dkim = field(default_factory=Dkim)
     org: Org = field(default_factory=Org)
     subscribe: Subscribe = field(default_factory=Subscribe)
+    greeting: Greeting = field(default_factory=Greeting)
     root: Path = field(default_factory=Path.cwd)
     source: str = "(built-in defaults)"
 
@@ -244,6 +253,7 @@ _SECTIONS = {
     "dkim": Dkim,
     "org": Org,
     "subscribe": Subscribe,
+    "greeting": Greeting,
 }
 
 
@@ -405,8 +415,29 @@ def _relays(cfg: Config, entries: Any) -> list[Relay]:
     return relays
 
 
+def greeting_fields(pattern: str) -> tuple[str, ...]:
+    """The column names a `[greeting] name` pattern uses; ValueError for a malformed one."""
+    import string
+
+    names = []
+    for _text, name, spec, conv in string.Formatter().parse(pattern):
+        if name is None:
+            continue
+        if not re.fullmatch(r"[a-z0-9_]+", name) or spec or conv:
+            raise ValueError(f"{{{name}}} is not a column name")
+        names.append(name)
+    return tuple(names)
+
+
 def _validate(cfg: Config) -> None:
     where = cfg.source
+    try:
+        greeting_fields(cfg.greeting.name)
+    except ValueError as err:
+        raise NewsletterError(
+            f"{where}: [greeting] name = {cfg.greeting.name!r}: {err}. Write column names in "
+            'braces, e.g. "{first_name}" or "{first_name} {last_name}".'
+        ) from None
     if cfg.smtp.security not in SECURITY_MODES:
         raise NewsletterError(
             f"{where}: [smtp] security = {cfg.smtp.security!r}; use one of "

@@ -727,13 +727,33 @@ detail = "[[WRITE: what will happen, in one sentence]]"
 }
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a file via a temporary file in the same folder and a rename: never half-written."""
+def current_umask() -> int:
+    """The process's umask (Linux reads it without changing it; elsewhere set and restore)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: Path, data: str | bytes, *, private: bool = False) -> None:
+    """Write a file via a temporary file in the same folder and a rename: never half-written.
+
+    Its mode is what a plain open() gives (0666 less the umask: the web server or a colleague
+    may read a build); `private` keeps it the owner's alone (0600), as for a list export.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            if not private:  # mkstemp makes it 0600
+                os.fchmod(fh.fileno(), 0o666 & ~current_umask())
             fh.write(raw)
         os.replace(tmp, path)
     except BaseException:

@@ -113,7 +113,7 @@ def write_csv(
         click.echo(text, nl=False)
         return False
     try:
-        write_atomic(out, "\ufeff" + text)
+        write_atomic(out, "\ufeff" + text, private=True)
     except OSError as err:
         raise NewsletterError(
             f"{out}: cannot write it ({err.strerror}). Pick another {option}."

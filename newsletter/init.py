@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from newsletter import resources
+from newsletter.content import current_umask
 from newsletter.errors import NewsletterError
 
 EXAMPLE = "alerts/2011-08-12-secure-communities"
@@ -112,9 +113,7 @@ def _write_new(dest: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as a plain open() would (mkstemp makes it 0600)
+        os.chmod(tmp, 0o666 & ~current_umask())  # as a plain open() would (mkstemp: 0600)
         os.link(tmp, dest)  # fails if dest appeared since the check: nothing is overwritten
     except FileExistsError:
         pass

@@ -1153,6 +1153,22 @@ class Journal:
 
     # --- suppression ----------------------------------------------------------------------
 
+    def unsubscribed_after(self, alert_id: str) -> dict[str, int]:
+        """{reason: n} of this alert's recipients suppressed after it was sent to them (the
+        unsubscribes it drew); counts only, no addresses."""
+        return dict(
+            self._read(
+                "SELECT s.reason, count(*) FROM deliveries d JOIN suppressions s ON s.key = d.key "
+                "WHERE d.alert_id = ? AND d.status = 'sent' AND d.sent_at IS NOT NULL "
+                "AND s.created_at >= d.sent_at GROUP BY s.reason",
+                (alert_id,),
+            )
+        )
+
+    def suppression_counts(self) -> dict[str, int]:
+        """{reason: n} over every suppressed address of the file."""
+        return dict(self._read("SELECT reason, count(*) FROM suppressions GROUP BY reason"))
+
     def suppress(self, email: str, reason: str = "") -> bool:
         """Never send to `email` again; False when it already was suppressed (reason kept)."""
         return self.suppress_many([(email, reason)]) == 1
@@ -1322,16 +1338,31 @@ def run_status(cfg: Config, alert_path: Path) -> None:
     """`newsletter status ALERT`: counts per state; failed and uncertain recipients listed."""
     alert_id = alert_id_of(cfg, alert_path)
     state = cfg.path("state")
+    # No folder is fine for an alert sent earlier and deleted since; with nothing sent either,
+    # it is a typo, not "nothing sent yet".
+    no_folder = not Path(alert_path).is_dir() and not Path(alert_path).is_file()
     if not state.exists():
         statefile.refuse_lost(state)  # gone, with backups beside it: that is no "nothing sent"
+        if no_folder:
+            raise NewsletterError(
+                f"{alert_path}: no such alert folder, and nothing was sent yet ({state} does not "
+                "exist). Give the path to alerts/<id>/."
+            )
         click.echo(f"{alert_id}: nothing sent yet ({state} does not exist).")
         return
     with Journal(state) as journal:
         counts = journal.counts(alert_id)
         if not any(counts.values()):
             known = ", ".join(journal.alerts()) or "none"
+            if no_folder:
+                raise NewsletterError(
+                    f"{alert_path}: no such alert: no folder, and nothing was sent as "
+                    f"{alert_id!r}. Alerts in {state}: {known}."
+                )
             click.echo(f"{alert_id}: nothing sent yet. Alerts in {state}: {known}.")
             return
+        unsubscribed = journal.unsubscribed_after(alert_id)
+        by_reason = journal.suppression_counts()
         running = journal.send_running()
         # Unsubscribed since their row was written (often during a running send): they will
         # never be sent, so they are counted as such, not as pending for ever.
@@ -1354,6 +1385,18 @@ def run_status(cfg: Config, alert_path: Path) -> None:
     click.echo(f"{alert_id}: {plural(total, 'recipient')}: {', '.join(parts)}.")
     if running:
         click.echo("A send is running now; these numbers are moving.")
+    n = sum(unsubscribed.values())
+    if n:
+        how = ", ".join(f"{k} {r or 'no reason'}" for r, k in sorted(unsubscribed.items()))
+        click.echo(f"Unsubscribed since they received it: {n} ({how}).")
+    else:
+        click.echo("Unsubscribed since they received it: none.")
+    total_suppressed = sum(by_reason.values())
+    how = ", ".join(f"{k} {r or 'no reason'}" for r, k in sorted(by_reason.items()))
+    click.echo(
+        f"Suppressed in {state.name} (never sent to): {total_suppressed}"
+        + (f" ({how})." if how else ".")
+    )
     if failed:
         click.echo("Failed (resend with --retry-failed):")
         for d in failed:

@@ -26,7 +26,7 @@ from typing import Protocol
 
 from newsletter import links as links_mod
 from newsletter import tokens
-from newsletter.config import Config
+from newsletter.config import Config, greeting_fields
 from newsletter.errors import NewsletterError
 from newsletter.recipients import clean_text
 
@@ -60,6 +60,21 @@ class RecipientLike(Protocol):
     email: str
     name: str
     fields: Mapping[str, str]
+
+
+def greeting_name(pattern: str, recipient: RecipientLike) -> str:
+    """Whom the greeting names: `[greeting] name` filled from the recipient's columns
+    ("{first_name}" -> "Ana"), else their full name when a column it needs is missing or empty."""
+    fields = recipient.fields
+    if pattern == "{first_name}":  # the default, per message: no formatting machinery
+        return fields.get("first_name", "").strip() or recipient.name
+    try:
+        wanted = greeting_fields(pattern)
+    except ValueError:
+        return recipient.name  # the config refused it at load; a hand-made Config may not have
+    if any(not str(fields.get(f, "")).strip() for f in wanted):
+        return recipient.name
+    return " ".join(pattern.format_map({f: str(fields[f]).strip() for f in wanted}).split())
 
 
 class EditionLike(Protocol):
@@ -226,7 +241,7 @@ class PreparedEdition:
 
     def values(self, recipient: RecipientLike, links: Mapping[str, str]) -> dict[str, str]:
         """Token → value for one recipient: greeting, merge fields, then links (which win)."""
-        name = clean_name(recipient.name)
+        name = clean_name(greeting_name(self.cfg.greeting.name, recipient))
         greeting = (
             self.greeting_named.format(name=name)
             if name and self.greeting_named

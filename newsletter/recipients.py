@@ -486,15 +486,13 @@ def _valid_rows(
             continue
         language = parse_language(cells.get("language", ""), default_language)
         if language is None:
-            report.problems.append(
-                Problem(
-                    row.line,
-                    email,
-                    f"unknown language {clean_text(cells['language'])!r}; use es or en "
-                    "(or leave it empty for the default)",
-                )
+            # A member whose language we have no edition in still wants the alert: the
+            # default edition, and a line so the list can be corrected.
+            language = default_language
+            report.warnings.append(
+                f"{report.path}:{row.line}: language {clean_text(cells['language'])!r} has no "
+                f"edition; {email} gets the default ({default_language}). Write es or en there."
             )
-            continue
         name = clean_text(cells.get("name", ""))
         if not name:
             name = clean_text(f"{cells.get('first_name', '')} {cells.get('last_name', '')}")

@@ -436,12 +436,17 @@ SAMPLE_PUBLIC_ID = "0" * 32  # no contact has it: journal public ids are random
 
 
 SAMPLE_NAME = "Ana García"
+SAMPLE_FIELDS = {"first_name": "Ana", "last_name": "García"}
 
 
 def sample_values(cfg: Config, edition: Edition) -> dict[str, str]:
-    """Token values for the sample member: links and the greeting with SAMPLE_NAME."""
+    """Token values for the sample member: links and the greeting (`[greeting] name` over
+    SAMPLE_FIELDS, as a member with those columns would be greeted)."""
+    from newsletter.message import greeting_name
+
     values = sample_links(cfg, edition)
-    values[tokens.NAME] = edition.greeting_named.format(name=SAMPLE_NAME)
+    who = _SampleRecipient("ana@example.org", SAMPLE_NAME, SAMPLE_FIELDS)
+    values[tokens.NAME] = edition.greeting_named.format(name=greeting_name(cfg.greeting.name, who))
     return values
 
 

@@ -121,6 +121,7 @@ def test_preview_recipient_picker(page, preview_server):
     page.select_option("#recipient", str(person.line))
     page.wait_for_url(f"**/?r={person.line}")
     assert frame_lang(page, "desktop") == "en"  # the language they get
-    greeting = page.frame_locator("#desktop").locator(f"text={person.name}").first
+    called = person.fields.get("first_name") or person.name  # [greeting] name: "{first_name}"
+    greeting = page.frame_locator("#desktop").locator(f"text={called}").first
     greeting.wait_for()
-    assert person.name in page.locator("#text").inner_text()
+    assert called in page.locator("#text").inner_text()

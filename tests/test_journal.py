@@ -385,9 +385,34 @@ def test_cli_status_counts_failures_and_uncertain(project):
     assert "b@example.org  1 attempt: 550 5.1.1 <b@example.org>: no such user" in out
     assert "--retry-uncertain" in out
     assert re.search(r"\n  c@example\.org  since 20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC\n", out)
+    # A typo is an error (it said "nothing sent yet" and exited 0), with the alerts it knows.
     unknown = CliRunner().invoke(cli, ["status", "alerts/2030-01-01-nothing"])
-    assert unknown.exit_code == 0
+    assert unknown.exit_code == 1
+    assert "alerts/2030-01-01-nothing: no such alert" in unknown.output
     assert f"Alerts in {Path.cwd() / 'newsletter.db'}: {ALERT}, other-alert." in unknown.output
+    # A folder deleted after its send still has a status.
+    gone = CliRunner().invoke(cli, ["status", "alerts/other-alert"])
+    assert gone.exit_code == 0 and "other-alert: 1 recipient: 0 sent, 1 pending" in gone.output
+
+
+def test_cli_status_for_an_unknown_alert_without_a_state_file_is_an_error(project):
+    result = CliRunner().invoke(cli, ["status", "alerts/nope"])
+    assert result.exit_code == 1 and "alerts/nope: no such alert folder" in result.output
+    assert not Path("newsletter.db").exists()
+
+
+def test_cli_status_shows_unsubscribes_and_suppressions(project):
+    with Journal("newsletter.db") as j:
+        j.plan(ALERT, people("a@example.org", "b@example.org", "c@example.org"))
+        for who in ("a@example.org", "b@example.org", "c@example.org"):
+            record(j, who, "sent", "250")
+        j.suppress("a@example.org", "one-click")
+        j.suppress("b@example.org", "unsubscribe page")
+        j.suppress("old@example.org", "by hand (newsletter suppress)")
+    out = CliRunner().invoke(cli, ["status", f"alerts/{ALERT}"]).output
+    assert "Unsubscribed since they received it: 2 (1 one-click, 1 unsubscribe page)." in out
+    assert "Suppressed in newsletter.db (never sent to): 3 (1 by hand" in out
+    assert "a@example.org" not in out  # counts, not who
 
 
 def test_cli_suppress_addresses_and_csv(project):

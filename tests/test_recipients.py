@@ -202,13 +202,23 @@ def test_bad_rows_reported_with_line_and_reason_and_skipped(tmp_path):
         "josé@example.org,José,es\n"  # 8 non-ASCII local part would need SMTPUTF8
     )
     report = read_csv(write(tmp_path, text))
-    assert emails(report) == ["ok@example.org", "jose@xn--bcher-kva.example"]
+    assert emails(report) == ["ok@example.org", "fr@example.org", "jose@xn--bcher-kva.example"]
     reasons = {p.line: p.reason for p in report.problems}
-    assert set(reasons) == {3, 4, 5, 6, 8}
+    assert set(reasons) == {3, 4, 5, 8}
     assert reasons[3] == "empty email"
     assert reasons[4].startswith("invalid address 'bad@'")
-    assert "unknown language 'fr'" in reasons[6]
     assert "josé@example.org" in reasons[8]
+
+
+def test_a_language_without_an_edition_falls_back_to_the_default_with_a_warning(tmp_path):
+    """A row with language `fr` was dropped: that member got nothing. Now: the default edition."""
+    report = read_csv(write(tmp_path, "email,name,language\nzoe@example.org,Zoë,fr\n"), "en")
+    [zoe] = report.recipients
+    assert zoe.language == "en" and not report.problems
+    assert any(
+        ":2: language 'fr' has no edition; zoe@example.org gets the default (en)" in w
+        for w in report.warnings
+    ), report.warnings
 
 
 def test_duplicates_case_insensitive_kept_once_and_reported(tmp_path):

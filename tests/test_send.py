@@ -22,15 +22,15 @@ from tests.conftest import ALERT_ID, fill_placeholders
 ALERT = f"alerts/{ALERT_ID}"
 SECRET = "test-secret-0123456789abcdef"
 
-# Two languages, accents, a CR/LF name, a bad address, an unknown language, a duplicate, a row
-# that will be suppressed.
+# Two languages, accents, a CR/LF name, bad addresses (one with a language without an edition),
+# a duplicate, a row that will be suppressed.
 CSV = (
     "Email;Name;Language;City\n"
     "ana@example.org;Ana Lucía Pérez;es;Chicago\n"
     "bob@example.com;Bob Smith;en;Boston\n"
     'eve@example.net;"Eve\r\nBcc: x@evil.example";en;Nowhere\n'
     "not-an-address;Nobody;es;\n"
-    "zoe@example.org;Zoë;fr;Paris\n"
+    "zoe(at)example.org;Zoë;fr;Paris\n"
     "ANA@example.org;Ana again;es;Chicago\n"
     "gone@example.org;Gone Away;es;Miami\n"
     "jose@example.org;José Ñúñez;;Houston\n"

@@ -105,7 +105,7 @@ def test_test_sends_one_copy_per_language_without_a_list(project, smtp_server, m
     assert subjects[1].startswith(f"[TEST] {SUBJECT_ES}")
     # Sample values, as `newsletter build` shows them.
     texts = [r.message.get_body(("plain",)).get_content() for r in got]
-    assert all("Ana García" in t for t in texts)
+    assert sorted("Hola, Ana:" in t or "Dear Ana," in t for t in texts) == [True, True]
     one = CliRunner().invoke(cli, ["send", ALERT, "--test", "editor@example.org", "--lang", "en"])
     assert one.exit_code == 0, one.output
     assert len(smtp_server.wait_for(3)) == 3

@@ -1194,3 +1194,19 @@ def test_serve_answers_without_a_version_banner_and_logs_paths_escaped(project, 
         out = proc.communicate(timeout=10)[0]
     assert b"\x1b" not in out and b"\x07" not in out, out
     assert b'"GET /a/\\x1b[2J\\x1b[31mX/es HTTP/1.1" 404' in out, out
+
+
+def test_forward_command_counts_one_friend_in_the_singular(project, smtp_server, monkeypatch):
+    """ "to 1 of 1 friends": the closing line's plural forms come from the catalog."""
+    from click.testing import CliRunner
+
+    from newsletter.cli import cli
+
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    write_config(project, smtp_server.port)
+    args = ["forward", f"alerts/{ALERT_ID}", "--from-name", "Rosa", "--lang", "en"]
+    one = CliRunner().invoke(cli, [*args, "--to", "luis@example.org"])
+    assert one.exit_code == 0, one.output
+    assert f"to 1 of 1 friend via SMTP 127.0.0.1:{smtp_server.port}." in one.output
+    two = CliRunner().invoke(cli, [*args, "--to", "a@example.org", "--to", "b@example.org"])
+    assert f"to 2 of 2 friends via SMTP 127.0.0.1:{smtp_server.port}." in two.output

@@ -131,6 +131,10 @@ def check_forward(
     return ForwardRequest(tuple(friends), name, note, lang), []
 
 
+FORWARDED_ONE = "Forwarded %(alert)s (%(lang)s) to %(reached)s of %(num)s friend via %(where)s."
+FORWARDED_MANY = "Forwarded %(alert)s (%(lang)s) to %(reached)s of %(num)s friends via %(where)s."
+
+
 def forward_intro(cfg: Config, lang: str, name: str) -> str:
     """ "NAME forwarded you this alert", in the edition's language (plain text, not escaped)."""
     t = i18n.translations(cfg, lang, "web")
@@ -251,9 +255,18 @@ def run_forward(
         click.echo("Nothing forwarded: every address given has unsubscribed from the list.")
         return
     reached, where = deliver_all(cfg, alert.id, forward_messages(cfg, alert, fwd, reply_to=None))
+    # The terminal speaks English; its plural forms come from the catalog like the pages'.
     click.echo(
-        f"Forwarded {alert.id} ({lang}) to {len(reached)} of {len(fwd.friends)} friends "
-        f"via {where}."
+        i18n.translations(cfg, "en", "web").ngettext(
+            FORWARDED_ONE, FORWARDED_MANY, len(fwd.friends)
+        )
+        % {
+            "alert": alert.id,
+            "lang": lang,
+            "reached": len(reached),
+            "num": len(fwd.friends),
+            "where": where,
+        }
     )
     if len(reached) < len(fwd.friends):
         missed = ", ".join(f for f in fwd.friends if f not in reached)
