@@ -206,10 +206,11 @@ class Config:
         """The token secret, or a clear error saying how to set it."""
         s = self.secret
         if not s or len(s) < 16:
+            # Its length, never the value: which of the two is wrong, without printing a secret.
+            what = "is not set" if not s else f"has {len(s)} characters; it needs 16 or more"
             raise NewsletterError(
-                f"{SECRET_ENV} is not set (or shorter than 16 characters): links with tokens need "
-                f"it. Set it, e.g. export {SECRET_ENV}=\"$(python3 -c 'import secrets; "
-                f"print(secrets.token_urlsafe(32))')\""
+                f"{SECRET_ENV} {what}: links with tokens need it. Set it, e.g. export "
+                f"{SECRET_ENV}=\"$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')\""
             )
         return s
 
