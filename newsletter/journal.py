@@ -1459,7 +1459,7 @@ def run_suppress(
     already = len(wanted) - added
     click.echo(
         f"Suppressed {plural(added, 'address', 'addresses')}"
-        + (f" ({already} already were)" if already else "")
+        + (f" ({already} already {'was' if already == 1 else 'were'})" if already else "")
         + (f"; {plural(len(bad), 'bad row')} skipped" if bad else "")
         + f". They will not be sent to ({cfg.path('state')})."
     )
