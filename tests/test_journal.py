@@ -425,7 +425,7 @@ def test_cli_suppress_addresses_and_csv(project):
     )
     result = runner.invoke(cli, ["suppress", "--csv", "unsubscribed.csv"])
     assert result.exit_code == 0, result.output
-    assert "Suppressed 1 address (1 already were); 1 bad row skipped" in result.output
+    assert "Suppressed 1 address (1 already was); 1 bad row skipped" in result.output
     assert "unsubscribed.csv:3: invalid address 'nope@'" in result.output
     with Journal("newsletter.db") as j:
         assert j.suppressed() == {"ana@example.org", "b@example.org", "c@example.org"}
