@@ -76,6 +76,31 @@ def test_a_file_that_is_not_sqlite_is_refused_and_kept(project, monkeypatch, smt
     assert len(smtp_server.received) == 4
 
 
+def test_serve_with_a_refused_state_file_refuses_to_start(project, monkeypatch, smtp_server):
+    """Before: `serve` started and answered every request with a generic 500 page (each request
+    opened the state file and was refused). It must stop at once with the one-line error."""
+    state = sent_once(project, monkeypatch, smtp_server)
+    os.truncate(state, 0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=30)  # bounded: today's code serves until killed
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        pytest.fail(f"serve started with an empty state file:\n{out}")
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert proc.returncode == 1 and "Traceback" not in out, out
+    assert lines[-1].startswith("Error: ") and "Serving" not in out
+    assert f"{state}: the state file is empty (0 bytes)" in lines[-1]
+    assert_backup_advice(lines[-1], state)
+    assert state.stat().st_size == 0
+
+
 def test_an_empty_sqlite_file_is_not_taken_for_a_new_one(project, monkeypatch, smtp_server):
     state = sent_once(project, monkeypatch, smtp_server)
     state.unlink()

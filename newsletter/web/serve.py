@@ -146,6 +146,16 @@ def stop(server: Any) -> None:
     wasyncore.close_all(server._map)
 
 
+def _refused_state(cfg: Config) -> None:
+    """Open the state file once before listening: a refused one (empty, foreign, lost with a
+    backup beside it, a permission fault) stops `serve` with its one-line error, instead of a
+    server whose every page is a generic 500 (each request opens the file and is refused)."""
+    from newsletter.journal import Journal
+
+    with Journal(cfg.path("state"), secret=cfg.require_secret()):  # the secret's error first
+        pass
+
+
 def run_serve(cfg: Config, host: str, port: int, threads: int = THREADS) -> None:
     """`newsletter serve`: the public pages on host:port until Ctrl+C."""
     import click
@@ -166,6 +176,7 @@ def run_serve(cfg: Config, host: str, port: int, threads: int = THREADS) -> None
             f"{cfg.path('outbox')}/subscribe/, not sent.",
             err=True,
         )
+    _refused_state(cfg)
     _logging()
     server = make_server(cfg, host, port, threads)
     # One socket (its port, when --port 0), or one per address a host name resolves to.
