@@ -5,20 +5,29 @@ from __future__ import annotations
 import email
 import email.policy
 import inspect
+import os
+import re
+import select
 import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 ALERT_ID = "2011-08-12-secure-communities"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# How long a server we start may take to be ready: a bound on a real condition, generous
+# because a loaded 2-core machine is slow (the preview's first render alone took 4 s here
+# under load, 0.2 s idle); a healthy server is ready long before, only a broken one waits.
+STARTUP_TIMEOUT = 60.0
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -31,9 +40,41 @@ CHROMIUM_ARGS = [
 
 
 def free_port() -> int:
+    """A port free now. Racy: until something binds it, another process may take it (suites
+    run side by side here). For a server use port 0 and read the port it got (LocalController,
+    `--port 0` and the start line); for a port nothing answers on, `refused_port`."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A port of 127.0.0.1 that refuses connections for the whole test: bound by us, never
+    listening, so no other process can start listening there meanwhile."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
+def read_until(proc: subprocess.Popen, pattern: str, timeout: float = STARTUP_TIMEOUT) -> str:
+    """What a child wrote on stdout (bytes, read unbuffered) up to and including the first line
+    matching `pattern`: the real readiness signal of a server we started, not a poll of a port
+    (which could answer for someone else's). AssertionError with the output if the child exits
+    or `timeout` seconds pass first."""
+    assert proc.stdout is not None
+    fd, out = proc.stdout.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], left)
+        chunk = os.read(fd, 65536) if ready else b""
+        out += chunk
+        text = out.decode("utf-8", "replace")
+        if any(re.search(pattern, line) for line in text.splitlines(keepends=True) if "\n" in line):
+            return text
+        if ready and not chunk:
+            break  # end of output: the child exited
+    raise AssertionError(f"no line matching {pattern!r} within {timeout:.0f} s:\n{out.decode()}")
 
 
 # --- a project folder -------------------------------------------------------------------------
@@ -102,7 +143,7 @@ class SmtpServer:
     """aiosmtpd on 127.0.0.1 that keeps every message; `faults` lets a test script bad replies."""
 
     host: str
-    port: int
+    port: int  # the real one once it listens (start_smtp)
     received: list[Received] = field(default_factory=list)
     # Called for each RCPT with the address; return an SMTP reply string to refuse, or None.
     # Hooks may be coroutines (async def): `await asyncio.sleep(…)` makes a slow server.
@@ -187,6 +228,27 @@ def _authenticator(server: SmtpServer) -> Callable[..., object]:
     return check
 
 
+def start_smtp(server: SmtpServer, handler: object, **kwargs: Any) -> Any:
+    """Start aiosmtpd for `server` with `handler` on 127.0.0.1; sets `server.port`; returns the
+    controller (`.stop()` it)."""
+    from aiosmtpd.controller import Controller
+
+    class LocalController(Controller):
+        """Listens on port 0: the kernel picks the port as it binds, so no other process can
+        take it between picking and binding (as with free_port()). The port is read off the
+        socket before aiosmtpd's readiness check connects to it."""
+
+        def _trigger_server(self) -> None:
+            self.port = self.server.sockets[0].getsockname()[1]
+            super()._trigger_server()
+
+    kwargs.setdefault("ready_timeout", STARTUP_TIMEOUT)
+    controller = LocalController(handler, hostname="127.0.0.1", port=0, **kwargs)
+    controller.start()
+    server.port = controller.port
+    return controller
+
+
 @pytest.fixture
 def smtp_server() -> Iterator[SmtpServer]:
     """A real SMTP server (aiosmtpd) on 127.0.0.1 at a free port, stopped after the test.
@@ -194,19 +256,14 @@ def smtp_server() -> Iterator[SmtpServer]:
     It offers AUTH over plaintext (loopback only) and accepts any login unless a test sets
     `smtp_server.auth = (user, password)`.
     """
-    from aiosmtpd.controller import Controller
-
-    server = SmtpServer("127.0.0.1", free_port())
-    controller = Controller(
+    server = SmtpServer("127.0.0.1", 0)
+    controller = start_smtp(
+        server,
         _Handler(server),
-        hostname="127.0.0.1",
-        port=server.port,
         decode_data=False,
-        ready_timeout=10,
         authenticator=_authenticator(server),
         auth_require_tls=False,
     )
-    controller.start()
     try:
         yield server
     finally:

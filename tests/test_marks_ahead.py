@@ -14,7 +14,7 @@ import pytest
 
 from newsletter import pool
 from newsletter.journal import FlightLog
-from tests.conftest import SmtpServer, _Handler, free_port
+from tests.conftest import SmtpServer, _Handler, start_smtp
 from tests.test_send import FakeClock, received_by, run, setup_project, states
 
 N = 30
@@ -97,13 +97,8 @@ class _RefusingHandler(_Handler):
 
 @pytest.fixture
 def refusing_server() -> Iterator[SmtpServer]:
-    from aiosmtpd.controller import Controller
-
-    server = SmtpServer("127.0.0.1", free_port())
-    controller = Controller(
-        _RefusingHandler(server, accept=8), hostname="127.0.0.1", port=server.port, ready_timeout=10
-    )
-    controller.start()
+    server = SmtpServer("127.0.0.1", 0)
+    controller = start_smtp(server, _RefusingHandler(server, accept=8))
     try:
         yield server
     finally:

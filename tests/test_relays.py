@@ -11,7 +11,7 @@ import pytest
 
 from newsletter.config import load_config
 from newsletter.errors import NewsletterError
-from tests.conftest import SmtpServer, _authenticator, _Handler, free_port
+from tests.conftest import SmtpServer, _authenticator, _Handler, start_smtp
 from tests.test_send import FakeClock, run, setup_project, states
 
 N = 60
@@ -25,18 +25,13 @@ class Relay:
     """An aiosmtpd server on 127.0.0.1 that can be stopped from one of its own hooks."""
 
     def __init__(self) -> None:
-        from aiosmtpd.controller import Controller
-
-        self.server = SmtpServer("127.0.0.1", free_port())
-        self.controller = Controller(
+        self.server = SmtpServer("127.0.0.1", 0)
+        self.controller = start_smtp(
+            self.server,
             _Handler(self.server),
-            hostname="127.0.0.1",
-            port=self.server.port,
-            ready_timeout=10,
             authenticator=_authenticator(self.server),
             auth_require_tls=False,
         )
-        self.controller.start()
         self.stopped = threading.Event()
 
     def stop(self) -> None:

@@ -251,14 +251,22 @@ def test_connection_lost_after_data_is_uncertain_and_not_resent(project, smtp_se
     assert states(project)["bob@example.com"] == "sent"
 
 
+# The slow-server tests: the client's [smtp] timeout, and how long the one slow step stalls.
+# Every other reply must come within the timeout, and the stall must outlast it, however
+# loaded the machine (0.3 s and 1.0 s left either to a 0.3 s pause of the test process).
+# The stall costs nothing: aiosmtpd cancels it when the client hangs up.
+SLOW_TIMEOUT = 1.0
+STALL = 10.0
+
+
 def test_slow_server_hits_the_timeout_and_is_retried(project, smtp_server, monkeypatch):
-    setup_project(project, monkeypatch, smtp_server, timeout=0.3)
+    setup_project(project, monkeypatch, smtp_server, timeout=SLOW_TIMEOUT)
     slow = {"jose@example.org": 1}
 
     async def rcpt(address: str) -> None:
         if slow.get(address):
             slow[address] -= 1
-            await asyncio.sleep(1.0)  # longer than the client's timeout, once
+            await asyncio.sleep(STALL)  # longer than the client's timeout, once
 
     smtp_server.on_rcpt = rcpt
     out = run(FakeClock())
@@ -293,11 +301,9 @@ def test_password_over_plaintext_is_refused_unless_loopback(project, monkeypatch
     assert "unencrypted" in result.output and "secret-pw" not in result.output
 
 
-def test_outage_stops_and_prints_the_resume_command(project, monkeypatch):
-    from tests.conftest import free_port
-
+def test_outage_stops_and_prints_the_resume_command(project, monkeypatch, refused_port):
     setup_project(
-        project, monkeypatch, host="127.0.0.1", port=free_port(), security="none", retries=2
+        project, monkeypatch, host="127.0.0.1", port=refused_port, security="none", retries=2
     )
     clock = FakeClock()
     with pytest.raises(NewsletterError, match="cannot connect"):
@@ -497,10 +503,9 @@ def tls_server(tmp_path):
     """Factory: an aiosmtpd server that requires STARTTLS (or speaks TLS at once) and a login."""
     import ssl
 
-    from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult, LoginPassword
 
-    from tests.conftest import SmtpServer, _Handler, free_port
+    from tests.conftest import SmtpServer, _Handler, start_smtp
 
     cert, key = _self_signed(tmp_path)
     started = []
@@ -508,7 +513,7 @@ def tls_server(tmp_path):
     def start(mode: str) -> tuple[SmtpServer, Path]:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(cert, key)
-        server = SmtpServer("127.0.0.1", free_port())
+        server = SmtpServer("127.0.0.1", 0)
 
         def check(srv, session, envelope, mechanism, auth_data):
             ok = isinstance(auth_data, LoginPassword) and auth_data == (b"nalacc", b"s3cret")
@@ -521,15 +526,7 @@ def tls_server(tmp_path):
             else {"ssl_context": ctx, "auth_require_tls": False}
         )
         tls["auth_required"] = mode == "starttls"
-        c = Controller(
-            _Handler(server),
-            hostname="127.0.0.1",
-            port=server.port,
-            authenticator=check,
-            ready_timeout=10,
-            **tls,
-        )
-        c.start()
+        c = start_smtp(server, _Handler(server), authenticator=check, **tls)
         started.append(c)
         return server, cert
 

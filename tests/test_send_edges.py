@@ -14,9 +14,11 @@ from collections.abc import Iterator
 import pytest
 
 from newsletter.journal import Journal
-from tests.conftest import ALERT_ID, SmtpServer, _Handler, free_port
+from tests.conftest import ALERT_ID, SmtpServer, _Handler, start_smtp
 from tests.test_send import (
     ALERT,
+    SLOW_TIMEOUT,
+    STALL,
     VALID,
     FakeClock,
     received_by,
@@ -48,12 +50,9 @@ class _ClosingHandler(_Handler):
 
 @pytest.fixture
 def closing_server() -> Iterator[tuple[SmtpServer, _ClosingHandler]]:
-    from aiosmtpd.controller import Controller
-
-    server = SmtpServer("127.0.0.1", free_port())
+    server = SmtpServer("127.0.0.1", 0)
     handler = _ClosingHandler(server)
-    controller = Controller(handler, hostname="127.0.0.1", port=server.port, ready_timeout=10)
-    controller.start()
+    controller = start_smtp(server, handler)
     try:
         yield server, handler
     finally:
@@ -78,13 +77,13 @@ def test_server_hangs_up_after_a_delivered_250(project, monkeypatch, closing_ser
 
 def test_slow_answer_to_the_message_is_uncertain_never_resent(project, smtp_server, monkeypatch):
     """A timeout waiting for the reply to the data: the server may have it, so no retry."""
-    setup_project(project, monkeypatch, smtp_server, timeout=0.3)
+    setup_project(project, monkeypatch, smtp_server, timeout=SLOW_TIMEOUT)
     slow = {"bob@example.com": 1}
 
     async def data(rec) -> None:
         if slow.get(rec.rcpt_tos[0]):
             slow[rec.rcpt_tos[0]] -= 1
-            await asyncio.sleep(1.0)  # longer than the client waits for the reply
+            await asyncio.sleep(STALL)  # longer than the client waits for the reply
 
     smtp_server.on_data = data
     out = run(FakeClock())
@@ -140,8 +139,8 @@ def test_k_connections_are_k_sessions(project, monkeypatch, closing_server):
     assert len(handler.peers) == 3  # three connections, each reused (no reconnect per message)
 
 
-def test_resume_command_after_an_outage_is_exact(project, monkeypatch):
-    setup_project(project, monkeypatch, host="127.0.0.1", port=free_port(), security="none")
+def test_resume_command_after_an_outage_is_exact(project, monkeypatch, refused_port):
+    setup_project(project, monkeypatch, host="127.0.0.1", port=refused_port, security="none")
     monkeypatch.setenv("NEWSLETTER_SMTP_RETRIES", "1")  # no backoff wait: the CLI clock is real
     result = send("--yes", "--connections", "2")
     assert result.exit_code == 1 and "cannot connect" in result.output
@@ -149,8 +148,8 @@ def test_resume_command_after_an_outage_is_exact(project, monkeypatch):
     assert resume == ["newsletter", "send", ALERT, "--to", "members.csv", "--connections", "2"]
 
 
-def test_resume_command_keeps_limit_and_retry_flags(project, monkeypatch):
-    setup_project(project, monkeypatch, host="127.0.0.1", port=free_port(), security="none")
+def test_resume_command_keeps_limit_and_retry_flags(project, monkeypatch, refused_port):
+    setup_project(project, monkeypatch, host="127.0.0.1", port=refused_port, security="none")
     monkeypatch.setenv("NEWSLETTER_SMTP_RETRIES", "1")
     result = send("--yes", "--limit", "2", "--retry-failed", "--retry-uncertain")
     assert result.exit_code == 1 and "cannot connect" in result.output
@@ -237,11 +236,8 @@ class _RefusesSender(_Handler):
 
 @pytest.mark.parametrize("pipelining", [True, False])
 def test_a_relay_that_refuses_the_sender_stops_the_run(project, monkeypatch, pipelining):
-    from aiosmtpd.controller import Controller
-
-    server = SmtpServer("127.0.0.1", free_port(), pipelining=pipelining)
-    controller = Controller(_RefusesSender(server), hostname="127.0.0.1", port=server.port)
-    controller.start()
+    server = SmtpServer("127.0.0.1", 0, pipelining=pipelining)
+    controller = start_smtp(server, _RefusesSender(server))
     try:
         setup_project(project, monkeypatch, server)
         result = send("--yes")
@@ -254,11 +250,8 @@ def test_a_relay_that_refuses_the_sender_stops_the_run(project, monkeypatch, pip
 
 
 def test_a_relay_that_wants_a_login_stops_the_run(project, monkeypatch):
-    from aiosmtpd.controller import Controller
-
-    server = SmtpServer("127.0.0.1", free_port())
-    controller = Controller(_NeedsLogin(server), hostname="127.0.0.1", port=server.port)
-    controller.start()
+    server = SmtpServer("127.0.0.1", 0)
+    controller = start_smtp(server, _NeedsLogin(server))
     try:
         setup_project(project, monkeypatch, server)  # no [smtp] username
         result = send("--yes")
@@ -316,11 +309,11 @@ def test_a_missing_secret_stops_before_anyone_is_marked(project, smtp_server, mo
 
 
 def test_a_timeout_is_reported_as_a_timeout(project, smtp_server, monkeypatch):
-    setup_project(project, monkeypatch, smtp_server, timeout=0.3)
+    setup_project(project, monkeypatch, smtp_server, timeout=SLOW_TIMEOUT)
 
     async def data(rec) -> None:
         if rec.rcpt_tos == ["bob@example.com"]:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(STALL)
 
     smtp_server.on_data = data
     out = run(FakeClock())

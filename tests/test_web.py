@@ -782,41 +782,45 @@ def test_serve_without_base_url_only_on_loopback(project, monkeypatch):
 
 
 def start_serve(project, monkeypatch, *args: str):
-    """`newsletter serve` as a user starts it (a real process on 127.0.0.1), once it answers:
-    the process, its port, and the headers and text of its first answer (GET /)."""
+    """`newsletter serve` as a user starts it (a real process on 127.0.0.1), once it listens:
+    the process, its port, the headers and text of its first answer (GET /), and what it
+    printed up to its start line (its output after that is left to read).
+
+    `--port 0` and the port read from the start line: a port picked beforehand could be taken
+    by another process meanwhile, and polling it could then get someone else's answer."""
+    import os
     import subprocess
     import sys
     import urllib.request
 
-    from tests.conftest import free_port
+    from tests.conftest import read_until
 
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
-    port = free_port()
-    write_config(project, base_url=f"http://127.0.0.1:{port}")
+    write_config(project)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "serve", "--port", str(port), *args],
+        [sys.executable, "-m", "newsletter", "serve", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
-                assert resp.status == 200
-                return proc, port, resp.headers, resp.read().decode()
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                out = proc.communicate(timeout=10)[0].decode()
-                raise AssertionError(f"serve did not answer within 20 s: {out}") from None
-            time.sleep(0.1)
+    try:
+        first = read_until(proc, r"Serving the public pages on http://127\.0\.0\.1:\d+/")
+        port = int(re.findall(r"on http://127\.0\.0\.1:(\d+)/", first)[0])
+        # The start line comes once the socket listens: this first request is answered.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as resp:
+            assert resp.status == 200
+            return proc, port, resp.headers, resp.read().decode(), first
+    except BaseException:
+        proc.kill()
+        proc.communicate(timeout=30)
+        raise
 
 
 def test_newsletter_serve_answers(project, monkeypatch):
     """`newsletter serve` as a user starts it: a real process, asked over HTTP, then stopped."""
     import urllib.request
 
-    proc, port, _headers, page = start_serve(project, monkeypatch)
+    proc, port, _headers, page, first = start_serve(project, monkeypatch)
     try:
         assert "Alertas de acción" in page
         from newsletter.journal import Journal
@@ -827,7 +831,7 @@ def test_newsletter_serve_answers(project, monkeypatch):
             assert resp.status == 200
     finally:
         proc.terminate()
-        out = proc.communicate(timeout=10)[0].decode()
+        out = first + proc.communicate(timeout=10)[0].decode()
     assert f"http://127.0.0.1:{port}/" in out
     # No [smtp] host: the forward page says "sent", so the console says where the copies go.
     assert "warning: " in out and "[smtp] host is not set" in out and "outbox" in out
@@ -1177,7 +1181,7 @@ def test_serve_answers_without_a_version_banner_and_logs_paths_escaped(project, 
     import urllib.error
     import urllib.request
 
-    proc, port, headers, _page = start_serve(project, monkeypatch, "--threads", "2")
+    proc, port, headers, _page, first = start_serve(project, monkeypatch, "--threads", "2")
     try:
         assert headers.get("Server") is None, headers.get("Server")  # no name, no version
         with pytest.raises(urllib.error.HTTPError) as err:
@@ -1191,7 +1195,7 @@ def test_serve_answers_without_a_version_banner_and_logs_paths_escaped(project, 
         assert reply.startswith(b"HTTP/1.1 ") and b"Server:" not in reply
     finally:
         proc.terminate()
-        out = proc.communicate(timeout=10)[0]
+        out = first.encode() + proc.communicate(timeout=10)[0]
     assert b"\x1b" not in out and b"\x07" not in out, out
     assert b'"GET /a/\\x1b[2J\\x1b[31mX/es HTTP/1.1" 404' in out, out
 

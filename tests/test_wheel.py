@@ -18,7 +18,6 @@ import re
 import subprocess
 import sys
 import sysconfig
-import time
 import urllib.error
 import urllib.request
 import venv
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, read_until
 
 ALERT_ID = "2026-12-04-dream-act"
 HEADLINE = "¡Aprueben el DREAM Act ya!"
@@ -185,29 +184,23 @@ def test_a_new_user_from_the_wheel(installed: Path, tmp_path: Path) -> None:
     sample = (site / "recipients" / "sample.csv").read_text(encoding="utf-8")
     assert len(emls) == len(re.findall(r"@", sample)) > 0, out
 
-    port = free_port()
     env["NEWSLETTER_SECRET"] = "a-test-secret-of-32-characters-x"
     server = subprocess.Popen(
-        ["newsletter", "serve", "--port", str(port)],
+        ["newsletter", "serve", "--port", "0"],  # the port it got is on its start line
         cwd=site,
-        env=env,
+        env={**env, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         text=True,
     )
     try:
-        url = f"http://127.0.0.1:{port}/a/{ALERT_ID}/es"
-        deadline = time.monotonic() + 30
-        body = ""
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as r:
-                    assert r.status == 200
-                    body = r.read().decode("utf-8")
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.1)
+        started = read_until(server, r"Serving the public pages on http://127\.0\.0\.1:\d+/")
+        port = int(re.findall(r"on http://127\.0\.0\.1:(\d+)/", started)[0])
+        # It listens before it prints that line: the first request is answered.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/a/{ALERT_ID}/es", timeout=30) as r:
+            assert r.status == 200
+            body = r.read().decode("utf-8")
         assert HEADLINE in body, body[:500] or "no answer"
     finally:
         server.terminate()
