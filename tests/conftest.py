@@ -48,6 +48,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def drain_mail(app: Any) -> None:
+    """Wait until the app's sign-up mail thread has handled everything queued.
+
+    Every fixture that makes an app calls it at teardown, before the test's SMTP server stops:
+    an email still on its way then had its connection cut, and the server's side of it, left
+    unclosed, was collected during a later test, which failed on the ResourceWarning
+    (test_forwarded_and_archived_copies_invite_to_the_page, in a landing)."""
+    mail = app.extensions.get("newsletter.mail")
+    if mail is not None:
+        mail.join()
+
+
 @pytest.fixture
 def refused_port() -> Iterator[int]:
     """A port of 127.0.0.1 that refuses connections for the whole test: bound by us, never

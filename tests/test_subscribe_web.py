@@ -14,6 +14,7 @@ from newsletter import links, subscribers, web
 from newsletter.cli import cli
 from newsletter.journal import Journal
 from tests import test_web
+from tests.conftest import drain_mail
 from tests.test_web import SECRET
 
 DAY = 86400
@@ -27,7 +28,9 @@ clock = test_web.clock
 
 @pytest.fixture
 def app(cfg, clock):
-    return web.create_app(cfg, clock=clock)
+    app = web.create_app(cfg, clock=clock)
+    yield app
+    drain(app)  # before the SMTP server stops (conftest.drain_mail)
 
 
 @pytest.fixture
@@ -35,11 +38,7 @@ def client(app):
     return app.test_client()
 
 
-def drain(app) -> None:
-    """Wait until the app's sign-up mail thread has handled everything queued."""
-    mail = app.extensions.get("newsletter.mail")
-    if mail is not None:
-        mail.join()
+drain = drain_mail
 
 
 def post(client, email="luz@example.org", ip="203.0.113.7", **form):

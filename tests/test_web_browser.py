@@ -17,7 +17,7 @@ from click.testing import Result
 
 from newsletter import links, web
 from newsletter.config import Config, load_config
-from tests.conftest import ALERT_ID, fill_placeholders
+from tests.conftest import ALERT_ID, drain_mail, fill_placeholders
 from tests.test_web import SECRET, mark_sent, state, write_config
 
 
@@ -35,7 +35,8 @@ def live(project, smtp_server, monkeypatch) -> Iterator[Live]:
 
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     cfg = load_config(write_config(project, smtp_server.port))
-    server = serve.make_server(cfg, "127.0.0.1", 0, app=web.create_app(cfg))
+    app = web.create_app(cfg)
+    server = serve.make_server(cfg, "127.0.0.1", 0, app=app)
     url = f"http://127.0.0.1:{server.effective_port}"
     cfg.web.base_url = url  # the app's own config object: its archive links point here too
     write_config(project, smtp_server.port, base_url=url)  # for `newsletter send` in the test
@@ -46,6 +47,7 @@ def live(project, smtp_server, monkeypatch) -> Iterator[Live]:
     finally:
         serve.stop(server)
         thread.join(timeout=5)
+        drain_mail(app)  # no sign-up email on its way when the SMTP server stops
 
 
 def no_horizontal_scroll(page) -> bool:
