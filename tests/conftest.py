@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import inspect
@@ -9,6 +10,7 @@ import os
 import re
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -67,6 +69,21 @@ def refused_port() -> Iterator[int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         yield s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def ctrl_c_reaches_children() -> Iterator[None]:
+    """Children started inside get SIGINT's default action, as a command run from a terminal.
+
+    A suite started in the background (`cmd &` in a script, as landings and some CI steps are)
+    ignores SIGINT, and children inherit that: Python then installs no KeyboardInterrupt
+    handler, and a test's Ctrl-C did nothing (the preview's Ctrl-C test hung 60 s in landings,
+    never in a foreground run). Main thread only (signal.signal)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def read_until(proc: subprocess.Popen, pattern: str, timeout: float = STARTUP_TIMEOUT) -> str:

@@ -22,7 +22,7 @@ import pytest
 from newsletter import preview, resources
 from newsletter.config import load_config
 from newsletter.errors import NewsletterError
-from tests.conftest import ALERT_ID, STARTUP_TIMEOUT, read_until
+from tests.conftest import ALERT_ID, STARTUP_TIMEOUT, ctrl_c_reaches_children, read_until
 
 
 def get(url: str, timeout: float = 10) -> tuple[int, str]:
@@ -221,23 +221,24 @@ def test_run_preview_opens_the_browser_and_stops_on_ctrl_c(demo, monkeypatch, ca
 
 
 def test_cli_preview_subprocess_ctrl_c_exits_cleanly(demo):
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "newsletter",
-            "preview",
-            f"alerts/{ALERT_ID}",
-            "--port",
-            "0",  # the kernel's pick, read from the line: no other process can hold it
-            "--no-browser",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=demo,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    with ctrl_c_reaches_children():  # even when the suite runs in the background
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "newsletter",
+                "preview",
+                f"alerts/{ALERT_ID}",
+                "--port",
+                "0",  # the kernel's pick, read from the line: no other process can hold it
+                "--no-browser",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=demo,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     try:
         first = read_until(proc, r"Preview of .* at http://127\.0\.0\.1:\d+/")
         url = re.findall(r"http://127\.0\.0\.1:\d+/", first)[0]
