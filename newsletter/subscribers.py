@@ -395,9 +395,13 @@ class _To:
 
 def confirmation_message(cfg: Config, signup: SignUp, url: str) -> bytes:
     """The confirmation email in the sign-up's language: the org's From, its postal address, the
-    link (a page with a button) and how long it works."""
+    link (a page with a button) and how long it works.
+
+    To the bare address, without the name: anyone may type any address and name into the form,
+    and the name would carry a stranger's words (spam, a phishing line) into that mailbox from
+    the organisation's domain. The name is used once the mailbox's owner has confirmed."""
     prepared = _prepare(cfg, "confirm", signup.lang)
-    return prepared.build(_To(signup.email, signup.name), {tokens.CONFIRM_URL: url})[1]
+    return prepared.build(_To(signup.email), {tokens.CONFIRM_URL: url})[1]
 
 
 def welcome_message(cfg: Config, who: Confirmed, links: dict[str, str]) -> bytes:

@@ -203,13 +203,24 @@ def test_confirmation_email_in_spanish_with_the_link_and_postal_address(cfg):
     url = "https://alerts.example.org/c/TOKEN"
     msg = parse(subscribers.confirmation_message(cfg, signup(), url))
     assert msg["Subject"] == "Confirme su suscripción a las alertas de acción de NALACC"
-    assert msg["From"] == cfg.sender.from_ and msg["To"] == "Ana <ana@example.org>"
+    assert msg["From"] == cfg.sender.from_ and msg["To"] == "ana@example.org"
     assert "List-Unsubscribe" not in msg  # not on the list yet
     html = msg.get_body(("html",)).get_content()
     text = msg.get_body(("plain",)).get_content()
     assert '<html lang="es"' in html and f'href="{url}"' in html and url in text
     assert "7 días" in text and cfg.sender.postal_address in text
     assert "Confirmar mi suscripción" in html and "__NL_" not in html + text
+
+
+def test_the_confirmation_email_carries_no_text_a_stranger_typed(cfg):
+    # Anyone can type any address and name into the form: the name must not ride to that
+    # mailbox in our email (the To: line most clients show), or the form mails a stranger's
+    # words from the organisation's domain (spam or a phishing line such as this one).
+    bait = "Your account is locked: visit evil.example.net"
+    msg = parse(subscribers.confirmation_message(cfg, signup(name=bait), "https://x/c/T"))
+    assert msg["To"] == "ana@example.org"
+    raw = msg.as_string()
+    assert "evil.example" not in raw and "locked" not in raw
 
 
 def test_welcome_email_is_a_members_message(cfg):
