@@ -624,6 +624,9 @@ class Journal:
         """
         built = self.path.with_name(f".{self.path.name}.new-{os.getpid()}-{threading.get_ident()}")
         try:
+            # Owner-only from its first byte (every member's address; SQLite gives its -wal and
+            # -journal the same mode): an empty file is what SQLite makes a new database of.
+            os.close(os.open(built, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
             self._db = sqlite3.connect(built, isolation_level=None, check_same_thread=False)
             try:
                 self._setup(new=True)

@@ -351,3 +351,19 @@ def test_a_new_state_file_on_a_file_system_without_hard_links(tmp_path, monkeypa
     with Journal(state) as j:
         assert j.suppressed() == {"ana@example.org"}
     assert sorted(p.name for p in state.parent.iterdir()) == ["newsletter.db"]
+
+
+def test_a_new_state_file_and_its_wal_are_owner_only(tmp_path):
+    # The state file holds every member's address and who unsubscribed; its backups were
+    # owner-only but the file itself came out 0644 under the usual umask (world-readable).
+    old = os.umask(0o022)
+    try:
+        state = tmp_path / "state" / "newsletter.db"
+        with Journal(state) as j:
+            j.suppress("ana@example.org", "unsubscribe page")
+            wal = state.with_name(state.name + "-wal")
+            assert wal.exists()
+            assert wal.stat().st_mode & 0o777 == 0o600
+        assert state.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
