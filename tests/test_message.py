@@ -194,6 +194,20 @@ def test_message_ids_are_unique_and_the_subject_can_be_overridden():
     assert parse(prep.build(Person("p@example.org"), LINKS)[1])["Subject"] == "[TEST] Hola"
 
 
+def test_one_message_id_does_not_tell_the_next():
+    # A member sees their own copy's Message-ID; with "<random prefix>.<counter>@domain" they
+    # knew every other member's ids of that send (the counters beside theirs), and a Message-ID
+    # quoted in a bounce or a spam complaint ties the report to that member (bounces/match.py):
+    # one member could have had the others suppressed for good. Keyed hashes share nothing.
+    prep = message.prepare(cfg_with(), HandEdition())
+    ids = [prep.new_message_id() for _ in range(300)]
+    local = [i.strip("<>").split("@")[0] for i in ids]
+    assert len(set(local)) == 300
+    assert len({x[:8] for x in local}) == 300  # no shared prefix
+    assert len({x[-8:] for x in local}) == 300  # no shared suffix
+    assert all(re.fullmatch(r"[0-9a-f]{32}", x) for x in local)
+
+
 def test_forward_variant_carries_no_list_unsubscribe():
     ed = HandEdition(variant="forward")
     _, data = message.prepare(cfg_with(), ed).build(Person("friend@example.org"), {})
