@@ -39,6 +39,7 @@ import hmac
 import ipaddress
 import logging
 import queue
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -454,7 +455,10 @@ class MailQueue:
                     deliver.send_one(self.cfg, "subscribe", rcpt, build())
                     self.sent += 1
                 except NewsletterError as err:
-                    log.error("sign-up mail not sent: %s", err.message)
+                    # Without the address (the server's reply often quotes it too): anyone's
+                    # can be typed into the form, and the log must not become a list of them.
+                    who = re.compile(re.escape(rcpt), re.IGNORECASE)
+                    log.error("sign-up mail not sent: %s", who.sub("<address>", err.message))
                 except Exception:  # a bug must not stop the next sign-ups' mail
                     log.exception("sign-up mail not sent")
             finally:

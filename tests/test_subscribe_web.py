@@ -4,6 +4,7 @@ SMTP server on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import threading
 
@@ -293,3 +294,16 @@ def test_without_a_base_url_the_link_points_where_the_form_was_sent(cfg, clock, 
 def test_the_archive_index_links_to_the_form(client):
     html = client.get("/?lang=en").get_data(as_text=True)
     assert 'href="/s?lang=en&amp;src=archive"' in html and "Subscribe to our action alerts" in html
+
+
+def test_a_refused_sign_up_email_leaves_no_address_in_the_log(client, app, smtp_server, caplog):
+    # Anyone can type anyone's address into the form; the mail server's refusal ("550 5.1.1
+    # <addr>: user unknown") reached the server log with the address twice, so the log kept
+    # a record of who was signed up (the state file keeps none of an unconfirmed sign-up).
+    smtp_server.on_data = lambda rec: f"550 5.1.1 <{rec.rcpt_tos[0]}>: Recipient address rejected"
+    with caplog.at_level(logging.ERROR, logger="newsletter.subscribers"):
+        assert post(client, "Marisol.Secret@example.org").status_code == 200
+        drain(app)
+    lines = [r.getMessage() for r in caplog.records if r.name == "newsletter.subscribers"]
+    assert lines and "not sent" in lines[0] and "550" in lines[0]
+    assert not any("marisol" in line.lower() for line in lines), lines
