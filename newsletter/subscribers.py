@@ -103,8 +103,9 @@ def make_confirm_token(secret: str, signup: SignUp, now: float) -> str:
 
 
 def read_confirm_token(secret: str, token: str, now: float) -> SignUp:
-    """The sign-up a link carries; `links.BadToken` when tampered, foreign or expired."""
-    from newsletter.links import BadToken
+    """The sign-up a link carries; `links.BadToken` when tampered, foreign or expired, or dated
+    more than links.CLOCK_SKEW in the future (it would outlive CONFIRM_DAYS)."""
+    from newsletter.links import CLOCK_SKEW, BadToken
 
     s = _serializer(secret)
     try:
@@ -114,6 +115,8 @@ def read_confirm_token(secret: str, token: str, now: float) -> SignUp:
     except (BadSignature, UnicodeDecodeError, ValueError):
         raise BadToken("invalid") from None
     at = signed_at.timestamp()
+    if at - now > CLOCK_SKEW:
+        raise BadToken("invalid")
     if now - at > CONFIRM_MAX_AGE:
         raise BadToken("expired")
     if (

@@ -151,6 +151,17 @@ def test_confirm_token_round_trip_expiry_and_tamper():
         )
 
 
+def test_a_confirm_token_dated_in_the_future_is_refused():
+    # Signed while the server's clock ran an hour ahead (then corrected), a link would have
+    # lived 7 days and an hour; links.read_token refuses such tokens (issue 8), this did not.
+    tok = subscribers.make_confirm_token(SECRET, signup(), T0.timestamp() + 3600)
+    with pytest.raises(links.BadToken) as err:
+        subscribers.read_confirm_token(SECRET, tok, T0.timestamp())
+    assert err.value.reason == "invalid"
+    ok = subscribers.make_confirm_token(SECRET, signup(), T0.timestamp() + links.CLOCK_SKEW)
+    assert subscribers.read_confirm_token(SECRET, ok, T0.timestamp()).email == "ana@example.org"
+
+
 # --- confirmation and the consent record ---------------------------------------------------------
 
 
