@@ -571,6 +571,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", f"{ctype}; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
+        # Framed only by the preview's own page (its two email frames): another site could
+        # otherwise hide it under a decoy and have the editor press its button (clickjacking).
+        self.send_header("X-Frame-Options", "SAMEORIGIN")
+        self.send_header("Content-Security-Policy", "frame-ancestors 'self'")
+        # same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" on the
+        # form POST, which do_POST (rightly) refuses.
+        self.send_header("Referrer-Policy", "same-origin")
         self.end_headers()
         self.wfile.write(data)
 

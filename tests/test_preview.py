@@ -92,6 +92,17 @@ def test_index_and_email_pages(preview_server):
     assert "/email/en.html" in body and "Take Action NOW!" in body  # the text part is on the page
 
 
+def test_no_other_site_can_frame_the_preview(preview_server):
+    # The index has a button that writes to the state file (POST /contacts) and shows members'
+    # names: another site could load it in an invisible frame under a decoy and have the editor
+    # click it (same Host, same Origin). Only the preview's own page may frame its emails.
+    for path in ("", "email/es.html"):
+        with urllib.request.urlopen(preview_server.url + path, timeout=10) as r:
+            assert r.headers["X-Frame-Options"] == "SAMEORIGIN"
+            assert "frame-ancestors 'self'" in r.headers["Content-Security-Policy"]
+            assert r.headers["Referrer-Policy"] == "same-origin"  # no Referer to other sites
+
+
 def test_unknown_path_is_404(preview_server):
     with pytest.raises(urllib.error.HTTPError) as err:
         get(preview_server.url + "nope")
