@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from newsletter import deliver, message, pool, recipients, runlist, statefile
+from newsletter.bounces import policy
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.journal import Journal, timestamp
@@ -50,6 +51,7 @@ class Outcome:
     from_web: int = 0  # confirmed web subscribers not in the CSV, added to the run
     elapsed: float = 0.0  # seconds spent delivering (after render, CSV and plan)
     stopped: str = ""  # why the run stopped early, if it did
+    bounced: list[policy.Decision] = field(default_factory=list)  # suppressed for a 5xx
 
 
 def resume_command(cfg: Config, alert_path: Path, to_csv: Path, extra: list[str]) -> str:
@@ -105,8 +107,8 @@ def run_send(
             cfg, alert.id, editions, test_address, to_csv, test_as, lang, dry_run=dry_run
         )
     assert to_csv is not None
-    if cfg.web.base_url:
-        cfg.require_secret()  # every member's links are signed: one clear line, before the plan
+    if cfg.web.base_url or cfg.bounces.verp:
+        cfg.require_secret()  # links and VERP tokens are signed: one clear line, before the plan
 
     prepared = {lang: (message.prepare(cfg, ed), ed) for lang, ed in editions.items()}
     outbox = cfg.path("outbox") / alert.id
@@ -193,6 +195,8 @@ def run_send(
         tally, interrupted, fatal, out.elapsed = workers.deliver(
             None if dry_run else jr, plan.todo(limit), cap, planned_at, total=planned
         )
+        if not dry_run:  # a "user unknown" 5xx suppresses the address for the next alerts
+            out.bounced = policy.record_send_failures(jr, cfg.bounces, alert.id)
         out.sent = tally.sent
         out.failed = tally.failed + earlier_failed
         out.uncertain += tally.uncertain
@@ -348,6 +352,8 @@ def _summary(out: Outcome, dry_run: bool, where: str, planned: int) -> None:
     ]
     if out.not_reached:
         parts.append(f"not reached {out.not_reached}")
+    if out.bounced:
+        parts.append(f"suppressed for next time {len(out.bounced)} (refused: address gone)")
     click.echo("Summary: " + ", ".join(parts) + ".")
     for title, items, hint in (
         ("Failed", out.failed, "--retry-failed resends them"),

@@ -275,8 +275,8 @@ def recipients() -> None:
 @click.argument("csv_path", type=click.Path(dir_okay=False, path_type=Path))
 @pass_config
 def recipients_check(cfg: Config, csv_path: Path) -> None:
-    """Report every bad row of a recipient CSV without sending."""
-    from newsletter.recipients import run_check
+    """Report every bad row of a recipient CSV, and suppressed members, without sending."""
+    from newsletter.people import run_check
 
     run_check(cfg, csv_path)
 
@@ -293,6 +293,33 @@ def recipients_export(cfg: Config, out: Path | None) -> None:
     from newsletter.export import run_export
 
     run_export(cfg, out)
+
+
+# --- issue 13: bounces ------------------------------------------------------------------------
+
+
+@cli.group()
+def bounces() -> None:
+    """Bounces, complaints and auto-replies: read them into the suppression list."""
+
+
+@bounces.command("read")
+@click.argument("paths", nargs=-1, required=True)
+@pass_config
+def bounces_read(cfg: Config, paths: tuple[str, ...]) -> None:
+    """Read PATH… (.eml files, Maildir folders, mbox files; - for standard input)."""
+    from newsletter.bounces.commands import run_read
+
+    run_read(cfg, paths)
+
+
+@bounces.command("fetch")
+@pass_config
+def bounces_fetch(cfg: Config) -> None:
+    """Read the [bounces] IMAP mailbox; processed mail goes to done_folder, never deleted."""
+    from newsletter.bounces.commands import run_fetch
+
+    run_fetch(cfg)
 
 
 # --- issue 4: serve, forward --------------------------------------------------------------------

@@ -162,6 +162,24 @@ class Subscribe:
 
 
 @dataclass
+class Bounces:
+    """Where bounces go and what they do (newsletter.bounces); docs in newsletter.toml."""
+
+    address: str = ""
+    verp: bool = False
+    hard_limit: int = _num(1, 1, 100)
+    soft_limit: int = _num(3, 1, 100)
+    soft_days: int = _num(30, 1, 3650, unit=" days")
+    address_only_limit: int = _num(2, 1, 100)
+    imap_host: str = ""
+    imap_port: int = _num(993, 1, 65535)
+    imap_security: str = "ssl"
+    imap_username: str = ""
+    imap_folder: str = "INBOX"
+    done_folder: str = "bounces-done"
+
+
+@dataclass
 class Config:
     """All settings, with paths resolved against the directory that holds the config file."""
 
@@ -174,6 +192,7 @@ class Config:
     org: Org = field(default_factory=Org)
     subscribe: Subscribe = field(default_factory=Subscribe)
     greeting: Greeting = field(default_factory=Greeting)
+    bounces: Bounces = field(default_factory=Bounces)
     root: Path = field(default_factory=Path.cwd)
     source: str = "(built-in defaults)"
 
@@ -255,6 +274,7 @@ _SECTIONS = {
     "org": Org,
     "subscribe": Subscribe,
     "greeting": Greeting,
+    "bounces": Bounces,
 }
 
 
@@ -451,5 +471,16 @@ def _validate(cfg: Config) -> None:
                 f"{where}: [web] base_url must start with https:// (got "
                 f"{cfg.web.base_url!r}); plain http is only allowed on 127.0.0.1 for testing."
             )
+    b = cfg.bounces
+    if b.imap_security not in ("ssl", "starttls"):
+        raise NewsletterError(
+            f"{where}: [bounces] imap_security = {b.imap_security!r}; use ssl (port 993) or "
+            "starttls (port 143). Bounces are never fetched without TLS."
+        )
+    if b.address and not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+", b.address):
+        raise NewsletterError(
+            f"{where}: [bounces] address = {b.address!r} is not a plain address; write it as "
+            "bounces@your-domain.org (no name, no <>)."
+        )
     if cfg.defaults.language not in ("es", "en"):
         raise NewsletterError(f"{where}: [defaults] language must be 'es' or 'en'.")

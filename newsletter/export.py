@@ -3,9 +3,10 @@ organisation can bring its own spreadsheet up to date (new web subscribers, unsu
 language choices, addresses that must not be written to).
 
 Columns: email, name, language, status, reason, since, source.
-- status: subscribed, unsubscribed, bounced, complained (a suppression's reason decides among
-  the last three);
-- reason: the suppression's reason as recorded ("unsubscribe page", "one-click", "by hand …");
+- status: active, or the suppression's kind: unsubscribed, bounced, complained, suppressed
+  (by hand: `newsletter suppress`, an imported list);
+- reason: the suppression's reason as recorded ("unsubscribe page", "one-click", "by hand …"),
+  and for a bounce or complaint its evidence (status code and the server's words);
 - since: when the person got that status (suppressed, confirmed on the web, first sent to);
 - source: where the person came from: `list` (a recipient CSV a send used), the web sign-up's
   source (`form`, `forward`, `archive`, `embed`, `import`), or `suppression` (an address only
@@ -31,35 +32,33 @@ COLUMNS = ("email", "name", "language", "status", "reason", "since", "source")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def status_of(reason: str | None) -> str:
-    """A person's status from their suppression's reason (None: not suppressed)."""
-    if reason is None:
-        return "subscribed"
-    low = reason.lower()
-    if "complain" in low:
-        return "complained"
-    if "bounce" in low:
-        return "bounced"
-    return "unsubscribed"
+def status_of(kind: str | None) -> str:
+    """A person's status from their suppression's kind (None: not suppressed)."""
+    return "active" if kind is None else kind
+
+
+# A suppression's reason, and what proves it when there is evidence (a bounce, a complaint).
+_REASON = "x.reason || CASE WHEN x.evidence <> '' THEN ': ' || x.evidence ELSE '' END"
 
 
 def rows(j: Journal) -> list[tuple[str, ...]]:
     """One row per person (COLUMNS), in address order."""
     found = j._read(
-        "SELECT c.email, c.name, coalesce(c.language_pref, s.language, d.lang, ''), x.reason, "
+        "SELECT c.email, c.name, coalesce(c.language_pref, s.language, d.lang, ''), x.kind, "
+        f"{_REASON}, "
         "coalesce(x.created_at, s.confirmed_at, c.created_at), coalesce(s.source, 'list') "
         "FROM contacts c LEFT JOIN subscribers s ON s.contact_id = c.id "
         "LEFT JOIN suppressions x ON x.key = c.key "
         # The language of each one's latest delivery: one grouped pass, not a lookup per person.
         "LEFT JOIN (SELECT key, lang, max(updated_at) FROM deliveries GROUP BY key) d "
         "ON d.key = c.key "
-        "UNION ALL SELECT x.email, '', '', x.reason, x.created_at, 'suppression' "
+        f"UNION ALL SELECT x.email, '', '', x.kind, {_REASON}, x.created_at, 'suppression' "
         "FROM suppressions x WHERE NOT EXISTS (SELECT 1 FROM contacts c WHERE c.key = x.key) "
         "ORDER BY 1"
     )
     return [
-        (email, name, lang, status_of(reason), reason or "", _since(since), source)
-        for email, name, lang, reason, since, source in found
+        (email, name, lang, status_of(kind), reason or "", _since(since), source)
+        for email, name, lang, kind, reason, since, source in found
     ]
 
 

@@ -52,8 +52,9 @@ from newsletter.recipients import Recipient, check_address, clean_text, plural, 
 if TYPE_CHECKING:
     from newsletter.runlist import RunList
 
-SCHEMA_VERSION = 3  # the base schema is version 1; MIGRATIONS take a file from there
+SCHEMA_VERSION = 4  # the base schema is version 1; MIGRATIONS take a file from there
 STATUSES = ("pending", "in_flight", "sent", "retry", "failed")
+SUPPRESSION_KINDS = ("unsubscribed", "bounced", "complained", "suppressed")
 LANGUAGES = ("es", "en")
 BUSY_TIMEOUT = 10.0  # seconds another process may hold the write lock before we give up
 REPLY_MAX = 500  # characters of an SMTP reply worth keeping
@@ -158,6 +159,34 @@ BEGIN
     UPDATE contacts SET public_id = {_NEW_PUBLIC_ID} WHERE id = NEW.id;
 END;
 """,
+    # After the send (issue 13, newsletter/bounces/): why each address is suppressed (kind and
+    # evidence), the bounces and complaints read, and the Message-ID index that ties one to the
+    # delivery it answers.
+    4: """
+ALTER TABLE suppressions ADD COLUMN kind TEXT NOT NULL DEFAULT 'suppressed'
+    CHECK (kind IN ('unsubscribed', 'bounced', 'complained', 'suppressed'));
+ALTER TABLE suppressions ADD COLUMN evidence TEXT NOT NULL DEFAULT '';
+UPDATE suppressions SET kind = 'unsubscribed' WHERE reason IN ('one-click', 'unsubscribe page');
+CREATE INDEX deliveries_message_id ON deliveries (message_id) WHERE message_id IS NOT NULL;
+CREATE TABLE bounces (
+    id INTEGER PRIMARY KEY,
+    fingerprint TEXT NOT NULL UNIQUE,    -- one report about one recipient: read twice, kept once
+    received_at TEXT NOT NULL,
+    source TEXT NOT NULL CHECK (source IN ('smtp', 'mail')),
+    kind TEXT NOT NULL CHECK (kind IN ('hard', 'soft', 'sender', 'complaint')),
+    key TEXT NOT NULL DEFAULT '',        -- the member's address key, '' when none was matched
+    contact_id INTEGER REFERENCES contacts (id),
+    alert_id TEXT,
+    matched_by TEXT NOT NULL
+        CHECK (matched_by IN ('verp', 'message_id', 'send', 'address', 'none')),
+    status TEXT NOT NULL DEFAULT '',     -- enhanced status code (5.1.1) or SMTP reply code
+    diagnostic TEXT NOT NULL DEFAULT '',
+    remote TEXT NOT NULL DEFAULT '',     -- the recipient's domain (who refused)
+    category TEXT NOT NULL DEFAULT ''    -- sender-side: authentication, blocklist, content, ...
+);
+CREATE INDEX bounces_contact ON bounces (contact_id, kind);
+CREATE INDEX bounces_alert ON bounces (alert_id, kind);
+""",
 }
 
 
@@ -227,6 +256,8 @@ class Suppression:
     email: str
     reason: str
     created_at: str
+    kind: str = "suppressed"  # unsubscribed | bounced | complained | suppressed (by hand)
+    evidence: str = ""  # for a bounce or complaint: status code and diagnostic
 
 
 @dataclass(frozen=True, slots=True)
@@ -1172,19 +1203,32 @@ class Journal:
         """{reason: n} over every suppressed address of the file."""
         return dict(self._read("SELECT reason, count(*) FROM suppressions GROUP BY reason"))
 
-    def suppress(self, email: str, reason: str = "") -> bool:
-        """Never send to `email` again; False when it already was suppressed (reason kept)."""
-        return self.suppress_many([(email, reason)]) == 1
+    def suppress(
+        self, email: str, reason: str = "", kind: str = "unsubscribed", evidence: str = ""
+    ) -> bool:
+        """Never send to `email` again; False when it already was suppressed (reason kept).
 
-    def suppress_many(self, items: Iterable[tuple[str, str]]) -> int:
+        `kind` (SUPPRESSION_KINDS) is what `recipients export` shows as the status; the default
+        is a member's own unsubscribe (the public pages), `newsletter suppress` says "suppressed".
+        """
+        return self.suppress_many([(email, reason)], kind=kind, evidence=evidence) == 1
+
+    def suppress_many(
+        self, items: Iterable[tuple[str, str]], kind: str = "unsubscribed", evidence: str = ""
+    ) -> int:
         """Suppress (address, reason) pairs in one transaction; returns how many were new."""
+        if kind not in SUPPRESSION_KINDS:
+            raise ValueError(f"kind must be one of {SUPPRESSION_KINDS}, not {kind!r}")
         t = _ts()
         with self._tx() as db:
             before = db.total_changes
             db.executemany(
-                "INSERT INTO suppressions (key, email, reason, created_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (key) DO NOTHING",
-                ((key_of(e), e.strip(), clean_text(r), t) for e, r in items),
+                "INSERT INTO suppressions (key, email, reason, created_at, kind, evidence) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                (
+                    (key_of(e), e.strip(), clean_text(r), t, kind, clean_text(evidence))
+                    for e, r in items
+                ),
             )
             return db.total_changes - before
 
@@ -1199,7 +1243,8 @@ class Journal:
     def suppression(self, email: str) -> Suppression | None:
         """Why and since when `email` is suppressed, or None."""
         rows = self._read(
-            "SELECT key, email, reason, created_at FROM suppressions WHERE key = ?",
+            "SELECT key, email, reason, created_at, kind, evidence FROM suppressions "
+            "WHERE key = ?",
             (key_of(email),),
         )
         return Suppression(*rows[0]) if rows else None
@@ -1372,6 +1417,9 @@ def run_status(cfg: Config, alert_path: Path) -> None:
         blocked = journal.suppressed_unsent(alert_id)
         failed = [d for d in journal.rows(alert_id, ["failed"]) if d.key not in blocked]
         in_flight = journal.rows(alert_id, ["in_flight"])
+        from newsletter.bounces.report import status_lines
+
+        after = status_lines(cfg, journal, alert_id, counts["sent"])
     total = sum(counts.values())
     for status in blocked.values():
         counts[status] -= 1
@@ -1411,6 +1459,8 @@ def run_status(cfg: Config, alert_path: Path) -> None:
         )
         for d in in_flight:
             click.echo(f"  {d.email}  since {_shown(d.updated_at)}")
+    for line in after:
+        click.echo(line)
 
 
 def _shown(stamp: str) -> str:
@@ -1456,7 +1506,7 @@ def run_suppress(
         for w in warnings:
             click.echo(f"warning: {w}", err=True)
     with Journal(cfg.path("state")) as journal:
-        added = journal.suppress_many(wanted)
+        added = journal.suppress_many(wanted, kind="suppressed")
     for line in bad:
         click.echo(line, err=True)
     already = len(wanted) - added

@@ -70,6 +70,7 @@ from typing import Any
 import click
 
 from newsletter import deliver, links, message
+from newsletter.bounces.match import envelope_sender
 from newsletter.config import Config, Relay
 from newsletter.errors import NewsletterError
 from newsletter.journal import (
@@ -141,6 +142,13 @@ class Run:
         prep, ed = self.prepared[lang]
         member = links.edition_links(self.cfg, ed, person.hex())
         return prep.build(r, member, message_id=message_id)[1]
+
+    def mail_from(self, lang: str, person: bytes) -> str:
+        """The envelope sender of one member's message ([bounces] address, VERP)."""
+        base = self.prepared[lang][0].mail_from
+        if not self.cfg.bounces.verp:
+            return base
+        return envelope_sender(self.cfg, base, self.alert_id, person.hex())
 
 
 class _Line:
@@ -869,7 +877,7 @@ class _Sender:
         ahead: mark_ahead)."""
         assert self.flight is not None
         r = msg.r
-        mail_from = self.run.prepared[msg.lang][0].mail_from
+        mail_from = self.run.mail_from(msg.lang, person)
         self.mark_ahead(msg)
         marked = self.premarked.pop(msg.msg_id, None)  # its mark's end in the log, if written
         try:
@@ -1002,7 +1010,7 @@ class _Sender:
         except (NewsletterError, ValueError) as err:
             mark()
             return ("failed", f"not built: {err}")
-        mail_from = self.run.prepared[lang][0].mail_from
+        mail_from = self.run.mail_from(lang, person)
         try:
             code, text = self.transport.send(mail_from, address, data, before_data=mark)
         except deliver.Uncertain as err:

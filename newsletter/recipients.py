@@ -8,7 +8,6 @@ newlines. Line numbers are the physical line where a record starts, as an editor
 from __future__ import annotations
 
 import codecs
-import contextlib
 import csv
 import functools
 import itertools
@@ -18,9 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-import click
-
-from newsletter.config import Config
 from newsletter.errors import NewsletterError
 
 LANGUAGES = ("es", "en")
@@ -529,44 +525,3 @@ def format_report(
         out.append(f"{report.path}:{p.line}: {p.reason}")
     out += [f"warning: {w}" for w in report.warnings]
     return out
-
-
-def run_check(cfg: Config, csv_path: Path) -> None:
-    """`newsletter recipients check CSV`: print the report; exit 1 when rows would be skipped.
-
-    The rows go into a temporary SQLite table as they are read (runlist.RunList), as for a
-    send: a list of a million is checked in a few MiB."""
-    import sqlite3
-
-    from newsletter.runlist import RunList
-
-    state = cfg.path("state")
-    with contextlib.ExitStack() as stack:
-        if state.exists():  # only look: a check creates no state file
-            from newsletter.journal import Journal
-
-            listed = stack.enter_context(Journal(state)).run_list()
-        else:
-            db = sqlite3.connect("", isolation_level=None)  # a temporary file, gone on close
-            stack.callback(db.close)
-            listed = RunList(db)
-        report = RecipientReport(path=csv_path)
-        listed.add(scan_csv(csv_path, cfg.defaults.language, report))
-        report.duplicates = listed.dedupe()
-        lines = format_report(report, listed.count(), listed.by_language())
-        click.echo(lines[0])
-        for line in lines[1:]:
-            click.echo(line, err=line.startswith("warning: "))
-        if state.exists():
-            n_gone, n_pref = listed.unsubscribed(), listed.chose_other_language()
-            if n_gone or n_pref:
-                click.echo(
-                    f"{state}: {n_gone} unsubscribed (send skips them), {n_pref} chose the "
-                    "other language (send uses their choice)."
-                )
-    if report.problems:
-        # Like `newsletter check`: non-zero so a script (or CI) notices rows that send would skip.
-        raise NewsletterError(
-            f"{plural(len(report.problems), 'bad row')} in {report.path}: send would skip "
-            "them. Fix them and check again."
-        )

@@ -326,3 +326,179 @@ def page(browser: object) -> Iterator[object]:
         yield pg
     finally:
         context.close()
+
+
+# --- a real IMAP server (Dovecot) -------------------------------------------------------------
+
+
+@dataclass
+class ImapServer:
+    """Dovecot on 127.0.0.1 with one throwaway user; TLS with a certificate made for the test."""
+
+    host: str
+    port: int  # implicit TLS (imaps)
+    starttls_port: int  # plain IMAP that offers STARTTLS
+    user: str
+    password: str
+    cafile: Path  # the server's self-signed certificate: trust it to connect
+
+    def connect(self) -> object:
+        """An IMAP4_SSL client logged in as the user."""
+        import imaplib
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=str(self.cafile))
+        imap = imaplib.IMAP4_SSL(self.host, self.port, ssl_context=ctx, timeout=10)
+        imap.login(self.user, self.password)
+        return imap
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (the cryptography package: keyring's own dep)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+@pytest.fixture
+def imap_server(request: pytest.FixtureRequest) -> Iterator[ImapServer]:
+    """Debian's dovecot-imapd with a throwaway configuration, started for one test and stopped.
+
+    Parametrize it indirectly with extra configuration lines to change the server (e.g. what it
+    announces: `imap_capability = …`).
+
+    Runs as whoever runs the tests (root in CI: then its login and mail processes use the
+    unprivileged `dovecot`/`dovenull` users the package created, and the mail user is root).
+    """
+    import grp
+    import os
+    import pwd
+    import subprocess
+    import tempfile
+
+    dovecot = shutil.which("dovecot") or "/usr/sbin/dovecot"
+    if not Path(dovecot).exists():
+        pytest.skip("dovecot is not installed (apt-get install dovecot-imapd; .ci/run does it)")
+    # Not under pytest's 0700 folders: Dovecot's unprivileged processes must reach the files.
+    base = Path(tempfile.mkdtemp(prefix="newsletter-dovecot-"))
+    base.chmod(0o755)
+    cert, key = self_signed(base)
+    root = os.getuid() == 0
+    # Dovecot refuses to open mail as root: then the mail belongs to its own `dovecot` user.
+    me = pwd.getpwnam("dovecot") if root else pwd.getpwuid(os.getuid())
+    user, password = "bounces", "imap-test-password-1"
+    (base / "passwd").write_text(f"{user}:{{PLAIN}}{password}\n")
+    home = base / "home"
+    home.mkdir()
+    if root:
+        os.chown(home, me.pw_uid, me.pw_gid)
+    port, starttls_port = free_port(), free_port()
+    conf = base / "dovecot.conf"
+    conf.write_text(
+        f"""
+protocols = imap
+listen = 127.0.0.1
+base_dir = {base}/run
+state_dir = {base}/state
+log_path = {base}/dovecot.log
+ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}
+disable_plaintext_auth = yes
+auth_mechanisms = plain
+auth_failure_delay = 0
+default_internal_user = {me.pw_name}
+default_internal_group = {grp.getgrgid(me.pw_gid).gr_name}
+default_login_user = {"dovenull" if root else me.pw_name}
+first_valid_uid = 0
+mail_location = maildir:~/Maildir
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {base}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={me.pw_uid} gid={me.pw_gid} home={home}/%u
+}}
+service imap-login {{
+  chroot =
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {starttls_port}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {port}
+    ssl = yes
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+"""
+        + getattr(request, "param", "")
+    )
+
+    proc = subprocess.Popen(
+        [dovecot, "-F", "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    server = ImapServer("127.0.0.1", port, starttls_port, user, password, cert)
+    try:
+        deadline = time.monotonic() + 15
+        while True:  # bounded: ready when it accepts connections on the TLS port
+            if proc.poll() is not None:
+                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+                log = (base / "dovecot.log").read_text() if (base / "dovecot.log").exists() else ""
+                raise RuntimeError(f"dovecot exited {proc.returncode}: {out}{log}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("dovecot did not start listening within 15 s") from None
+                time.sleep(0.05)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.stdout:
+            proc.stdout.close()
+        shutil.rmtree(base, ignore_errors=True)

@@ -214,10 +214,12 @@ def test_4xx_forever_gives_up_after_the_configured_retries(project, smtp_server,
 
 def test_550_on_one_fails_it_and_the_run_goes_on(project, smtp_server, monkeypatch):
     setup_project(project, monkeypatch, smtp_server)
-    smtp_server.on_rcpt = lambda a: "550 5.1.1 No such user" if a == "bob@example.com" else None
+    # A 5xx that does not say the address is gone (a "user unknown" would suppress it: that
+    # is tests/test_bounces.py's), so --retry-failed below may still reach it.
+    smtp_server.on_rcpt = lambda a: "552 5.2.2 Mailbox full" if a == "bob@example.com" else None
     result = send("--yes")
     assert result.exit_code == 1
-    assert "bob@example.com: 550 5.1.1 No such user" in result.output
+    assert "bob@example.com: 552 5.2.2 Mailbox full" in result.output
     assert "--retry-failed" in result.output and "Traceback" not in result.output
     assert received_by(smtp_server) == Counter(a for a in VALID if a != "bob@example.com")
     assert states(project)["bob@example.com"] == "failed"
@@ -458,44 +460,6 @@ def test_refusals_with_and_without_pipelining(project, smtp_server, monkeypatch,
 # --- TLS: STARTTLS on 587-style servers, implicit TLS on 465-style, certificates verified --------
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, written as PEM files."""
-    import datetime as dt
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
 
 
 @pytest.fixture
@@ -505,9 +469,9 @@ def tls_server(tmp_path):
 
     from aiosmtpd.smtp import AuthResult, LoginPassword
 
-    from tests.conftest import SmtpServer, _Handler, start_smtp
+    from tests.conftest import SmtpServer, _Handler, self_signed, start_smtp
 
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     started = []
 
     def start(mode: str) -> tuple[SmtpServer, Path]:

@@ -297,7 +297,7 @@ def test_recipients_export_lists_everyone_with_status_reason_since_and_source(
     with Journal(cfg.path("state"), secret=SECRET) as jr:
         c = subscribers.consent(cfg, "en")
         assert subscribers.confirm(jr, signup("luz@example.org", lang="en", source="embed"), c, T0)
-        jr.suppress("bob@example.com", "bounced: 550 5.1.1")
+        jr.suppress("bob@example.com", "bounced: 550 5.1.1", kind="bounced")
         jr.suppress("old@example.org", "imported from old.csv")
         jr.set_language(jr.find_contact("jose@example.org").id, "en")
         jr.contact("mallory@example.org", '=HYPERLINK("http://evil.example")')
@@ -313,14 +313,14 @@ def test_recipients_export_lists_everyone_with_status_reason_since_and_source(
         "email": "luz@example.org",
         "name": "Ana",
         "language": "en",
-        "status": "subscribed",
+        "status": "active",
         "reason": "",
         "since": "",
         "source": "embed",
     }
     assert by["luz@example.org"]["since"] == "2026-11-30T12:00:00Z"
     assert (by["ana@example.org"]["status"], by["ana@example.org"]["source"]) == (
-        "subscribed",
+        "active",
         "list",
     )
     assert by["ana@example.org"]["language"] == "es"
