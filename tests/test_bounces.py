@@ -570,3 +570,14 @@ def test_recipients_export_and_check(cfg):
     assert "list.csv:2: ana@example.org: complained since" in check.output
     assert "list.csv:3: bob@example.org: bounced since" in check.output
     assert "new@example.org" not in check.output.split("\n", 1)[1]
+
+
+def test_forged_reports_about_a_member_never_mailed_change_nothing(cfg):
+    # Reports tied by the address alone name no alert when the member was never sent one: they
+    # cannot be "on distinct alerts", so however many arrive (bounces or complaints), none counts.
+    with state(cfg) as j:
+        j.contact("ana@example.org", "Ana")
+        for n in range(3):
+            read_all(cfg, j, [(f"f{n}", hard_bounce("ana@example.org", None, f"forged{n}"))])
+        read_all(cfg, j, [("c", complaint("<not-ours@example.net>", "ana@example.org"))])
+        assert not j.is_suppressed("ana@example.org")

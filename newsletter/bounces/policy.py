@@ -113,7 +113,9 @@ def decide(journal: Journal, limits: Bounces, contact_ids: Iterable[int]) -> lis
         )
         tied = [r for r in rows if r[2] in TIED]
         by_address = [r for r in rows if r[2] == ADDRESS]
-        if len({r[1] or r[6] for r in by_address}) >= limits.address_only_limit:
+        # Only reports that answer a known alert count: one about a member never mailed names
+        # none, and counting each as "its own alert" let two forged reports suppress anyone.
+        if len({r[1] for r in by_address if r[1]}) >= limits.address_only_limit:
             tied += by_address
         decision = _decide(contact.email, tied, limits, since)
         if decision is not None:
