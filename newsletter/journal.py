@@ -1188,13 +1188,14 @@ class Journal:
     # --- suppression ----------------------------------------------------------------------
 
     def unsubscribed_after(self, alert_id: str) -> dict[str, int]:
-        """{reason: n} of this alert's recipients suppressed after it was sent to them (the
-        unsubscribes it drew); counts only, no addresses."""
+        """{reason: n} of this alert's recipients who unsubscribed after it was sent to them
+        (the unsubscribes it drew; bounces and complaints have their own lines); counts only,
+        no addresses."""
         return dict(
             self._read(
                 "SELECT s.reason, count(*) FROM deliveries d JOIN suppressions s ON s.key = d.key "
                 "WHERE d.alert_id = ? AND d.status = 'sent' AND d.sent_at IS NOT NULL "
-                "AND s.created_at >= d.sent_at GROUP BY s.reason",
+                "AND s.kind = 'unsubscribed' AND s.created_at >= d.sent_at GROUP BY s.reason",
                 (alert_id,),
             )
         )
@@ -1412,7 +1413,7 @@ def run_status(cfg: Config, alert_path: Path) -> None:
         unsubscribed = journal.unsubscribed_after(alert_id)
         by_reason = journal.suppression_counts()
         running = journal.send_running()
-        # Unsubscribed since their row was written (often during a running send): they will
+        # Suppressed since their row was written (often during a running send): they will
         # never be sent, so they are counted as such, not as pending for ever.
         blocked = journal.suppressed_unsent(alert_id)
         failed = [d for d in journal.rows(alert_id, ["failed"]) if d.key not in blocked]
@@ -1432,7 +1433,7 @@ def run_status(cfg: Config, alert_path: Path) -> None:
         f"{counts['in_flight']} {flight_word}",
     ]
     if blocked:
-        parts.append(f"{len(blocked)} suppressed (unsubscribed: never sent)")
+        parts.append(f"{len(blocked)} suppressed (never sent)")
     click.echo(f"{alert_id}: {plural(total, 'recipient')}: {', '.join(parts)}.")
     if running:
         click.echo("A send is running now; these numbers are moving.")

@@ -409,9 +409,11 @@ def test_cli_status_shows_unsubscribes_and_suppressions(project):
         j.suppress("a@example.org", "one-click")
         j.suppress("b@example.org", "unsubscribe page")
         j.suppress("old@example.org", "by hand (newsletter suppress)")
+        # A bounce after the alert is no unsubscribe (the bounce lines count it).
+        j.suppress("c@example.org", "bounced: address gone (1 hard bounce)", kind="bounced")
     out = CliRunner().invoke(cli, ["status", f"alerts/{ALERT}"]).output
     assert "Unsubscribed since they received it: 2 (1 one-click, 1 unsubscribe page)." in out
-    assert "Suppressed in newsletter.db (never sent to): 3 (1 by hand" in out
+    assert "Suppressed in newsletter.db (never sent to): 4 (1 bounced" in out
     assert "a@example.org" not in out  # counts, not who
 
 
