@@ -61,17 +61,19 @@ SOURCES = ("form", "forward", "archive", "embed", "import")
 NAME_MAX = 100
 # The consent statement: a msgid of the web catalogs (locale/<lang>/LC_MESSAGES/web.po).
 CONSENT_MSGID = i18n.WEB_STRINGS["consent"]
-# Suppression reasons that mean the mailbox must never be written to again (i13's reasons;
-# until then the reason text as `newsletter suppress` and the pages write it).
+# Suppressions that mean the mailbox must never be written to again: the kinds bounce handling
+# records, and (for rows written before kinds existed) those words in the reason.
+_NO_MAIL_KINDS = ("bounced", "complained")
 _NO_MAIL_WORDS = ("bounce", "complain")
 
 log = logging.getLogger(__name__)
 
 
-def never_mail(reason: str) -> bool:
-    """True when a suppression with this reason forbids any email, a confirmation included."""
+def never_mail(reason: str, kind: str = "") -> bool:
+    """True when a suppression of this kind (or, for older rows, with this reason) forbids any
+    email, a confirmation included."""
     reason = reason.lower()
-    return any(word in reason for word in _NO_MAIL_WORDS)
+    return kind in _NO_MAIL_KINDS or any(word in reason for word in _NO_MAIL_WORDS)
 
 
 # --- the confirmation link ----------------------------------------------------------------------
@@ -189,7 +191,9 @@ def request_confirmation(j: Journal, email: str, ip: str, per_network: int, when
             "OR (kind = 'network' AND created_at < ?)",
             (_ts(when - ADDRESS_WINDOW), _ts(when - NETWORK_WINDOW)),
         )
-        blocked = db.execute("SELECT reason FROM suppressions WHERE key = ?", (key,)).fetchall()
+        blocked = db.execute(
+            "SELECT reason, kind FROM suppressions WHERE key = ?", (key,)
+        ).fetchall()
         by_address = db.execute(
             "SELECT count(*) FROM signup_caps WHERE kind = 'address' AND hash = ? "
             "AND mailed AND created_at >= ?",
@@ -201,7 +205,7 @@ def request_confirmation(j: Journal, email: str, ip: str, per_network: int, when
             (net_hash, _ts(when - NETWORK_WINDOW)),
         ).fetchone()[0]
         mail = (
-            not (blocked and never_mail(blocked[0][0]))
+            not (blocked and never_mail(*blocked[0]))
             and by_address < 1
             and by_network < per_network
         )
@@ -239,9 +243,9 @@ def confirm(j: Journal, signup: SignUp, wording: Consent, when: datetime) -> Con
     t = _ts(when)
     with j._tx() as db:
         gone = db.execute(
-            "SELECT reason, created_at FROM suppressions WHERE key = ?", (key,)
+            "SELECT reason, kind, created_at FROM suppressions WHERE key = ?", (key,)
         ).fetchall()
-        if gone and (never_mail(gone[0][0]) or gone[0][1] > requested):
+        if gone and (never_mail(gone[0][0], gone[0][1]) or gone[0][2] > requested):
             return None
         # The same link pressed again (a double click, a second visit) changes nothing new.
         again = db.execute(

@@ -106,6 +106,14 @@ def test_bounced_and_complained_get_no_confirmation_unsubscribed_do(j):
     assert ask(j, "left@example.org", ip="192.0.2.1")
 
 
+def test_the_suppressions_kind_decides_not_its_wording(j):
+    # Bounce handling records a kind; its reason text need not say "bounce".
+    j.suppress("gone@example.org", "address gone (1 hard bounc3)", kind="bounced")
+    j.suppress("spam@example.org", "ARF abuse report", kind="complained")
+    assert not ask(j, "gone@example.org")
+    assert not ask(j, "spam@example.org", ip="198.51.100.1")
+
+
 def test_every_request_writes_the_same_rows_and_no_address_or_ip(j):
     """What a request writes does not depend on the address's state (the timing follows)."""
     j.suppress("bounced@example.org", "bounced")
