@@ -18,6 +18,7 @@ import html
 import itertools
 import os
 import re
+import textwrap
 import time
 import uuid
 from collections.abc import Mapping
@@ -304,7 +305,7 @@ class PreparedEdition:
                 b'Content-Type: text/plain; charset="utf-8"\r\n',
                 b"Content-Transfer-Encoding: quoted-printable\r\n",
                 CRLF,
-                self.text.fill(values),
+                self.text.fill(_text_values(values)),
                 b"--" + b + CRLF,
                 b'Content-Type: text/html; charset="utf-8"\r\n',
                 b"Content-Transfer-Encoding: quoted-printable\r\n",
@@ -316,6 +317,27 @@ class PreparedEdition:
         if self.dkim is not None:
             data = _dkim_sign(self.dkim, data) + data
         return msg_id, data
+
+
+# What a forwarder typed (their name in the intro, their note) has any length: the text part
+# wraps it so that no line passes 78 characters; the HTML shows it as written.
+_TYPED = (tokens.FORWARD_INTRO, tokens.FORWARD_NOTE)
+TEXT_WIDTH = 76
+
+
+def _wrap(value: str) -> str:
+    """`value` wrapped at TEXT_WIDTH, its own line breaks kept; a long URL is never broken."""
+    return "\n".join(
+        textwrap.fill(line, TEXT_WIDTH, break_long_words=False, break_on_hyphens=False)
+        for line in value.split("\n")
+    )
+
+
+def _text_values(values: Mapping[str, str]) -> Mapping[str, str]:
+    """The values for the text part: the forwarder's words wrapped (members' copies have none)."""
+    if not any(k in values for k in _TYPED):
+        return values
+    return {**values, **{k: _wrap(values[k]) for k in _TYPED if k in values}}
 
 
 _ID_KEY = os.urandom(32)

@@ -62,3 +62,29 @@ def test_the_mailto_forward_lets_the_friend_act(demo):
         assert f"{when}:" in body and "11:00" in body and "2011" in body
         assert f"{where}: Chicago Cultural Center, 79 E. Washington, Chicago, IL" in body
         assert len(body) <= render.FORWARD_BODY_MAX + 1
+
+
+def test_a_friends_long_note_is_wrapped_in_the_text_part_only(demo):
+    """The forwarder's name and note are theirs, of any length: the text part wraps them at 76
+    (their own line breaks kept); the HTML keeps them as written (pre-line shows their breaks)."""
+    import email
+
+    from newsletter import message
+    from newsletter.recipients import Recipient
+
+    cfg = load_config()
+    ed = render.render_editions(cfg, demo / ALERT, "forward")["es"]
+    note = "Hola, " + "esta alerta es importante para nuestra comunidad " * 6 + "\nNos vemos."
+    intro = "María Guadalupe Hernández de la Cruz y Rodríguez le reenvió esta alerta de NALACC"
+    friend = Recipient(email="amiga@example.org", key="amiga@example.org", name="", language="es",
+                       fields={}, line=0)
+    _, data = message.prepare(cfg, ed).build(
+        friend, {tokens.FORWARD_INTRO: intro, tokens.FORWARD_NOTE: note}
+    )
+    parts = {p.get_content_type(): p.get_payload(decode=True).decode()
+             for p in email.message_from_bytes(data).walk() if not p.is_multipart()}
+    text, html = parts["text/plain"], parts["text/html"]
+    assert long_lines(text) == []
+    assert "Nos vemos." in text.splitlines()  # the friend's own line break is kept
+    assert " ".join(text.split()).count("esta alerta es importante para nuestra comunidad") == 6
+    assert note.split("\n")[0].strip() in html  # the HTML keeps the note's line unbroken
