@@ -1034,9 +1034,7 @@ class Journal:
         `failed` ones only with `retry_failed`. `dry_run` computes all of it and writes nothing.
         Every list in memory: a send streams instead (run_list, plan_run).
         """
-        from newsletter.runlist import RunList
-
-        run = RunList(self._db, self._lock)
+        run = self.run_list()
         run.add(recipients)
         run.dedupe()  # read_csv already dropped duplicates; other callers may not
         rp = self.plan_run(
