@@ -241,7 +241,7 @@ def send(cfg: Config, alert: Path, to_csv: Path | None, **options: object) -> No
 @pass_config
 def status(cfg: Config, alert: Path) -> None:
     """Counts per state for ALERT; failures and uncertain recipients listed."""
-    from newsletter.journal import run_status
+    from newsletter.status import run_status
 
     run_status(cfg, alert)
 
@@ -261,7 +261,7 @@ def suppress(
     cfg: Config, addresses: tuple[str, ...], csv_path: Path | None, export: Path | None
 ) -> None:
     """Never send to these addresses again (unsubscribe by hand); --export writes the list."""
-    from newsletter.journal import run_suppress
+    from newsletter.people import run_suppress
 
     run_suppress(cfg, addresses, csv_path, export)
 

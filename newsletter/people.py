@@ -1,7 +1,9 @@
-"""`newsletter recipients check CSV`: the command layer above `recipients` (CSV files) and
-`journal` (the state file), so neither has to import the other: the CSV's bad rows, then each
-row the state file would skip (unsubscribed, bounced, complained, suppressed by hand) with why
-and since when. (`recipients export` is newsletter/export.py.)
+"""`newsletter recipients check CSV` and `newsletter suppress`: the command layer above
+`recipients` (CSV files) and `journal` (the state file), so neither has to import the other.
+`recipients check`: the CSV's bad rows, then each row the state file would skip (unsubscribed,
+bounced, complained, suppressed by hand) with why and since when. `suppress`: addresses given
+or read from a CSV, checked as a recipient's are, into the suppression list.
+(`recipients export` and `suppress --export` are newsletter/export.py.)
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ import click
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.journal import Journal
-from newsletter.recipients import RecipientReport, format_report, plural, scan_csv
+from newsletter.recipients import (
+    RecipientReport,
+    check_address,
+    clean_text,
+    format_report,
+    plural,
+    read_rows,
+    scan_csv,
+)
 from newsletter.runlist import RunList
 
 EXPORT_COLUMNS = ("email", "name", "language", "status", "reason", "since")
@@ -76,3 +86,57 @@ def _suppressed_rows(listed: RunList, path: Path, state: Path, n_pref: int) -> N
 
 def _kind_word(kind: str) -> str:
     return "suppressed by hand" if kind == "suppressed" else kind
+
+
+def run_suppress(
+    cfg: Config, addresses: tuple[str, ...], csv_path: Path | None, export: Path | None = None
+) -> None:
+    """`newsletter suppress ADDRESS… [--csv FILE] [--export FILE]`: never send to these
+    addresses again; --export writes the whole list as CSV (after any additions)."""
+    if not addresses and csv_path is None:
+        if export is not None:
+            from newsletter.export import run_suppress_export
+
+            return run_suppress_export(cfg, None if str(export) == "-" else export)
+        raise NewsletterError(
+            "give one or more ADDRESSES, --csv FILE with an email column, or --export FILE."
+        )
+    wanted: list[tuple[str, str]] = []  # (address, reason)
+    for address in addresses:
+        try:
+            email, _ = check_address(address)
+        except ValueError as err:
+            raise NewsletterError(f"{err}. Nothing was suppressed; fix it and run again.") from None
+        wanted.append((email, "by hand (newsletter suppress)"))
+    bad: list[str] = []
+    if csv_path is not None:
+        _, rows, warnings = read_rows(csv_path)
+        for row in rows:
+            written = clean_text(row.cells.get("email", ""))
+            if written.startswith("'="):  # a cell an export defused for spreadsheets
+                written = written[1:]
+            try:
+                email, _ = check_address(written)
+            except ValueError as err:
+                bad.append(f"{csv_path}:{row.line}: {err}; skipped")
+                continue
+            # An export's reason column (suppress --export, recipients export) is kept.
+            reason = clean_text(row.cells.get("reason", "")).removeprefix("'")
+            wanted.append((email, reason or f"imported from {csv_path.name}"))
+        for w in warnings:
+            click.echo(f"warning: {w}", err=True)
+    with Journal(cfg.path("state")) as journal:
+        added = journal.suppress_many(wanted, kind="suppressed")
+    for line in bad:
+        click.echo(line, err=True)
+    already = len(wanted) - added
+    click.echo(
+        f"Suppressed {plural(added, 'address', 'addresses')}"
+        + (f" ({already} already {'was' if already == 1 else 'were'})" if already else "")
+        + (f"; {plural(len(bad), 'bad row')} skipped" if bad else "")
+        + f". They will not be sent to ({cfg.path('state')})."
+    )
+    if export is not None:
+        from newsletter.export import run_suppress_export
+
+        run_suppress_export(cfg, None if str(export) == "-" else export)
