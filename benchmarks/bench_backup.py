@@ -15,6 +15,7 @@ from pathlib import Path
 from newsletter import statefile
 from newsletter.journal import Journal
 from newsletter.recipients import Recipient
+from newsletter.suppressions import Suppressions
 
 
 def state_of(path: Path, n: int) -> None:
@@ -25,7 +26,7 @@ def state_of(path: Path, n: int) -> None:
     with Journal(path) as j:
         j.plan("2026-12-04-dream-act", people)
         j._write("UPDATE deliveries SET status = 'sent', sent_at = updated_at")
-        j.suppress_many((p.email, "one-click") for p in people[::20])
+        Suppressions(j).add_many((p.email, "one-click") for p in people[::20])
 
 
 def main() -> None:

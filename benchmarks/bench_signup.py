@@ -36,6 +36,7 @@ def main(n: int) -> None:
     from newsletter import web
     from newsletter.config import load_config
     from newsletter.journal import Journal
+    from newsletter.suppressions import Suppressions
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -54,8 +55,8 @@ def main(n: int) -> None:
         with Journal(cfg.path("state"), secret=cfg.secret) as j:
             for i in range(n):
                 j.contact(f"member{i}@example.org", "Member")
-                j.suppress(f"bounced{i}@example.org", "bounced: 550 5.1.1")
-                j.suppress(f"left{i}@example.org", "unsubscribe page")
+                Suppressions(j).add(f"bounced{i}@example.org", "bounced: 550 5.1.1")
+                Suppressions(j).add(f"left{i}@example.org", "unsubscribe page")
         app = web.create_app(cfg)
         client = app.test_client()
 

@@ -107,13 +107,14 @@ def bench_forward_timing(root: Path, member: int, n: int) -> None:
     from newsletter import links, web
     from newsletter.config import load_config
     from newsletter.journal import Journal
+    from newsletter.suppressions import Suppressions
 
     app = web.create_app(load_config(root / "newsletter.toml"))
     app.config.update(FORWARDS_PER_TOKEN_PER_DAY=10**6, FORWARDS_PER_IP_PER_DAY=10**6)
     client = app.test_client()
     with Journal(root / "newsletter.db") as j:
         person = j.public_id(member)
-        j.suppress("gone@example.org", "bench")
+        Suppressions(j).add("gone@example.org", "bench")
     alert_id = sorted(p.name for p in (root / "alerts").iterdir())[0]
     token = links.make_token(SECRET, "forward", person, alert_id, "es")
     page = client.get(f"/f/{token}").get_data(as_text=True)

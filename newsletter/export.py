@@ -26,6 +26,7 @@ from newsletter import statefile
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.journal import Journal
+from newsletter.suppressions import Suppressions
 
 COLUMNS = ("email", "name", "language", "status", "reason", "since", "source")
 # A cell a spreadsheet would run as a formula (a name typed into a public form can be anything).
@@ -135,6 +136,6 @@ def run_suppress_export(cfg: Config, out: Path | None) -> None:
             f"{state}: no state file yet, so no suppression list to export. Check [paths] state."
         )
     with Journal(state, readonly=True) as j:
-        table = [(s.email, s.reason, _since(s.created_at)) for s in j.suppressions()]
+        table = [(s.email, s.reason, _since(s.created_at)) for s in Suppressions(j).rows()]
     if write_csv(out, table, SUPPRESSION_COLUMNS, "--export FILE"):
         click.echo(f"Wrote {out}: {len(table):,} suppressed addresses.", err=True)

@@ -1,5 +1,9 @@
 """The journal: one SQLite file (`[paths] state`) of contacts, deliveries, suppressions, forwards.
 
+This module holds the file (schema, migrations, the one connection and its transactions) and
+the deliveries; a table with rules of its own has its own small class over that connection:
+the suppression list is newsletter/suppressions.py (`Suppressions(journal)`).
+
 A delivery is in flight on disk before its bytes go to SMTP and `sent` only after the server's
 250, so a run killed at any point leaves nothing that looks sent but was not; rows still
 `in_flight` on the next run are *uncertain*: reported, resent only when asked.
@@ -51,7 +55,6 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 4  # the base schema is version 1; MIGRATIONS take a file from there
 STATUSES = ("pending", "in_flight", "sent", "retry", "failed")
-SUPPRESSION_KINDS = ("unsubscribed", "bounced", "complained", "suppressed")
 LANGUAGES = ("es", "en")
 BUSY_TIMEOUT = 10.0  # seconds another process may hold the write lock before we give up
 REPLY_MAX = 500  # characters of an SMTP reply worth keeping
@@ -243,18 +246,6 @@ class Delivery:
     created_at: str
     updated_at: str
     sent_at: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Suppression:
-    """An address never to send to: who, why, since when."""
-
-    key: str
-    email: str
-    reason: str
-    created_at: str
-    kind: str = "suppressed"  # unsubscribed | bounced | complained | suppressed (by hand)
-    evidence: str = ""  # for a bounce or complaint: status code and diagnostic
 
 
 @dataclass(frozen=True, slots=True)
@@ -1180,8 +1171,6 @@ class Journal:
             )
         }
 
-    # --- suppression ----------------------------------------------------------------------
-
     def unsubscribed_after(self, alert_id: str) -> dict[str, int]:
         """{reason: n} of this alert's recipients who unsubscribed after it was sent to them
         (the unsubscribes it drew; bounces and complaints have their own lines); counts only,
@@ -1194,69 +1183,6 @@ class Journal:
                 (alert_id,),
             )
         )
-
-    def suppression_counts(self) -> dict[str, int]:
-        """{reason: n} over every suppressed address of the file."""
-        return dict(self._read("SELECT reason, count(*) FROM suppressions GROUP BY reason"))
-
-    def suppress(
-        self, email: str, reason: str = "", kind: str = "unsubscribed", evidence: str = ""
-    ) -> bool:
-        """Never send to `email` again; False when it already was suppressed (reason kept).
-
-        `kind` (SUPPRESSION_KINDS) is what `recipients export` shows as the status; the default
-        is a member's own unsubscribe (the public pages), `newsletter suppress` says "suppressed".
-        """
-        return self.suppress_many([(email, reason)], kind=kind, evidence=evidence) == 1
-
-    def suppress_many(
-        self, items: Iterable[tuple[str, str]], kind: str = "unsubscribed", evidence: str = ""
-    ) -> int:
-        """Suppress (address, reason) pairs in one transaction; returns how many were new."""
-        if kind not in SUPPRESSION_KINDS:
-            raise ValueError(f"kind must be one of {SUPPRESSION_KINDS}, not {kind!r}")
-        t = _ts()
-        with self._tx() as db:
-            before = db.total_changes
-            db.executemany(
-                "INSERT INTO suppressions (key, email, reason, created_at, kind, evidence) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
-                (
-                    (key_of(e), e.strip(), clean_text(r), t, kind, clean_text(evidence))
-                    for e, r in items
-                ),
-            )
-            return db.total_changes - before
-
-    def unsuppress(self, email: str) -> bool:
-        """Resubscribe `email`; False when it was not suppressed."""
-        return self._write("DELETE FROM suppressions WHERE key = ?", (key_of(email),)).rowcount == 1
-
-    def is_suppressed(self, email: str) -> bool:
-        """True when `email` (any case) must not be sent to."""
-        return bool(self._read("SELECT 1 FROM suppressions WHERE key = ?", (key_of(email),)))
-
-    def suppression(self, email: str) -> Suppression | None:
-        """Why and since when `email` is suppressed, or None."""
-        rows = self._read(
-            "SELECT key, email, reason, created_at, kind, evidence FROM suppressions "
-            "WHERE key = ?",
-            (key_of(email),),
-        )
-        return Suppression(*rows[0]) if rows else None
-
-    def suppressions(self) -> list[Suppression]:
-        """Every suppression, oldest first."""
-        return [
-            Suppression(*row)
-            for row in self._read(
-                "SELECT key, email, reason, created_at FROM suppressions ORDER BY created_at, key"
-            )
-        ]
-
-    def suppressed(self) -> set[str]:
-        """Every suppressed address key."""
-        return {k for (k,) in self._read("SELECT key FROM suppressions")}
 
     # --- forwards (friends' addresses are never stored: only how many) -------------------
 

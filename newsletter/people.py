@@ -27,6 +27,7 @@ from newsletter.recipients import (
     scan_csv,
 )
 from newsletter.runlist import RunList
+from newsletter.suppressions import Suppressions
 
 EXPORT_COLUMNS = ("email", "name", "language", "status", "reason", "since")
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run these as formulas
@@ -126,7 +127,7 @@ def run_suppress(
         for w in warnings:
             click.echo(f"warning: {w}", err=True)
     with Journal(cfg.path("state")) as journal:
-        added = journal.suppress_many(wanted, kind="suppressed")
+        added = Suppressions(journal).add_many(wanted, kind="suppressed")
     for line in bad:
         click.echo(line, err=True)
     already = len(wanted) - added

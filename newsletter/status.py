@@ -16,6 +16,7 @@ from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.journal import Journal
 from newsletter.recipients import plural
+from newsletter.suppressions import Suppressions
 
 
 def alert_id_of(cfg: Config, alert_path: str | Path) -> str:
@@ -60,7 +61,7 @@ def run_status(cfg: Config, alert_path: Path) -> None:
             click.echo(f"{alert_id}: nothing sent yet. Alerts in {state}: {known}.")
             return
         unsubscribed = journal.unsubscribed_after(alert_id)
-        by_reason = journal.suppression_counts()
+        by_reason = Suppressions(journal).counts()
         running = journal.send_running()
         # Suppressed since their row was written (often during a running send): they will
         # never be sent, so they are counted as such, not as pending for ever.

@@ -20,6 +20,7 @@ from newsletter.cli import cli
 from newsletter.config import load_config
 from newsletter.journal import Journal, timestamp
 from newsletter.recipients import Recipient
+from newsletter.suppressions import Suppressions
 from tests.conftest import ALERT_ID
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bounces"
@@ -217,8 +218,8 @@ def test_hard_bounce_tied_by_message_id_suppresses_at_once(cfg):
     with state(cfg) as j:
         ids = delivered(j, "a1", "ana@example.org", "bob@example.org")
         s = read_all(cfg, j, [("m1", hard_bounce("ana@example.org", ids["ana@example.org"]))])
-        sup = j.suppression("ana@example.org")
-        assert not j.is_suppressed("bob@example.org")
+        sup = Suppressions(j).get("ana@example.org")
+        assert not Suppressions(j).has("bob@example.org")
     assert s.events["hard"] == 1 and [d.email for d in s.suppressed] == ["ana@example.org"]
     assert sup.kind == "bounced" and "Domain does not exist" in sup.evidence
     assert "Message-ID" in sup.evidence and "alert a1" in sup.evidence
@@ -251,9 +252,9 @@ def test_soft_bounces_suppress_on_the_third_distinct_alert_within_soft_days(cfg)
             ],
         )
         read_all(cfg, j, [("2", msgs[1])])
-        assert not j.is_suppressed("ana@example.org")
+        assert not Suppressions(j).has("ana@example.org")
         s = read_all(cfg, j, [("3", msgs[2])])
-        assert j.suppression("ana@example.org").kind == "bounced"
+        assert Suppressions(j).get("ana@example.org").kind == "bounced"
     assert "3 soft bounces" in s.suppressed[0].reason
 
 
@@ -265,14 +266,14 @@ def test_soft_bounces_older_than_soft_days_do_not_count(cfg, monkeypatch):
             mid = delivered(j, alert, "ana@example.org")["ana@example.org"]
             read_all(cfg, j, [(alert, soft_bounce("ana@example.org", mid, f"o{n}"))])
             t["now"] += timedelta(days=20)  # 0, 20, 40 days: never three within 30
-        assert not j.is_suppressed("ana@example.org")
+        assert not Suppressions(j).has("ana@example.org")
 
 
 def test_sender_side_refusal_never_suppresses_and_gives_advice(cfg):
     with state(cfg) as j:
         ids = delivered(j, "a1", "ana@example.org")
         s = read_all(cfg, j, [("g", sender_refusal("ana@example.org", ids["ana@example.org"]))])
-        assert not j.is_suppressed("ana@example.org")
+        assert not Suppressions(j).has("ana@example.org")
     assert s.events["sender"] == 1 and not s.suppressed
     runner = CliRunner()
     path = Path("g.eml")
@@ -288,9 +289,9 @@ def test_sender_side_refusal_never_suppresses_and_gives_advice(cfg):
 def test_complaint_suppresses_at_once_and_replaces_an_unsubscribe(cfg):
     with state(cfg) as j:
         ids = delivered(j, "a1", "ana@example.org")
-        j.suppress("ana@example.org", "unsubscribe page")
+        Suppressions(j).add("ana@example.org", "unsubscribe page")
         s = read_all(cfg, j, [("arf", complaint(ids["ana@example.org"], "ana@example.org"))])
-        sup = j.suppression("ana@example.org")
+        sup = Suppressions(j).get("ana@example.org")
     assert s.events["complaint"] == 1
     assert sup.kind == "complained" and "complained" in sup.reason
 
@@ -301,10 +302,10 @@ def test_forged_bounce_by_address_alone_counts_only_after_the_limit(cfg):
         # A DSN naming a member but quoting no Message-ID of ours: anyone could write it.
         read_all(cfg, j, [("f1", hard_bounce("ana@example.org", None, "forged1"))])
         read_all(cfg, j, [("f2", hard_bounce("ana@example.org", None, "forged2"))])
-        assert not j.is_suppressed("ana@example.org")  # both on the same (last) alert
+        assert not Suppressions(j).has("ana@example.org")  # both on the same (last) alert
         delivered(j, "a2", "ana@example.org")
         s = read_all(cfg, j, [("f3", hard_bounce("ana@example.org", None, "forged3"))])
-        assert j.suppression("ana@example.org").kind == "bounced"
+        assert Suppressions(j).get("ana@example.org").kind == "bounced"
     assert "address only" in s.suppressed[0].evidence
 
 
@@ -312,7 +313,7 @@ def test_unmatched_bounce_is_counted_and_listed_not_guessed(cfg):
     with state(cfg) as j:
         delivered(j, "a1", "ana@example.org")
         s = read_all(cfg, j, [("x.eml", hard_bounce("stranger@example.net", "<nope@x>"))])
-        assert j.suppressed() == set()
+        assert Suppressions(j).keys() == set()
         stored = j._read("SELECT key, matched_by FROM bounces")
     assert [u[:2] for u in s.unmatched] == [("x.eml", "stranger@example.net")]
     assert stored == [("", "none")]  # no address kept of someone who is no member
@@ -358,7 +359,7 @@ def test_message_id_in_a_base64_attachment_is_found(cfg):
         ).encode()
         assert ids["ana@example.org"] in parse(msg).message_ids
         s = read_all(cfg, j, [("att", msg)])
-        assert j.suppression("ana@example.org").kind == "bounced"
+        assert Suppressions(j).get("ana@example.org").kind == "bounced"
     assert "Message-ID" in s.suppressed[0].evidence
 
 
@@ -378,7 +379,7 @@ def test_verp_token_ties_a_bounce_with_nothing_else_in_it(cfg):
             "Message-ID: <v1@mx.example.net>\n\nSorry, no mailbox here by that name. (#5.1.1)\n"
         ).encode()
         s = read_all(cfg, j, [("v", msg)])
-        assert j.suppression("ana@example.org").kind == "bounced"
+        assert Suppressions(j).get("ana@example.org").kind == "bounced"
     assert "VERP" in s.suppressed[0].evidence
 
 
@@ -435,9 +436,9 @@ def test_send_time_user_unknown_suppresses_for_the_next_alert_and_a_block_does_n
     assert result.exit_code == 1  # two failed
     assert "suppressed for next time 1" in result.output
     with Journal("newsletter.db") as j:
-        assert j.suppression("bob@example.org").kind == "bounced"
-        assert "5.1.1" in j.suppression("bob@example.org").evidence
-        assert not j.is_suppressed("carla@example.org")
+        assert Suppressions(j).get("bob@example.org").kind == "bounced"
+        assert "5.1.1" in Suppressions(j).get("bob@example.org").evidence
+        assert not Suppressions(j).has("carla@example.org")
     status = runner.invoke(cli, ["status", f"alerts/{ALERT_ID}"]).output
     assert "1 bounced (1 hard, 0 soft)" in status and "1 refused for the sender's reasons" in status
     assert "blocklisting or reputation" in status
@@ -530,9 +531,9 @@ def test_a_version_1_state_file_is_upgraded_in_place_keeping_its_data(tmp_path):
     con.close()
     with Journal(path) as j:
         assert j._read("PRAGMA user_version")[0][0] == journal_module.SCHEMA_VERSION
-        assert j.suppression("a@example.org").kind == "unsubscribed"
-        assert j.suppression("b@example.org").kind == "suppressed"
-        assert j.suppression("b@example.org").created_at == t
+        assert Suppressions(j).get("a@example.org").kind == "unsubscribed"
+        assert Suppressions(j).get("b@example.org").kind == "suppressed"
+        assert Suppressions(j).get("b@example.org").created_at == t
         assert j._read("SELECT count(*) FROM bounces")[0][0] == 0
 
 
@@ -544,8 +545,8 @@ def test_recipients_export_and_check(cfg):
         ids = delivered(
             j, "a1", "ana@example.org", "bob@example.org", "carla@example.org", "=x@example.org"
         )
-        j.suppress("carla@example.org", "unsubscribe page")
-        j.suppress_many([("dan@example.org", "imported from old.csv")], kind="suppressed")
+        Suppressions(j).add("carla@example.org", "unsubscribe page")
+        Suppressions(j).add_many([("dan@example.org", "imported from old.csv")], kind="suppressed")
         read_all(cfg, j, [("b", hard_bounce("bob@example.org", ids["bob@example.org"]))])
         read_all(cfg, j, [("c", complaint(ids["ana@example.org"], "ana@example.org"))])
     runner = CliRunner()
@@ -580,4 +581,4 @@ def test_forged_reports_about_a_member_never_mailed_change_nothing(cfg):
         for n in range(3):
             read_all(cfg, j, [(f"f{n}", hard_bounce("ana@example.org", None, f"forged{n}"))])
         read_all(cfg, j, [("c", complaint("<not-ours@example.net>", "ana@example.org"))])
-        assert not j.is_suppressed("ana@example.org")
+        assert not Suppressions(j).has("ana@example.org")

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from newsletter.cli import cli
 from newsletter.journal import Journal
+from newsletter.suppressions import Suppressions
 from tests.test_bounces import DOMAIN, FIXTURES, complaint, delivered, hard_bounce
 
 PERSONAL = (
@@ -75,9 +76,9 @@ def test_fetch_moves_bounces_and_leaves_a_personal_email_unread(mailbox, imap_se
     done = folder(mailbox, "Processed bounces")
     assert len(done) == 3
     with Journal("newsletter.db") as j:
-        assert j.suppression("ana@example.org").kind == "bounced"
-        assert j.suppression("bob@example.org").kind == "complained"
-        assert not j.is_suppressed("carla@example.org")
+        assert Suppressions(j).get("ana@example.org").kind == "bounced"
+        assert Suppressions(j).get("bob@example.org").kind == "complained"
+        assert not Suppressions(j).has("carla@example.org")
 
     # Again: nothing new, nothing moved, the person's mail still unread where it was.
     again = CliRunner().invoke(cli, ["bounces", "fetch"])

@@ -20,6 +20,7 @@ from newsletter.cli import cli
 from newsletter.errors import NewsletterError
 from newsletter.journal import Journal, timestamp
 from newsletter.recipients import Recipient
+from newsletter.suppressions import Suppressions
 
 ALERT = "2011-08-12-secure-communities"
 
@@ -104,7 +105,7 @@ def test_many_openers_of_a_new_file_at_once(db):
         try:
             barrier.wait()
             with Journal(db) as j:
-                j.suppress("a@example.org", "x")
+                Suppressions(j).add("a@example.org", "x")
         except BaseException as err:  # reported below
             errors.append(err)
 
@@ -115,7 +116,7 @@ def test_many_openers_of_a_new_file_at_once(db):
         th.join(timeout=60)
     assert not errors
     with Journal(db) as j:
-        assert j.suppressed() == {"a@example.org"}
+        assert Suppressions(j).keys() == {"a@example.org"}
 
 
 # --- contacts and language ------------------------------------------------------------------
@@ -199,8 +200,8 @@ def test_plan_skips_suppressed_case_insensitively_but_keeps_sent_history(db):
     with Journal(db) as j:
         j.plan(ALERT, people("a@example.org", "b@example.org"))
         record(j, "a@example.org", "sent", "250")
-        assert j.suppress("A@EXAMPLE.ORG", "one-click")
-        assert j.suppress(" b@Example.org ", "unsubscribe page")
+        assert Suppressions(j).add("A@EXAMPLE.ORG", "one-click")
+        assert Suppressions(j).add(" b@Example.org ", "unsubscribe page")
         plan = j.plan(ALERT, people("a@example.org", "b@example.org", "c@example.org"))
         assert [p.recipient.key for p in plan.sent] == ["a@example.org"]
         assert [p.recipient.key for p in plan.suppressed] == ["b@example.org"]
@@ -222,21 +223,21 @@ def test_many_recipients_plan_in_one_transaction(db):
 
 def test_suppression_case_insensitive_with_reason_and_time(db, clock):
     with Journal(db) as j:
-        assert j.suppress("Ana@Example.org", "one-click")
-        assert not j.suppress("ana@example.org", "again")  # first reason kept
-        assert j.is_suppressed("ANA@example.ORG")
-        s = j.suppression("ana@EXAMPLE.org")
+        assert Suppressions(j).add("Ana@Example.org", "one-click")
+        assert not Suppressions(j).add("ana@example.org", "again")  # first reason kept
+        assert Suppressions(j).has("ANA@example.ORG")
+        s = Suppressions(j).get("ana@EXAMPLE.org")
         assert (s.email, s.reason, s.created_at) == (
             "Ana@Example.org",
             "one-click",
             "2026-11-28T09:00:00.000000Z",
         )
-        assert j.suppressed() == {"ana@example.org"}
-        assert j.unsuppress("ANA@example.org")
-        assert not j.unsuppress("ana@example.org")
-        assert not j.is_suppressed("ana@example.org")
+        assert Suppressions(j).keys() == {"ana@example.org"}
+        assert Suppressions(j).remove("ANA@example.org")
+        assert not Suppressions(j).remove("ana@example.org")
+        assert not Suppressions(j).has("ana@example.org")
     with Journal(db) as j:
-        assert j.suppressed() == set()
+        assert Suppressions(j).keys() == set()
 
 
 # --- forwards ---------------------------------------------------------------------------------
@@ -303,7 +304,7 @@ def test_concurrent_threads_share_one_journal(db):
                     else:
                         record(j, key, "sent", "250")
                     if i % 8 == 0:
-                        other.suppress(f"u{t}-{i}@example.org", "one-click")
+                        Suppressions(other).add(f"u{t}-{i}@example.org", "one-click")
                         j.record_forward(None, f"10.0.0.{t}", ALERT, 1)
             except BaseException as err:  # reported below: a thread's exception is otherwise lost
                 errors.append(err)
@@ -318,7 +319,7 @@ def test_concurrent_threads_share_one_journal(db):
         assert not errors
         assert j.counts(ALERT)["sent"] == n_threads * per_thread
         assert sum(d.attempts for d in j.rows(ALERT)) == n_threads * (per_thread + 4)
-        assert len(j.suppressed()) == n_threads * 5
+        assert len(Suppressions(j).keys()) == n_threads * 5
         assert j.forward_total(ALERT) == n_threads * 5
 
 
@@ -406,11 +407,11 @@ def test_cli_status_shows_unsubscribes_and_suppressions(project):
         j.plan(ALERT, people("a@example.org", "b@example.org", "c@example.org"))
         for who in ("a@example.org", "b@example.org", "c@example.org"):
             record(j, who, "sent", "250")
-        j.suppress("a@example.org", "one-click")
-        j.suppress("b@example.org", "unsubscribe page")
-        j.suppress("old@example.org", "by hand (newsletter suppress)")
+        Suppressions(j).add("a@example.org", "one-click")
+        Suppressions(j).add("b@example.org", "unsubscribe page")
+        Suppressions(j).add("old@example.org", "by hand (newsletter suppress)")
         # A bounce after the alert is no unsubscribe (the bounce lines count it).
-        j.suppress("c@example.org", "bounced: address gone (1 hard bounce)", kind="bounced")
+        Suppressions(j).add("c@example.org", "bounced: address gone (1 hard bounce)", kind="bounced")
     out = CliRunner().invoke(cli, ["status", f"alerts/{ALERT}"]).output
     assert "Unsubscribed since they received it: 2 (1 one-click, 1 unsubscribe page)." in out
     assert "Suppressed in newsletter.db (never sent to): 4 (1 bounced" in out
@@ -430,8 +431,8 @@ def test_cli_suppress_addresses_and_csv(project):
     assert "Suppressed 1 address (1 already was); 1 bad row skipped" in result.output
     assert "unsubscribed.csv:3: invalid address 'nope@'" in result.output
     with Journal("newsletter.db") as j:
-        assert j.suppressed() == {"ana@example.org", "b@example.org", "c@example.org"}
-        assert j.suppression("c@example.org").reason == "imported from unsubscribed.csv"
+        assert Suppressions(j).keys() == {"ana@example.org", "b@example.org", "c@example.org"}
+        assert Suppressions(j).get("c@example.org").reason == "imported from unsubscribed.csv"
 
 
 def test_cli_suppress_refuses_a_bad_address_and_writes_nothing(project):

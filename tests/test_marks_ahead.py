@@ -14,6 +14,7 @@ import pytest
 
 from newsletter import pool
 from newsletter.journal import FlightLog
+from newsletter.suppressions import Suppressions
 from tests.conftest import SmtpServer, _Handler, start_smtp
 from tests.test_send import FakeClock, received_by, run, setup_project, states
 
@@ -69,7 +70,7 @@ def test_an_unsubscribe_after_the_mark_ahead_is_honoured_and_left_pending(
         if ahead:
             gone.append(ahead[-1])
             with Journal(project / "newsletter.db") as j:
-                j.suppress(ahead[-1], "one-click")
+                Suppressions(j).add(ahead[-1], "one-click")
 
     smtp_server.on_rcpt = rcpt
     out = run(FakeClock(), connections=1)

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from newsletter.cli import cli
 from newsletter.errors import NewsletterError
 from newsletter.recipients import check_address, clean_text, parse_language, read_csv
+from newsletter.suppressions import Suppressions
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -361,7 +362,7 @@ def test_cli_recipients_check_counts_unsubscribed_and_language_choices(project):
     assert not Path("newsletter.db").exists()  # checking creates no state
     first, second = read_csv("recipients/sample.csv").recipients[:2]
     with Journal("newsletter.db") as j:
-        j.suppress(first.email.upper(), "test")
+        Suppressions(j).add(first.email.upper(), "test")
         j.set_language(j.contact(second.email), "en" if second.language == "es" else "es")
     result = runner.invoke(cli, ["recipients", "check", "recipients/sample.csv"])
     assert result.exit_code == 0, result.output

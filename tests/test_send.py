@@ -17,6 +17,7 @@ from newsletter.cli import cli
 from newsletter.config import load_config
 from newsletter.errors import NewsletterError
 from newsletter.journal import Journal
+from newsletter.suppressions import Suppressions
 from tests.conftest import ALERT_ID, fill_placeholders
 
 ALERT = f"alerts/{ALERT_ID}"
@@ -73,7 +74,7 @@ def setup_project(project: Path, monkeypatch, server=None, csv: str = CSV, **smt
     path = project / "members.csv"
     path.write_text(csv, encoding="utf-8")
     with Journal(project / "newsletter.db") as j:
-        j.suppress("Gone@Example.org", "unsubscribed")
+        Suppressions(j).add("Gone@Example.org", "unsubscribed")
     return path
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from newsletter.journal import Journal
+from newsletter.suppressions import Suppressions
 from tests.conftest import ALERT_ID, SmtpServer, _Handler, start_smtp
 from tests.test_send import (
     ALERT,
@@ -291,7 +292,7 @@ def test_an_unsubscribe_during_the_run_is_honoured(project, smtp_server, monkeyp
     def rcpt(address: str) -> None:
         if address == "ana@example.org":  # the first message: jose unsubscribes meanwhile
             with Journal(project / "newsletter.db") as j:
-                j.suppress("jose@example.org", "one-click")
+                Suppressions(j).add("jose@example.org", "one-click")
 
     smtp_server.on_rcpt = rcpt
     run(FakeClock(), connections=1)

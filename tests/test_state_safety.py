@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from newsletter import statefile
 from newsletter.cli import cli
 from newsletter.journal import Journal
+from newsletter.suppressions import Suppressions
 from tests.conftest import ALERT_ID
 from tests.test_send import ALERT, FakeClock, received_by, run, send, setup_project
 
@@ -159,14 +160,15 @@ def test_each_send_backs_up_before_and_after_and_keeps_the_newest(
 def test_a_backup_taken_while_another_process_writes_is_consistent(tmp_path):
     state = tmp_path / "newsletter.db"
     with Journal(state) as j:
-        j.suppress_many((f"m{i}@example.org", "x") for i in range(2000))
+        Suppressions(j).add_many((f"m{i}@example.org", "x") for i in range(2000))
     writer = subprocess.Popen(  # another process: suppresses 300 more, one commit each
         [
             sys.executable,
             "-c",
             "import sys; from newsletter.journal import Journal\n"
+            "from newsletter.suppressions import Suppressions\n"
             "with Journal(sys.argv[1]) as j:\n"
-            "    for i in range(300): j.suppress(f'w{i}@example.org', 'web')\n",
+            "    for i in range(300): Suppressions(j).add(f'w{i}@example.org', 'web')\n",
             str(state),
         ]
     )
@@ -206,7 +208,7 @@ def test_a_disk_fault_on_a_write_names_the_os_error_not_move_it_away(
     assert_backup_advice(line, state)
     (project / "newsletter.db-shm").rmdir()
     with Journal(state) as j:  # nothing lost, nothing half-written
-        assert j.suppressed() == {"gone@example.org"}
+        assert Suppressions(j).keys() == {"gone@example.org"}
 
 
 def _can_make_read_only_mounts() -> bool:
@@ -248,7 +250,7 @@ def test_a_read_only_state_folder_names_the_os_error(project, monkeypatch, smtp_
         assert "not a usable" not in line and "Move it away" not in line
         assert_backup_advice(line, state)
     with Journal(state) as j:
-        assert j.suppressed() == {"gone@example.org"}
+        assert Suppressions(j).keys() == {"gone@example.org"}
 
 
 def test_suppress_export_writes_the_list_and_suppress_csv_reads_it_back(
@@ -275,8 +277,8 @@ def test_suppress_export_writes_the_list_and_suppress_csv_reads_it_back(
     monkeypatch.setenv("NEWSLETTER_PATHS_STATE", str(tmp_path / "elsewhere" / "new.db"))
     assert cli_run("suppress", "--csv", str(exported)).exit_code == 0
     with Journal(tmp_path / "elsewhere" / "new.db") as j:
-        assert j.suppressed() == {"gone@example.org", "bob@example.com", "=sum@example.org"}
-        assert j.suppression("gone@example.org").reason == "unsubscribed"
+        assert Suppressions(j).keys() == {"gone@example.org", "bob@example.com", "=sum@example.org"}
+        assert Suppressions(j).get("gone@example.org").reason == "unsubscribed"
 
 
 # --- 9: a directory named like a flight log -------------------------------------------------
@@ -319,7 +321,7 @@ def test_a_member_suppressed_during_the_send_shows_as_suppressed_in_status(
     def rcpt(address: str) -> None:
         if address == "ana@example.org":  # the first message: jose unsubscribes meanwhile
             with Journal(project / "newsletter.db") as j:
-                j.suppress("jose@example.org", "one-click")
+                Suppressions(j).add("jose@example.org", "one-click")
             mid_send.append(cli_run("status", ALERT).output)
 
     mid_send: list[str] = []
@@ -347,9 +349,9 @@ def test_a_new_state_file_on_a_file_system_without_hard_links(tmp_path, monkeypa
     monkeypatch.setattr(os, "link", no_links)
     state = tmp_path / "usb" / "newsletter.db"
     with Journal(state) as j:
-        j.suppress("ana@example.org", "x")
+        Suppressions(j).add("ana@example.org", "x")
     with Journal(state) as j:
-        assert j.suppressed() == {"ana@example.org"}
+        assert Suppressions(j).keys() == {"ana@example.org"}
     assert sorted(p.name for p in state.parent.iterdir()) == ["newsletter.db"]
 
 
@@ -360,7 +362,7 @@ def test_a_new_state_file_and_its_wal_are_owner_only(tmp_path):
     try:
         state = tmp_path / "state" / "newsletter.db"
         with Journal(state) as j:
-            j.suppress("ana@example.org", "unsubscribe page")
+            Suppressions(j).add("ana@example.org", "unsubscribe page")
             wal = state.with_name(state.name + "-wal")
             assert wal.exists()
             assert wal.stat().st_mode & 0o777 == 0o600

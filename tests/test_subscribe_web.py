@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from newsletter import links, subscribers, web
 from newsletter.cli import cli
 from newsletter.journal import Journal
+from newsletter.suppressions import Suppressions
 from tests import test_web
 from tests.conftest import drain_mail
 from tests.test_web import SECRET
@@ -97,9 +98,9 @@ def test_a_bad_address_is_shown_back_with_an_error(client, smtp_server, app):
 def test_same_page_whatever_the_state_and_mail_only_where_allowed(cfg, client, app, smtp_server):
     with Journal(cfg.path("state"), secret=SECRET) as j:
         j.contact("member@example.org", "Member")
-        j.suppress("left@example.org", "unsubscribe page")
-        j.suppress("bounced@example.org", "bounced: 550 5.1.1 no such user")
-        j.suppress("complained@example.org", "complained")
+        Suppressions(j).add("left@example.org", "unsubscribe page")
+        Suppressions(j).add("bounced@example.org", "bounced: 550 5.1.1 no such user")
+        Suppressions(j).add("complained@example.org", "complained")
     cases = [
         ("new@example.org", {}),
         ("member@example.org", {}),
@@ -198,7 +199,7 @@ def test_scanner_get_confirms_nothing_the_button_does_once(cfg, client, app, smt
     assert client.post(path_of(unsub), data={"confirm": "1"}).status_code == 200
     assert client.post(path_of(url)).status_code == 409
     with Journal(cfg.path("state"), secret=SECRET) as j:
-        assert j.is_suppressed("luz@example.org")
+        assert Suppressions(j).has("luz@example.org")
 
 
 def test_welcome_off_and_expired_or_bad_links(cfg, client, app, smtp_server, clock):
@@ -226,7 +227,7 @@ def test_resubscribe_after_unsubscribing(cfg, client, app, smtp_server, clock):
     url = confirm_url(smtp_server, "ana@example.org")
     assert client.post(path_of(url)).status_code == 200
     with Journal(cfg.path("state"), secret=SECRET) as j:
-        assert not j.is_suppressed("ana@example.org")
+        assert not Suppressions(j).has("ana@example.org")
         assert [r.email for r in subscribers.web_recipients(j)] == ["ana@example.org"]
         assert j.find_contact("ana@example.org").language_pref == "en"
 

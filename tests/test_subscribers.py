@@ -13,6 +13,7 @@ from newsletter import journal, links, subscribers
 from newsletter.config import load_config
 from newsletter.journal import Journal
 from newsletter.subscribers import SignUp
+from newsletter.suppressions import Suppressions
 
 SECRET = "test-secret-not-for-production-0123"
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -60,7 +61,7 @@ def test_a_version_1_file_is_upgraded_in_place_keeping_its_data(tmp_path):
     db.close()
     with Journal(path) as j:
         assert j.find_contact("ana@example.org").name == "Ana"
-        assert j.is_suppressed("beto@example.org")
+        assert Suppressions(j).has("beto@example.org")
         assert j._read("PRAGMA user_version")[0][0] == journal.SCHEMA_VERSION >= 2
         assert j._read("SELECT count(*) FROM subscribers") == [(0,)]
 
@@ -98,9 +99,9 @@ def test_ipv6_counts_by_56(j):
 
 
 def test_bounced_and_complained_get_no_confirmation_unsubscribed_do(j):
-    j.suppress("bounced@example.org", "bounced: 550 5.1.1 no such user")
-    j.suppress("complained@example.org", "complained (ARF report)")
-    j.suppress("left@example.org", "unsubscribe page")
+    Suppressions(j).add("bounced@example.org", "bounced: 550 5.1.1 no such user")
+    Suppressions(j).add("complained@example.org", "complained (ARF report)")
+    Suppressions(j).add("left@example.org", "unsubscribe page")
     assert not ask(j, "bounced@example.org")
     assert not ask(j, "complained@example.org", ip="198.51.100.1")
     assert ask(j, "left@example.org", ip="192.0.2.1")
@@ -108,15 +109,15 @@ def test_bounced_and_complained_get_no_confirmation_unsubscribed_do(j):
 
 def test_the_suppressions_kind_decides_not_its_wording(j):
     # Bounce handling records a kind; its reason text need not say "bounce".
-    j.suppress("gone@example.org", "address gone (1 hard bounc3)", kind="bounced")
-    j.suppress("spam@example.org", "ARF abuse report", kind="complained")
+    Suppressions(j).add("gone@example.org", "address gone (1 hard bounc3)", kind="bounced")
+    Suppressions(j).add("spam@example.org", "ARF abuse report", kind="complained")
     assert not ask(j, "gone@example.org")
     assert not ask(j, "spam@example.org", ip="198.51.100.1")
 
 
 def test_every_request_writes_the_same_rows_and_no_address_or_ip(j):
     """What a request writes does not depend on the address's state (the timing follows)."""
-    j.suppress("bounced@example.org", "bounced")
+    Suppressions(j).add("bounced@example.org", "bounced")
     before = j._read("SELECT count(*) FROM signup_caps")[0][0]
     for address in ("new@example.org", "new@example.org", "bounced@example.org"):
         ask(j, address)
@@ -192,21 +193,21 @@ def test_unsubscribed_may_subscribe_again_but_not_with_an_older_link(j, cfg, mon
     old = signup(when=T0)
     assert subscribers.confirm(j, old, wording(cfg), T0 + timedelta(minutes=1))
     monkeypatch.setattr(journal, "now", lambda: T0 + timedelta(days=1))
-    j.suppress("ana@example.org", "unsubscribe page")
+    Suppressions(j).add("ana@example.org", "unsubscribe page")
     assert subscribers.web_recipients(j) == []
     # The first link again (still within its 7 days): the later "no" stands.
     assert subscribers.confirm(j, old, wording(cfg), T0 + timedelta(days=2)) is None
-    assert j.is_suppressed("ana@example.org")
+    assert Suppressions(j).has("ana@example.org")
     # A new sign-up, confirmed: back on the list, the consent is the new one.
     new = signup(when=T0 + timedelta(days=3), lang="en")
     assert subscribers.confirm(j, new, wording(cfg, "en"), T0 + timedelta(days=3, minutes=2))
-    assert not j.is_suppressed("ana@example.org")
+    assert not Suppressions(j).has("ana@example.org")
     assert subscribers.subscriber(j, "ana@example.org").language == "en"
     assert [r.language for r in subscribers.web_recipients(j)] == ["en"]
 
 
 def test_bounced_since_the_request_is_not_confirmed(j, cfg):
-    j.suppress("ana@example.org", "bounced")
+    Suppressions(j).add("ana@example.org", "bounced")
     assert subscribers.confirm(j, signup(when=T0 + timedelta(days=1)), wording(cfg), T0) is None
     assert subscribers.subscriber(j, "ana@example.org") is None
 
@@ -267,7 +268,7 @@ def test_send_includes_confirmed_web_subscribers_not_in_the_csv(project, monkeyp
         # In the CSV too: sent once, as the CSV's row. Unsubscribed since: not sent.
         assert subscribers.confirm(jr, signup("bob@example.com", name="Bobby"), c, T0)
         assert subscribers.confirm(jr, signup("left@example.org"), c, T0)
-        jr.suppress("left@example.org", "unsubscribe page")
+        Suppressions(jr).add("left@example.org", "unsubscribe page")
 
     only = send("--csv-only", "--yes")
     assert only.exit_code == 0, only.output
@@ -305,8 +306,8 @@ def test_recipients_export_lists_everyone_with_status_reason_since_and_source(
     with Journal(cfg.path("state"), secret=SECRET) as jr:
         c = subscribers.consent(cfg, "en")
         assert subscribers.confirm(jr, signup("luz@example.org", lang="en", source="embed"), c, T0)
-        jr.suppress("bob@example.com", "bounced: 550 5.1.1", kind="bounced")
-        jr.suppress("old@example.org", "imported from old.csv")
+        Suppressions(jr).add("bob@example.com", "bounced: 550 5.1.1", kind="bounced")
+        Suppressions(jr).add("old@example.org", "imported from old.csv")
         jr.set_language(jr.find_contact("jose@example.org").id, "en")
         jr.contact("mallory@example.org", '=HYPERLINK("http://evil.example")')
 

@@ -13,6 +13,7 @@ import pytest
 
 from newsletter import links, web
 from newsletter.config import load_config
+from newsletter.suppressions import Suppressions
 from tests.conftest import ALERT_ID
 
 SECRET = "test-secret-not-for-production-0123"
@@ -215,7 +216,7 @@ def suppressed(cfg, address: str) -> bool:
     from newsletter.journal import Journal
 
     with Journal(cfg.path("state")) as j:
-        return j.is_suppressed(address)
+        return Suppressions(j).has(address)
 
 
 def test_language_get_changes_nothing_post_records_it(client, cfg, member):
@@ -891,7 +892,7 @@ def test_forward_answers_the_same_whoever_the_friend_is(client, cfg, member, smt
     from newsletter.journal import Journal
 
     with Journal(cfg.path("state")) as j:
-        j.suppress("Marta@Example.net", "unsubscribe page")
+        Suppressions(j).add("Marta@Example.net", "unsubscribe page")
     tok = token("forward", member, "es")
 
     def answer(to: list[str]) -> tuple[int, str]:
@@ -925,7 +926,7 @@ def test_a_friend_who_unsubscribed_counts_against_the_caps(cfg, clock, member, s
     app.config.update(FORWARDS_PER_TOKEN_PER_DAY=3)
     client = app.test_client()
     with Journal(cfg.path("state")) as j:
-        j.suppress("marta@example.net", "unsubscribe page")
+        Suppressions(j).add("marta@example.net", "unsubscribe page")
     tok = token("forward", member, "es")
     assert post_forward(client, tok, forward_page(client, tok)).status_code == 200  # 2 of 3
     # Testing addresses is not free: Marta's copy counted, so one more is the limit.
@@ -941,7 +942,7 @@ def test_forward_command_skips_a_friend_who_unsubscribed(cfg, smtp_server, proje
     from newsletter.journal import Journal
 
     with Journal(cfg.path("state")) as j:
-        j.suppress("luis@example.org", "by hand")
+        Suppressions(j).add("luis@example.org", "by hand")
     args = ["forward", f"alerts/{ALERT_ID}", "--from-name", "Rosa"]
     result = CliRunner().invoke(cli, [*args, "--to", "luis@example.org", "--to", "m@example.net"])
     assert result.exit_code == 0, result.output

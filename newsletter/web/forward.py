@@ -21,6 +21,7 @@ from flask import Blueprint, Response, current_app, request
 from newsletter import i18n, links, message, tokens
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
+from newsletter.suppressions import Suppressions
 from newsletter.web.common import check_csrf, client_ip, make_csrf, pages, subject
 
 # Abuse limits on forwarding, counted in friends (messages), over the last 24 hours.
@@ -178,7 +179,7 @@ def unsubscribed_friends(journal: Any, friends: Sequence[str]) -> set[str]:
 
     (CAN-SPAM treats a forward the organisation sends as its own message: opt-outs apply.)
     """
-    return {f for f in friends if journal.is_suppressed(f)}
+    return {f for f in friends if Suppressions(journal).has(f)}
 
 
 def deliver_all(

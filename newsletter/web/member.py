@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from newsletter import i18n, links
+from newsletter.suppressions import Suppressions
 from newsletter.web.common import check_csrf, make_csrf, other_language, pages
 
 bp = Blueprint("member", __name__)
@@ -57,7 +58,7 @@ def unsubscribe(token: str) -> Response:
             contact = j.linked_contact(data.person, data.issued)
             if contact is None:
                 return p.notice("no_contact", 404, lang)
-            if j.is_suppressed(contact.email):
+            if Suppressions(j).has(contact.email):
                 # Unsubscribed already (maybe by the mail client's one-click button, which
                 # shows no page): this link is their way back.
                 return _unsubscribed_page(token, lang)
@@ -86,7 +87,7 @@ def unsubscribe(token: str) -> Response:
         contact = j.linked_contact(data.person, data.issued)
         if contact is None:
             return p.notice("no_contact", 404, lang)
-        j.suppress(contact.email, "one-click" if one_click else "unsubscribe page")
+        Suppressions(j).add(contact.email, "one-click" if one_click else "unsubscribe page")
     return _unsubscribed_page(token, lang)
 
 
@@ -112,5 +113,5 @@ def resubscribe(token: str) -> Response:
         contact = j.linked_contact(data.person, data.issued)
         if contact is None:
             return p.notice("no_contact", 404, data.lang)
-        j.unsuppress(contact.email)
+        Suppressions(j).remove(contact.email)
     return p.page(p.render(data.lang, "resubscribed.html"))
