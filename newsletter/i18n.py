@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import PoFileError, read_po
 from babel.support import Translations
+from jinja2.bccache import Bucket
 
 from newsletter import resources
 from newsletter.config import Config
@@ -164,6 +166,33 @@ def _compile(_key: tuple[str, int, int], domain: str, cat: Catalog) -> Translati
 _ENVS: dict[tuple[str, str, str, tuple[str, int, int]], jinja2.Environment] = {}
 
 
+class _SharedCode(jinja2.BytecodeCache):
+    """Compiled templates shared by the languages' environments, in memory.
+
+    Every environment of jinja_env is made with the same options, so a template compiles to the
+    same code whatever the language (gettext is looked up when it renders): the second language
+    loads the first one's code instead of parsing the file again. Jinja keys each entry by the
+    template's name and file and checks it against a hash of the source, so an edited template
+    (the preview) is compiled again.
+    """
+
+    def __init__(self) -> None:
+        self.code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        data = self.code.get(bucket.key)
+        if data is not None:
+            bucket.bytecode_from_string(data)
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        if len(self.code) > 512:  # bounded: a long preview session renames templates
+            self.code.clear()
+        self.code[bucket.key] = bucket.bytecode_to_string()
+
+
+_CODE = _SharedCode()
+
+
 def jinja_env(
     cfg: Config, lang: str, domain: str = "messages", subdir: str = "email"
 ) -> jinja2.Environment:
@@ -181,6 +210,7 @@ def jinja_env(
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            bytecode_cache=_CODE,  # only environments made here, with these very options
         )
         # install_gettext_translations mutates the environment: hence one per language.
         env.install_gettext_translations(translations_, newstyle=True)  # type: ignore[attr-defined]
@@ -220,13 +250,20 @@ def template_msgids(cfg: Config, domain: str = "messages", subdir: str = "email"
 
 
 def missing_translations(
-    cfg: Config, lang: str, domain: str = "messages", subdir: str | None = None
+    cfg: Config,
+    lang: str,
+    domain: str = "messages",
+    subdir: str | None = None,
+    used_ids: Iterable[str] | None = None,
 ) -> list[str]:
-    """Msgids the templates use that the catalog of `lang` lacks, leaves empty or marks fuzzy."""
+    """Msgids the templates use that the catalog of `lang` lacks, leaves empty or marks fuzzy.
+
+    `used_ids`: template_msgids(cfg, domain, subdir) when the caller has it already (each
+    call parses every template: `check` asks for every language)."""
     subdir = subdir or ("web" if domain == "web" else "email")
     cat = catalog(cfg, lang, domain)
     missing = []
-    used = list(template_msgids(cfg, domain, subdir))
+    used = list(template_msgids(cfg, domain, subdir) if used_ids is None else used_ids)
     code_strings = {"messages": EMAIL_STRINGS, "web": WEB_STRINGS}.get(domain, {})
     used += [m for m in code_strings.values() if m not in used]
     for msgid in used:

@@ -15,6 +15,7 @@ Which blocks appear is decided here, from the settings, because a token cannot b
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import re
 import traceback
@@ -325,9 +326,7 @@ def _template_place(env: jinja2.Environment, err: BaseException) -> str:
 
 def inline(html: str) -> str:
     """premailer with the options of docs: media queries stay, !important kept, classes kept."""
-    from premailer import Premailer
-
-    return Premailer(
+    return _premailer()(
         html,
         strip_important=False,
         remove_classes=False,
@@ -336,6 +335,33 @@ def inline(html: str) -> str:
         disable_validation=True,
         cssutils_logging_level=logging.CRITICAL,
     ).transform()
+
+
+_RULES: dict[tuple[str, int], tuple[list, list]] = {}
+
+
+@functools.cache
+def _premailer() -> type:
+    """premailer's Premailer, reading each style sheet's rules once per process.
+
+    Every edition and variant carries the same <style> block: premailer parses it once (its own
+    cache) but turns the parsed rules into selector/declaration strings again for each document,
+    ~5 ms a time, six times per check. The rules depend only on the CSS text and the options,
+    which inline() never varies; transform() copies them into a list of its own before sorting.
+    """
+    from premailer import Premailer
+
+    class _Premailer(Premailer):  # type: ignore[misc]
+        def _parse_style_rules(self, css_body: str, ruleset_index: int) -> tuple[list, list]:
+            key = (css_body, ruleset_index)
+            found = _RULES.get(key)
+            if found is None:
+                if len(_RULES) > 64:  # bounded: a preview session edits the CSS many times
+                    _RULES.clear()
+                found = _RULES[key] = super()._parse_style_rules(css_body, ruleset_index)
+            return found
+
+    return _Premailer
 
 
 def _tidy_text(text: str) -> str:

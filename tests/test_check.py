@@ -446,3 +446,24 @@ def test_a_template_not_in_utf8_is_a_problem_not_a_traceback(demo):
     assert code == 1
     assert "footer.html: not UTF-8 text" in out and "E-I18N" in found(out), out
     assert out.strip().splitlines()[-1].startswith(f"Error: alerts/{ALERT_ID}:")
+
+
+def test_the_templates_are_read_for_their_strings_once_per_check(demo, monkeypatch):
+    """Every language's catalog is compared with the strings the templates use: those are
+    gathered once (each gathering parses every template), and an untranslated one is still
+    found in each language that lacks it."""
+    from newsletter import i18n
+
+    calls = []
+    real = i18n.template_msgids
+
+    def counted(*args, **kwargs):
+        calls.append(args[1:])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(i18n, "template_msgids", counted)
+    untranslate(demo / "locale" / "es" / "LC_MESSAGES" / "messages.po", "Unsubscribe")
+    code, out = run_check(f"alerts/{ALERT_ID}")
+    assert code == 1 and '"Unsubscribe" has no es translation' in out, out
+    assert "has no en translation" not in out
+    assert len(calls) == 1

@@ -52,6 +52,36 @@ def test_one_environment_per_language(tiny: Config) -> None:
     assert i18n.jinja_env(tiny, "en").get_template("a.html").render(x="1") == "Hello Bye 1\n"
 
 
+def test_languages_share_compiled_templates_and_an_edit_compiles_again(
+    tiny: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each language has its environment, but a template is parsed once for all of them (the
+    check renders every language); an edited template is parsed again, for every language."""
+    import os
+
+    import jinja2
+
+    parsed: list[str] = []
+    real = jinja2.Environment._parse
+
+    def counted(self, source, name, filename):  # type: ignore[no-untyped-def]
+        parsed.append(name)
+        return real(self, source, name, filename)
+
+    monkeypatch.setattr(jinja2.Environment, "_parse", counted)
+    es, en = (i18n.jinja_env(tiny, lang) for lang in ("es", "en"))
+    assert es.get_template("a.html").render(x="1") == "Hola Bye 1\n"
+    assert en.get_template("a.html").render(x="1") == "Hello Bye 1\n"
+    assert parsed == ["a.html"]
+    page = tiny.root / "templates" / "email" / "a.html"
+    page.write_text('{{ _("Hello") }}!\n', encoding="utf-8")
+    later = page.stat().st_mtime + 10
+    os.utime(page, (later, later))
+    assert es.get_template("a.html").render() == "Hola!\n"
+    assert en.get_template("a.html").render() == "Hello!\n"
+    assert parsed == ["a.html", "a.html"]
+
+
 def test_strict_undefined(tiny: Config) -> None:
     import jinja2
 
@@ -399,6 +429,43 @@ def test_premailer_runs_once_per_edition(
     monkeypatch.setattr(render, "inline", counting)
     editions = render.render_editions(demo, alert, "member")
     assert len(calls) == len(editions) == 2
+
+
+def test_a_style_sheet_read_once_still_styles_each_document_by_its_own_rules() -> None:
+    """inline() keeps each style sheet's parsed rules for the next document with the same sheet:
+    a document with another sheet gets its own rules, and the same sheet gives what premailer
+    alone gives."""
+    import logging
+
+    from premailer import Premailer
+
+    def page(css: str, body: str) -> str:
+        return f"<html><head><style>{css}</style></head><body>{body}</body></html>"
+
+    red = "p { color: red } .big { font-size: 30px } @media (max-width: 600px) { p { color: blue !important } }"
+    green = "p { color: green }"
+    docs = [
+        page(red, '<p class="big">a</p>'),
+        page(green, "<p>b</p>"),
+        page(red, "<p>c</p><div class='big'>d</div>"),
+    ]
+    plain = [
+        Premailer(
+            d,
+            strip_important=False,
+            remove_classes=False,
+            allow_network=False,
+            disable_link_rewrites=True,
+            disable_validation=True,
+            cssutils_logging_level=logging.CRITICAL,
+        ).transform()
+        for d in docs
+    ]
+    inlined = [render.inline(d) for d in docs]
+    assert inlined == plain
+    assert 'style="color:green"' in inlined[1] and "red" not in inlined[1]
+    assert 'style="color:red"' in inlined[2] and "font-size:30px" in inlined[2]
+    assert "@media" in inlined[2] and "@media" not in inlined[1]
 
 
 def test_language_link_label_comes_from_the_offered_languages_catalog(
