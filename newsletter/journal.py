@@ -344,12 +344,14 @@ class FlightLog:
     commit). `mark` appends the connection's last outcome together with the next recipient's
     in-flight mark and returns once both are on disk: the message's bytes go out only then.
 
-    `mark(…, wait=False)` appends a mark and returns at once; a sync thread puts it on disk
-    while the connection carries earlier messages, and `wait(end)` returns once it is (group
-    commit: one fdatasync covers every record written before it began). A send marks a few
-    recipients ahead this way when the disk is slow beside the server (pool._Sender), so a
-    message never waits for a sync of its own; every message's mark is still on disk before its
-    first byte goes out.
+    `mark_many(rows)` appends several marks in one write and returns at once; a sync thread puts
+    them on disk (one fdatasync for the whole batch: group commit) while the connection carries
+    earlier messages, and `wait(end)` returns once they are. A send marks a batch of recipients
+    ahead this way when the disk is slow beside the server (pool._Sender), so a message never
+    waits for a sync of its own and one sync covers several messages; every message's mark is
+    still on disk before its first byte goes out. Outcomes between batches go out with `put()`
+    (written, not synced: an outcome lost to a power cut leaves its recipient uncertain, never
+    pending).
 
     Records: 4-byte length, 4-byte CRC-32, then the row's fields (FLIGHT_FIELDS) in UTF-8,
     separated by U+001F (none can hold one: addresses and ids are checked, replies are cleaned). The file is filled
@@ -370,6 +372,7 @@ class FlightLog:
         self._grow()
         self._outcome: bytes = b""
         self._synced = 0  # bytes known to be on disk
+        self._want = 0  # bytes the sync thread must put on disk (the end of the last mark)
         self._syncing = False  # an fdatasync is under way (this thread or the sync thread)
         self._error: OSError | None = None
         self._cond = threading.Condition()
@@ -433,8 +436,29 @@ class FlightLog:
         if wait:
             self.wait(end)
         else:
-            self._kick()
+            self._kick(end)
         return end
+
+    def mark_many(self, rows: Iterable[tuple[str, str, str, str, int]]) -> int:
+        """Mark several recipients in flight, (alert_id, key, message_id, lang, attempts) each,
+        in one write with the pending outcomes; returns the log's end after them at once. The
+        sync thread puts them on disk with one fdatasync; `wait(end)` before any of their data.
+        """
+        t = repr(now().timestamp())
+        data = self._outcome + b"".join(
+            self._record(a, k, "in_flight", str(n), mid, lang, "", t, "")
+            for a, k, mid, lang, n in rows
+        )
+        end = self._append(data)
+        self._outcome = b""
+        self._kick(end)
+        return end
+
+    def put(self) -> None:
+        """Write the pending outcomes now, without a sync (see the class's docstring)."""
+        if self._outcome:
+            self._append(self._outcome)
+            self._outcome = b""
 
     def synced(self, end: int) -> bool:
         """True when the log is on disk up to `end` (a mark's end from mark)."""
@@ -478,8 +502,10 @@ class FlightLog:
             self._synced = max(self._synced, target)
         self._cond.notify_all()
 
-    def _kick(self) -> None:
+    def _kick(self, end: int) -> None:
+        """Have the sync thread put the log on disk up to `end` (one kick per batch)."""
         with self._cond:
+            self._want = max(self._want, end)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._sync_loop, name="flight-sync", daemon=True
@@ -491,7 +517,7 @@ class FlightLog:
         """The sync thread: whenever records are written and not on disk, sync them."""
         with self._cond:
             while self._error is None:
-                if self._synced < self._end and not self._syncing:
+                if self._synced < self._want and not self._syncing:
                     self._sync_locked()
                 elif self._closing:
                     return

@@ -723,6 +723,7 @@ class _Sender:
         self.premarked: dict[str, int] = {}
         self.work_time = 0.0  # seconds of a message's own work (moving average; no sync waits)
         self.waited = 0.0  # seconds the current message waited for its mark to be on disk
+        self.batching = False  # marks go ahead in batches: outcomes are written as they come
         if flight is not None:
             self.flight = FlightLog(flight)
             self.suppressions = _Suppressions(run.cfg.path("state"), planned_at)
@@ -867,6 +868,9 @@ class _Sender:
         kind, detail = result
         if kind in ("sent", "failed", "retry"):
             self.flight.outcome(self.run.alert_id, msg.r.key, kind, detail, msg.lang, msg.attempts)
+            if self.batching:  # no mark of its own follows soon: written now (not synced)
+                with contextlib.suppress(OSError):
+                    self.flight.put()
         self.results.append(result)
 
     def pipelined(self, msg: _Pipelined, person: bytes, transport: deliver.SmtpTransport) -> None:
@@ -940,13 +944,15 @@ class _Sender:
 
     def mark_ahead(self, msg: _Pipelined) -> None:
         """When a sync of the flight log takes longer than a message's own work, mark this
-        message and the next queued ones in flight now (the sync thread puts them on disk while
-        the connection carries the messages before them), so no message waits for a sync of its
-        own. How many: as many as go by during two syncs (a mark written just after a sync
-        began is on disk at the end of the next one), at most MARKS_AHEAD; none while a sync
-        takes less than SYNC_SHARE of a message's work (a fast disk) or a message takes QUICK_WORK
-        or more (a slow or distant server: there the sync is a small part, and exactness wins),
-        and then the one message on the wire is the only one in flight, as without this.
+        message and the next queued ones in flight ahead of their turn, a batch in one write
+        that the sync thread puts on disk with one fdatasync while the connection carries the
+        messages before them (group commit), so no message waits for a sync of its own and one
+        sync serves several messages. A new batch (up to MARKS_AHEAD queued recipients) is
+        written when fewer are marked than go by during two syncs (a mark written just after a
+        sync began is on disk at the end of the next one). None while a sync takes less than
+        SYNC_SHARE of a message's work (a fast disk) or a message takes QUICK_WORK or more (a
+        slow or distant server: there the sync is a small part, and exactness wins), and then
+        the one message on the wire is the only one in flight, as without this.
 
         Still never twice: every message's mark is on disk before its first byte goes (the
         caller waits for it). The cost is in a crash: the recipients marked ahead whose turn had
@@ -957,20 +963,25 @@ class _Sender:
         work = self.work_time
         if not work or work > QUICK_WORK or flight.sync_time < SYNC_SHARE * work:
             return
-        ahead = min(MARKS_AHEAD, math.ceil(2 * flight.sync_time / self.work_time))
+        self.batching = True
+        queue, premarked = self.queue, self.premarked
+        if msg.msg_id in premarked:
+            # a new batch when fewer than that are marked, and never fewer than half of
+            # MARKS_AHEAD at once (on a disk that slow, syncs are shared all the more)
+            lead = min(MARKS_AHEAD // 2, math.ceil(2 * flight.sync_time / work), len(queue))
+            if not lead or queue[lead - 1][2] in premarked:  # marked in queue order
+                return
         alert_id = self.run.alert_id
+        rows = [] if msg.msg_id in premarked else [(msg.r.key, msg.msg_id, msg.lang, msg.attempts)]
+        for values, _, msg_id, lang, attempts, _ in itertools.islice(queue, MARKS_AHEAD):
+            if msg_id not in premarked:
+                rows.append((values[1], msg_id, lang, attempts))
         try:
-            if msg.msg_id not in self.premarked:
-                self.premarked[msg.msg_id] = flight.mark(
-                    alert_id, msg.r.key, msg.msg_id, msg.lang, msg.attempts, wait=False
-                )
-            for values, _, msg_id, lang, attempts, _ in itertools.islice(self.queue, ahead):
-                if msg_id not in self.premarked:
-                    self.premarked[msg_id] = flight.mark(
-                        alert_id, values[1], msg_id, lang, attempts, wait=False
-                    )
+            end = flight.mark_many((alert_id, *row) for row in rows)
         except OSError:
             return  # nothing is sent on a mark that failed: its own turn writes it, or stops
+        for _, msg_id, _, _ in rows:
+            premarked[msg_id] = end
 
     def settle(self, msg: _Pipelined, final: deliver.Reply | None, why: str) -> None:
         """The outcome of a message whose data went out: its reply, or uncertain without one."""

@@ -32,13 +32,19 @@ def marks(monkeypatch) -> list[tuple[str, bool]]:
     monkeypatch.setattr(pool, "SYNC_SHARE", 0.0)
     monkeypatch.setattr(pool, "QUICK_WORK", 60.0)  # however slow this machine is today
     seen: list[tuple[str, bool]] = []
-    real = FlightLog.mark
+    real, real_many = FlightLog.mark, FlightLog.mark_many
 
     def spy(self, alert_id, key, message_id, lang, attempts, *, wait=True):
         seen.append((key, wait))
         return real(self, alert_id, key, message_id, lang, attempts, wait=wait)
 
+    def spy_many(self, rows):
+        rows = list(rows)
+        seen.extend((key, False) for _, key, *_ in rows)  # written ahead, not waited for
+        return real_many(self, rows)
+
     monkeypatch.setattr(FlightLog, "mark", spy)
+    monkeypatch.setattr(FlightLog, "mark_many", spy_many)
     return seen
 
 
@@ -122,3 +128,50 @@ def test_a_run_that_stops_writes_the_marks_ahead_back_as_pending(
     assert {a for a, s in st.items() if s == "sent"} == set(got) and len(got) == 8
     assert "in_flight" not in st.values()  # nobody left uncertain
     assert all(n == 1 for n in got.values())
+
+
+def test_a_batch_of_marks_is_on_disk_before_any_of_its_messages(
+    project, smtp_server, monkeypatch, marks
+):
+    """Marks written ahead in one batch share one fdatasync (group commit); no message of the
+    batch may leave before that sync has ended. Each fdatasync is slowed down (a slow disk, which
+    a real one does not give on cue): a message that did not wait for its batch's sync reaches
+    the server while its mark is still only in the page cache."""
+    import os
+    import time
+    from pathlib import Path
+
+    from newsletter import journal
+    from newsletter.journal import read_flight
+
+    durable: set[str] = set()  # recipients whose in-flight mark an fdatasync has covered
+    early: list[str] = []
+    real = os.fdatasync
+
+    def slow_fdatasync(fd: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        rows = read_flight(path)[0] if ".flight-" in path.name else []
+        time.sleep(0.05)
+        real(fd)
+        durable.update(row[1] for row in rows if row[2] == "in_flight")
+
+    def data(rec) -> None:
+        early.extend(a for a in rec.rcpt_tos if a not in durable)
+
+    batches: list[int] = []
+    spy_many = FlightLog.mark_many
+
+    def count(self, rows):
+        rows = list(rows)
+        batches.append(len(rows))
+        return spy_many(self, rows)
+
+    monkeypatch.setattr(FlightLog, "mark_many", count)
+    monkeypatch.setattr(journal.os, "fdatasync", slow_fdatasync)
+    setup_project(project, monkeypatch, smtp_server, csv=ROWS)
+    smtp_server.on_data = data
+    out = run(FakeClock(), connections=1)
+    assert out.sent == N
+    assert max(batches) > 1 and len(batches) < N / 2  # marks did go ahead, in batches
+    assert not early, f"sent before their batch was on disk: {early}"
+    assert received_by(smtp_server) == dict.fromkeys(EVERYONE, 1)

@@ -338,7 +338,16 @@ def test_no_message_byte_goes_out_before_its_in_flight_mark_is_on_disk(
             raise OSError(errno.EIO, "disk I/O error")
         return mark(self, alert_id, key, *args, **kwargs)
 
+    mark_many = FlightLog.mark_many
+
+    def failing_batch(self, rows):  # marks written ahead, in a batch (a slow disk)
+        rows = list(rows)
+        if any(key == "eve@example.net" for _, key, *_ in rows):
+            raise OSError(errno.EIO, "disk I/O error")
+        return mark_many(self, rows)
+
     monkeypatch.setattr(FlightLog, "mark", failing_mark)  # the forked senders inherit it
+    monkeypatch.setattr(FlightLog, "mark_many", failing_batch)
     result = send("--yes", "--connections", "1")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "cannot write (disk I/O error)" in result.output
