@@ -2,7 +2,8 @@
 
 This module holds the file (schema, migrations, the one connection and its transactions) and
 the deliveries; a table with rules of its own has its own small class over that connection:
-the suppression list is newsletter/suppressions.py (`Suppressions(journal)`).
+the suppression list is newsletter/suppressions.py (`Suppressions(journal)`), the forward
+counts newsletter/forwards.py (`Forwards(journal)`).
 
 A delivery is in flight on disk before its bytes go to SMTP and `sent` only after the server's
 250, so a run killed at any point leaves nothing that looks sent but was not; rows still
@@ -28,8 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import hmac
 import json
 import os
 import secrets
@@ -42,7 +41,7 @@ import urllib.parse
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,8 +60,6 @@ REPLY_MAX = 500  # characters of an SMTP reply worth keeping
 # The reply the outbox records (deliver.OutboxTransport): a copy written there reached nobody.
 OUTBOX_REPLY = "250 written to "
 _SHARED = {s: s for s in (*LANGUAGES, *STATUSES)}
-# Hashed IPs are only needed for the daily forward cap; after this they are erased, counts kept.
-IP_HASH_KEEP = timedelta(days=2)
 
 _SCHEMA = """
 CREATE TABLE meta (
@@ -1209,106 +1206,3 @@ class Journal:
                 (alert_id,),
             )
         )
-
-    # --- forwards (friends' addresses are never stored: only how many) -------------------
-
-    def _ip_hash(self, ip: str) -> str:
-        return hmac.new(self._ip_key, ip.strip().encode(), hashlib.sha256).hexdigest()[:32]
-
-    def record_forward(self, contact_id: int | None, ip: str, alert_id: str, count: int) -> None:
-        """Count `count` friends forwarded to by a contact (or an unknown sender) from `ip`."""
-        if count < 0:
-            raise ValueError("count must be 0 or more")
-        t = now()
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO forwards (contact_id, ip_hash, alert_id, count, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (contact_id, self._ip_hash(ip) if ip else None, alert_id, count, _ts(t)),
-            )
-            db.execute(
-                "UPDATE forwards SET ip_hash = NULL WHERE ip_hash IS NOT NULL AND created_at < ?",
-                (_ts(t - IP_HASH_KEEP),),
-            )
-
-    def reserve_forward(
-        self,
-        contact_id: int,
-        ip: str,
-        alert_id: str,
-        friends: Iterable[str],
-        caps: tuple[int, int],
-        at: datetime | None = None,
-    ) -> tuple[int | None, str, set[str]]:
-        """Check the daily caps and count `friends` against them, in one write transaction.
-
-        Returns (reservation, "", friends who unsubscribed), or (None, "limit_token" or
-        "limit_ip", set()) when the forward would pass `caps` (per contact, per IP) in the 24
-        hours before `at` (default now; the web pages pass their own clock). Checking and counting apart let 50 parallel submissions all pass
-        the check before any was counted; here the second waits for the first's count. Every
-        friend counts, those who unsubscribed too (they get nothing): the caps must not let
-        anyone test addresses for free. `settle_forward` lowers the count to what went out.
-        """
-        friends = list(friends)
-        t = now() if at is None else at
-        since = t - timedelta(days=1)
-        ip_hash = self._ip_hash(ip) if ip else None
-        with self._tx() as db:
-            q = "SELECT coalesce(sum(count), 0) FROM forwards WHERE created_at >= ? AND "
-            used = db.execute(q + "contact_id = ?", (_ts(since), contact_id)).fetchone()[0]
-            if used + len(friends) > caps[0]:
-                return None, "limit_token", set()
-            if ip_hash is not None:
-                used = db.execute(q + "ip_hash = ?", (_ts(since), ip_hash)).fetchone()[0]
-                if used + len(friends) > caps[1]:
-                    return None, "limit_ip", set()
-            cur = db.execute(
-                "INSERT INTO forwards (contact_id, ip_hash, alert_id, count, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (contact_id, ip_hash, alert_id, len(friends), _ts(t)),
-            )
-            db.execute(
-                "UPDATE forwards SET ip_hash = NULL WHERE ip_hash IS NOT NULL AND created_at < ?",
-                (_ts(t - IP_HASH_KEEP),),
-            )
-            unsubscribed = {
-                f
-                for f in friends
-                if db.execute("SELECT 1 FROM suppressions WHERE key = ?", (key_of(f),)).fetchone()
-            }
-            return cur.lastrowid, "", unsubscribed
-
-    def settle_forward(self, reservation: int, count: int) -> None:
-        """Lower a reservation to the friends it really counts (copies that may have gone out,
-        and friends who unsubscribed); one that counts nobody is removed, IP hash and all."""
-        with self._tx() as db:
-            db.execute(
-                "UPDATE forwards SET count = min(count, ?) WHERE id = ?", (count, reservation)
-            )
-            db.execute("DELETE FROM forwards WHERE id = ? AND count = 0", (reservation,))
-
-    def forwards_since(
-        self,
-        contact_id: int | None = None,
-        ip: str | None = None,
-        since: datetime | None = None,
-    ) -> int:
-        """Friends forwarded to since `since` (default: 24 hours ago) by this contact and/or IP."""
-        if contact_id is None and ip is None:
-            raise ValueError("give contact_id, ip or both")
-        since = now() - timedelta(days=1) if since is None else since
-        sql = "SELECT coalesce(sum(count), 0) FROM forwards WHERE created_at >= ?"
-        params: list[object] = [_ts(since)]
-        if contact_id is not None:
-            sql += " AND contact_id = ?"
-            params.append(contact_id)
-        if ip is not None:
-            sql += " AND ip_hash = ?"
-            params.append(self._ip_hash(ip))
-        return int(self._read(sql, params)[0][0])
-
-    def forward_total(self, alert_id: str) -> int:
-        """How many friends an alert was forwarded to, all time."""
-        sql = "SELECT coalesce(sum(count), 0) FROM forwards WHERE alert_id = ?"
-        return int(self._read(sql, (alert_id,))[0][0])
-

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from newsletter import journal as journal_module
 from newsletter.cli import cli
 from newsletter.errors import NewsletterError
+from newsletter.forwards import Forwards
 from newsletter.journal import Journal, timestamp
 from newsletter.recipients import Recipient
 from newsletter.suppressions import Suppressions
@@ -246,39 +247,39 @@ def test_suppression_case_insensitive_with_reason_and_time(db, clock):
 def test_forward_counts_per_contact_and_ip_per_day(db, clock):
     with Journal(db, secret="s" * 32) as j:
         me = j.contact("me@example.org")
-        j.record_forward(me, "203.0.113.7", ALERT, 3)
+        Forwards(j).record(me, "203.0.113.7", ALERT, 3)
         clock.t += timedelta(hours=5)
-        j.record_forward(None, "203.0.113.7", ALERT, 2)  # an anonymous forward, same IP
-        j.record_forward(me, "198.51.100.1", ALERT, 1)
-        assert j.forwards_since(contact_id=me) == 4
-        assert j.forwards_since(ip="203.0.113.7") == 5
-        assert j.forwards_since(contact_id=me, ip="203.0.113.7") == 3
-        assert j.forwards_since(ip="192.0.2.1") == 0
+        Forwards(j).record(None, "203.0.113.7", ALERT, 2)  # an anonymous forward, same IP
+        Forwards(j).record(me, "198.51.100.1", ALERT, 1)
+        assert Forwards(j).since(contact_id=me) == 4
+        assert Forwards(j).since(ip="203.0.113.7") == 5
+        assert Forwards(j).since(contact_id=me, ip="203.0.113.7") == 3
+        assert Forwards(j).since(ip="192.0.2.1") == 0
         clock.t += timedelta(hours=20)  # the first forward is now 25 hours old
-        assert j.forwards_since(contact_id=me) == 1
-        assert j.forwards_since(ip="203.0.113.7") == 2
+        assert Forwards(j).since(contact_id=me) == 1
+        assert Forwards(j).since(ip="203.0.113.7") == 2
         since = clock.t - timedelta(hours=30)
-        assert j.forwards_since(contact_id=me, since=since) == 4
-        assert j.forward_total(ALERT) == 6
+        assert Forwards(j).since(contact_id=me, since=since) == 4
+        assert Forwards(j).total(ALERT) == 6
         with pytest.raises(ValueError):
-            j.forwards_since()
+            Forwards(j).since()
 
 
 def test_forward_ips_are_never_stored_and_their_hashes_expire(db, clock):
     with Journal(db, secret="s" * 32) as j:
-        j.record_forward(None, "203.0.113.7", ALERT, 1)
+        Forwards(j).record(None, "203.0.113.7", ALERT, 1)
     raw = b"".join(p.read_bytes() for p in db.parent.iterdir() if p.is_file())
     assert b"203.0.113.7" not in raw
     with Journal(db, secret="s" * 32) as j:
-        assert j.forwards_since(ip="203.0.113.7") == 1
+        assert Forwards(j).since(ip="203.0.113.7") == 1
     with Journal(db, secret="another secret, other hashes") as j:
-        assert j.forwards_since(ip="203.0.113.7") == 0
+        assert Forwards(j).since(ip="203.0.113.7") == 0
     with Journal(db, secret="s" * 32) as j:
         clock.t += timedelta(days=3)
-        j.record_forward(None, "198.51.100.1", ALERT, 1)  # erases hashes older than 2 days
+        Forwards(j).record(None, "198.51.100.1", ALERT, 1)  # erases hashes older than 2 days
         hashes = [h for (h,) in j._read("SELECT ip_hash FROM forwards ORDER BY id")]
         assert hashes[0] is None and hashes[1] is not None
-        assert j.forward_total(ALERT) == 2  # the counts stay
+        assert Forwards(j).total(ALERT) == 2  # the counts stay
 
 
 # --- threads and processes ----------------------------------------------------------------
@@ -305,7 +306,7 @@ def test_concurrent_threads_share_one_journal(db):
                         record(j, key, "sent", "250")
                     if i % 8 == 0:
                         Suppressions(other).add(f"u{t}-{i}@example.org", "one-click")
-                        j.record_forward(None, f"10.0.0.{t}", ALERT, 1)
+                        Forwards(j).record(None, f"10.0.0.{t}", ALERT, 1)
             except BaseException as err:  # reported below: a thread's exception is otherwise lost
                 errors.append(err)
 
@@ -320,7 +321,7 @@ def test_concurrent_threads_share_one_journal(db):
         assert j.counts(ALERT)["sent"] == n_threads * per_thread
         assert sum(d.attempts for d in j.rows(ALERT)) == n_threads * (per_thread + 4)
         assert len(Suppressions(j).keys()) == n_threads * 5
-        assert j.forward_total(ALERT) == n_threads * 5
+        assert Forwards(j).total(ALERT) == n_threads * 5
 
 
 _CHILD = """

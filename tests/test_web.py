@@ -7,6 +7,7 @@ import email
 import re
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -965,7 +966,7 @@ def replace_state_file(cfg, monkeypatch, *people: str) -> list[int]:
     state_path = Path(cfg.path("state"))
     for p in state_path.parent.glob(state_path.name + "*"):
         p.rename(p.with_name("old-" + p.name))
-    later = journal.now() + journal.timedelta(hours=1)
+    later = journal.now() + timedelta(hours=1)
     monkeypatch.setattr(journal, "now", lambda: later)  # the clock only
     with Journal(state_path) as j:
         return [j.contact(address, address.split("@")[0].title()) for address in people]

@@ -21,6 +21,7 @@ from flask import Blueprint, Response, current_app, request
 from newsletter import i18n, links, message, tokens
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
+from newsletter.forwards import Forwards
 from newsletter.suppressions import Suppressions
 from newsletter.web.common import check_csrf, client_ip, make_csrf, pages, subject
 
@@ -375,7 +376,7 @@ def forward_post(token: str) -> Response:
     # Check and count in one transaction, before anything is sent (parallel submissions each
     # see the others' counts). A friend who unsubscribed counts too, and gets nothing.
     with p.journal() as j:
-        reservation, refusal, skipped = j.reserve_forward(
+        reservation, refusal, skipped = Forwards(j).reserve(
             contact.id, ip, alert.id, fwd.friends, caps, datetime.fromtimestamp(p.clock(), UTC)
         )
     if reservation is None:
@@ -399,7 +400,7 @@ def forward_post(token: str) -> Response:
             PACE.took(times.open, sum(times.sends) / len(messages))
     if len(reached) < len(wanted.friends):  # refused or not sent: those do not count
         with p.journal() as j:
-            j.settle_forward(reservation, len(reached) + len(skipped))
+            Forwards(j).settle(reservation, len(reached) + len(skipped))
     # Whoever unsubscribed must not show, not even in how long the answer takes.
     PACE.wait(len(skipped), connected=bool(wanted.friends))
     if not reached and wanted.friends:
