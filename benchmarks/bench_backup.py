@@ -24,7 +24,8 @@ def state_of(path: Path, n: int) -> None:
         for i in range(n)
     ]
     with Journal(path) as j:
-        j.plan("2026-12-04-dream-act", people)
+        j.run_list().add(people)  # the send's path: the list, then the plan
+        j.plan_run("2026-12-04-dream-act")
         j._write("UPDATE deliveries SET status = 'sent', sent_at = updated_at")
         Suppressions(j).add_many((p.email, "one-click") for p in people[::20])
 

@@ -72,8 +72,9 @@ def mark_sent(root: Path, ids: list[str]) -> int:
 
     ana = Recipient("ana@example.org", "ana@example.org", "Ana", "es", {}, 2)
     with Journal(root / "newsletter.db") as j:
+        j.run_list().add([ana])  # the send's path: the list, then each alert's plan
         for alert_id in ids:
-            j.plan(alert_id, [ana])
+            j.plan_run(alert_id)
             t = timestamp()
             j.apply_flight([(alert_id, ana.key, "sent", 1, "<m@example.org>", "es", "250", t, t)])
         return j.contact(ana.email)

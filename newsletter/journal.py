@@ -40,7 +40,7 @@ import time
 import urllib.parse
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -257,18 +257,6 @@ class Planned:
     status: str  # the state before this run ("pending" for a new one)
     attempts: int
     last_reply: str
-
-
-@dataclass
-class Plan:
-    """What a send run must do: `todo` in list order; the rest is skipped and reported."""
-
-    alert_id: str
-    todo: list[Planned] = field(default_factory=list)
-    sent: list[Planned] = field(default_factory=list)  # sent by an earlier run
-    uncertain: list[Planned] = field(default_factory=list)  # in flight when a run died
-    failed: list[Planned] = field(default_factory=list)  # 5xx earlier; --retry-failed
-    suppressed: list[Planned] = field(default_factory=list)  # unsubscribed: never sent
 
 
 class RunPlan:
@@ -1028,34 +1016,6 @@ class Journal:
 
     # --- deliveries -----------------------------------------------------------------------
 
-    def plan(
-        self,
-        alert_id: str,
-        recipients: Iterable[Recipient],
-        *,
-        retry_failed: bool = False,
-        retry_uncertain: bool = False,
-        dry_run: bool = False,
-    ) -> Plan:
-        """Sort a run's recipients into to-do and skipped, recording new ones as pending.
-
-        Contacts are created or updated (name, address as written); the edition language is the
-        contact's stored preference over the list's column. Already sent and suppressed
-        recipients are skipped; `in_flight` ones (a run died) only with `retry_uncertain`,
-        `failed` ones only with `retry_failed`. `dry_run` computes all of it and writes nothing.
-        Every list in memory: a send streams instead (run_list, plan_run).
-        """
-        run = self.run_list()
-        run.add(recipients)
-        run.dedupe()  # read_csv already dropped duplicates; other callers may not
-        rp = self.plan_run(
-            alert_id, retry_failed=retry_failed, retry_uncertain=retry_uncertain, dry_run=dry_run
-        )
-        plan = Plan(alert_id)
-        for cls, p in rp.rows():
-            getattr(plan, cls).append(p)
-        return plan
-
     def run_list(self) -> RunList:
         """An empty list for this run (runlist.RunList) in this connection's temporary schema."""
         from newsletter.runlist import RunList
@@ -1071,8 +1031,13 @@ class Journal:
         dry_run: bool = False,
         smtp: bool = False,
     ) -> RunPlan:
-        """plan() for the list in temp.run (run_list), without holding it: the sorting is one
-        SQL statement into temp.plan, and the to-do list is read back in batches (RunPlan).
+        """Sort the run's recipients (the list in temp.run, run_list) into to-do and skipped,
+        recording new ones as pending, without holding them: the sorting is one SQL statement
+        into temp.plan, and the to-do list is read back in batches (RunPlan).
+        Contacts are created or updated (name, address as written); the edition language is the
+        contact's stored preference over the list's column. Already sent and suppressed
+        recipients are skipped; `in_flight` ones (a run died) only with `retry_uncertain`,
+        `failed` ones only with `retry_failed`.
         A dry run writes nothing: new people get a stand-in public id. `smtp`: the send goes
         to a relay, so a copy only written to the outbox (a trial) is still to do."""
         t = _ts()

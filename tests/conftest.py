@@ -15,7 +15,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -104,6 +104,23 @@ def read_until(proc: subprocess.Popen, pattern: str, timeout: float = STARTUP_TI
         if ready and not chunk:
             break  # end of output: the child exited
     raise AssertionError(f"no line matching {pattern!r} within {timeout:.0f} s:\n{out.decode()}")
+
+
+# --- a send's plan, as the send makes it -------------------------------------------------------
+
+
+def make_plan(j: Any, alert_id: str, recipients: Iterable[Any], **options: bool) -> dict[str, list]:
+    """{class: [journal.Planned, ...]} of a send's plan, by the send's own path (campaign:
+    Journal.run_list, dedupe, Journal.plan_run), every class read back: todo, sent,
+    suppressed, uncertain, failed. New recipients are recorded as pending unless `dry_run`."""
+    listed = j.run_list()
+    listed.add(recipients)
+    listed.dedupe()
+    run = j.plan_run(alert_id, **options)
+    classes: dict[str, list] = {c: [] for c in run.counts}
+    for cls, planned in run.rows():
+        classes[cls].append(planned)
+    return classes
 
 
 # --- a project folder -------------------------------------------------------------------------

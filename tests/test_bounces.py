@@ -21,7 +21,7 @@ from newsletter.config import load_config
 from newsletter.journal import Journal, timestamp
 from newsletter.recipients import Recipient
 from newsletter.suppressions import Suppressions
-from tests.conftest import ALERT_ID
+from tests.conftest import ALERT_ID, make_plan
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bounces"
 SECRET = "test-secret-0123456789abcdef"
@@ -145,7 +145,7 @@ def people(*emails: str) -> list[Recipient]:
 
 def delivered(j: Journal, alert: str, *emails: str) -> dict[str, str]:
     """The alert sent to these addresses, as a send records it; returns their Message-IDs."""
-    j.plan(alert, people(*emails))
+    make_plan(j, alert, people(*emails))
     t = timestamp()
     ids = {e: f"<{uuid.uuid4().hex}@{DOMAIN}>" for e in emails}
     j.apply_flight([(alert, e.lower(), "sent", 1, ids[e], "es", "250 OK", t, t) for e in emails])

@@ -22,6 +22,7 @@ from newsletter.forwards import Forwards
 from newsletter.journal import Journal, timestamp
 from newsletter.recipients import Recipient
 from newsletter.suppressions import Suppressions
+from tests.conftest import make_plan
 
 ALERT = "2011-08-12-secure-communities"
 
@@ -142,18 +143,18 @@ def test_contact_upsert_is_case_insensitive_and_keeps_a_name(db):
 
 def test_language_preference_wins_over_the_csv_on_the_next_plan(db):
     with Journal(db) as j:
-        plan = j.plan(ALERT, people("a@example.org", "b@example.org", lang="es"))
-        assert [p.lang for p in plan.todo] == ["es", "es"]
-        assert j.set_language(j.find_contact(plan.todo[1].recipient.email).id, "en")
+        plan = make_plan(j, ALERT, people("a@example.org", "b@example.org", lang="es"))
+        assert [p.lang for p in plan["todo"]] == ["es", "es"]
+        assert j.set_language(j.find_contact(plan["todo"][1].recipient.email).id, "en")
         assert j.language_prefs() == {"b@example.org": "en"}
-        again = j.plan("next-alert", people("a@example.org", "B@example.org", lang="es"))
-        assert [p.lang for p in again.todo] == ["es", "en"]
+        again = make_plan(j, "next-alert", people("a@example.org", "B@example.org", lang="es"))
+        assert [p.lang for p in again["todo"]] == ["es", "en"]
         # a pending delivery of the first alert follows the new preference too
-        assert [p.lang for p in j.plan(ALERT, people("b@example.org")).todo] == ["en"]
+        assert [p.lang for p in make_plan(j, ALERT, people("b@example.org"))["todo"]] == ["en"]
         assert j.rows(ALERT, ["pending"])[1].lang == "en"
         assert not j.set_language(99999, "en")
         with pytest.raises(ValueError):
-            j.set_language(j.find_contact(plan.todo[0].recipient.email).id, "fr")
+            j.set_language(j.find_contact(plan["todo"][0].recipient.email).id, "fr")
 
 
 # --- the delivery state machine -------------------------------------------------------------
@@ -162,18 +163,14 @@ def test_language_preference_wins_over_the_csv_on_the_next_plan(db):
 def test_resume_after_reopen(db):
     everyone = people(*(f"m{i}@example.org" for i in range(6)))
     with Journal(db) as j:
-        j.plan(ALERT, everyone)
+        make_plan(j, ALERT, everyone)
         record(j, "m0@example.org", "sent", "250", mid="<0>")
         record(j, "m1@example.org", "in_flight", mid="<1>")  # the run dies with this one
         record(j, "m2@example.org", "failed", "550 no", mid="<2>")
         record(j, "m3@example.org", "retry", "421 closing", mid="<3>")
     with Journal(db) as j:  # a new run, a new connection
-        plan = j.plan(ALERT, everyone)
-        keys = {
-            name: [p.recipient.key for p in getattr(plan, name)]
-            for name in vars(plan)
-            if name != "alert_id"
-        }
+        plan = make_plan(j, ALERT, everyone)
+        keys = {name: [p.recipient.key for p in planned] for name, planned in plan.items()}
         assert keys == {
             "todo": ["m3@example.org", "m4@example.org", "m5@example.org"],
             "sent": ["m0@example.org"],
@@ -181,42 +178,42 @@ def test_resume_after_reopen(db):
             "failed": ["m2@example.org"],
             "suppressed": [],
         }
-        assert plan.todo[0].status == "retry" and plan.todo[0].attempts == 1
-        assert plan.failed[0].last_reply == "550 no"
-        both = j.plan(ALERT, everyone, retry_failed=True, retry_uncertain=True)
-        assert [p.recipient.key for p in both.todo][:2] == ["m1@example.org", "m2@example.org"]
-        assert [p.recipient.key for p in both.sent] == ["m0@example.org"]
-        assert [p.attempts for p in both.todo][:2] == [1, 1]  # the next try is attempt 2
+        assert plan["todo"][0].status == "retry" and plan["todo"][0].attempts == 1
+        assert plan["failed"][0].last_reply == "550 no"
+        both = make_plan(j, ALERT, everyone, retry_failed=True, retry_uncertain=True)
+        assert [p.recipient.key for p in both["todo"]][:2] == ["m1@example.org", "m2@example.org"]
+        assert [p.recipient.key for p in both["sent"]] == ["m0@example.org"]
+        assert [p.attempts for p in both["todo"]][:2] == [1, 1]  # the next try is attempt 2
 
 
 def test_dry_run_plans_but_writes_nothing(db):
     with Journal(db) as j:
-        plan = j.plan(ALERT, people("a@example.org", "b@example.org"), dry_run=True)
-        assert len(plan.todo) == 2 and all(len(p.public_id) == 16 for p in plan.todo)
+        plan = make_plan(j, ALERT, people("a@example.org", "b@example.org"), dry_run=True)
+        assert len(plan["todo"]) == 2 and all(len(p.public_id) == 16 for p in plan["todo"])
         assert j.counts(ALERT)["pending"] == 0
         assert j.find_contact("a@example.org") is None
 
 
 def test_plan_skips_suppressed_case_insensitively_but_keeps_sent_history(db):
     with Journal(db) as j:
-        j.plan(ALERT, people("a@example.org", "b@example.org"))
+        make_plan(j, ALERT, people("a@example.org", "b@example.org"))
         record(j, "a@example.org", "sent", "250")
         assert Suppressions(j).add("A@EXAMPLE.ORG", "one-click")
         assert Suppressions(j).add(" b@Example.org ", "unsubscribe page")
-        plan = j.plan(ALERT, people("a@example.org", "b@example.org", "c@example.org"))
-        assert [p.recipient.key for p in plan.sent] == ["a@example.org"]
-        assert [p.recipient.key for p in plan.suppressed] == ["b@example.org"]
-        assert [p.recipient.key for p in plan.todo] == ["c@example.org"]
+        plan = make_plan(j, ALERT, people("a@example.org", "b@example.org", "c@example.org"))
+        assert [p.recipient.key for p in plan["sent"]] == ["a@example.org"]
+        assert [p.recipient.key for p in plan["suppressed"]] == ["b@example.org"]
+        assert [p.recipient.key for p in plan["todo"]] == ["c@example.org"]
 
 
 def test_many_recipients_plan_in_one_transaction(db):
     many = people(*(f"r{i}@example.org" for i in range(5000)))
     with Journal(db) as j:
-        plan = j.plan(ALERT, many)
-        assert len(plan.todo) == 5000
-        assert len({p.public_id for p in plan.todo}) == 5000
+        plan = make_plan(j, ALERT, many)
+        assert len(plan["todo"]) == 5000
+        assert len({p.public_id for p in plan["todo"]}) == 5000
         assert j.rows(ALERT, ["pending"])[-1].key == "r4999@example.org"  # list order kept
-        assert len(j.plan(ALERT, many).todo) == 5000  # nothing new inserted twice
+        assert len(make_plan(j, ALERT, many)["todo"]) == 5000  # nothing new inserted twice
 
 
 # --- suppression ------------------------------------------------------------------------------
@@ -292,7 +289,7 @@ def test_concurrent_threads_share_one_journal(db):
     keys = [f"t{t}-{i}@example.org" for t in range(n_threads) for i in range(per_thread)]
     errors: list[BaseException] = []
     with Journal(db) as j:
-        j.plan(ALERT, people(*keys))
+        make_plan(j, ALERT, people(*keys))
         other = Journal(db)  # a second connection, as `newsletter serve` would hold
 
         def sender(t: int) -> None:
@@ -330,7 +327,9 @@ from newsletter.journal import FlightLog, Journal
 from newsletter.recipients import Recipient
 j = Journal(sys.argv[1])
 j.acquire_send_lock()
-j.plan("a", [Recipient("x@example.org", "x@example.org", "X", "es", {}, 2)])
+listed = j.run_list()
+listed.add([Recipient("x@example.org", "x@example.org", "X", "es", {}, 2)])
+j.plan_run("a")
 FlightLog(j.flight_path(0)).mark("a", "x@example.org", "<x>", "es", 1)
 print("ready", flush=True)
 time.sleep(60)
@@ -355,8 +354,8 @@ def test_send_lock_and_in_flight_survive_kill_9(db):
     with Journal(db) as j:
         assert not j.send_running()
         j.acquire_send_lock()  # the kernel freed the dead process's lock
-        plan = j.plan("a", [Recipient("x@example.org", "x@example.org", "X", "es", {}, 2)])
-        assert [p.recipient.key for p in plan.uncertain] == ["x@example.org"]
+        plan = make_plan(j, "a", [Recipient("x@example.org", "x@example.org", "X", "es", {}, 2)])
+        assert [p.recipient.key for p in plan["uncertain"]] == ["x@example.org"]
         with Journal(db) as second, pytest.raises(NewsletterError, match="is using"):
             second.acquire_send_lock()
     with Journal(db) as j:
@@ -375,11 +374,11 @@ def test_cli_status_without_a_state_file(project):
 
 def test_cli_status_counts_failures_and_uncertain(project):
     with Journal("newsletter.db") as j:
-        j.plan(ALERT, people("a@example.org", "b@example.org", "c@example.org", "d@example.org"))
+        make_plan(j, ALERT, people("a@example.org", "b@example.org", "c@example.org", "d@example.org"))
         record(j, "a@example.org", "sent", "250")
         record(j, "b@example.org", "failed", "550 5.1.1 <b@example.org>: no such user")
         record(j, "c@example.org", "in_flight", mid="<3>")  # left in flight
-        j.plan("other-alert", people("z@example.org"))
+        make_plan(j, "other-alert", people("z@example.org"))
     result = CliRunner().invoke(cli, ["status", f"alerts/{ALERT}"])
     assert result.exit_code == 0, result.output
     out = result.output
@@ -405,7 +404,7 @@ def test_cli_status_for_an_unknown_alert_without_a_state_file_is_an_error(projec
 
 def test_cli_status_shows_unsubscribes_and_suppressions(project):
     with Journal("newsletter.db") as j:
-        j.plan(ALERT, people("a@example.org", "b@example.org", "c@example.org"))
+        make_plan(j, ALERT, people("a@example.org", "b@example.org", "c@example.org"))
         for who in ("a@example.org", "b@example.org", "c@example.org"):
             record(j, who, "sent", "250")
         Suppressions(j).add("a@example.org", "one-click")

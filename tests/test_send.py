@@ -18,7 +18,7 @@ from newsletter.config import load_config
 from newsletter.errors import NewsletterError
 from newsletter.journal import Journal
 from newsletter.suppressions import Suppressions
-from tests.conftest import ALERT_ID, fill_placeholders
+from tests.conftest import ALERT_ID, fill_placeholders, make_plan
 
 ALERT = f"alerts/{ALERT_ID}"
 SECRET = "test-secret-0123456789abcdef"
@@ -549,7 +549,7 @@ def test_flight_logs_come_back_into_the_state_file_after_a_crash(tmp_path):
     ]
     state = tmp_path / "state.db"
     with Journal(state) as j:
-        j.plan("a", people)
+        make_plan(j, "a", people)
         log = FlightLog(j.flight_path(0))
         log.mark("a", "p0@example.org", "<0@x>", "es", 1)
         log.outcome("a", "p0@example.org", "sent", "250 ok", "es")
@@ -580,7 +580,7 @@ def test_a_flight_log_never_overwrites_a_newer_state(tmp_path):
     ]
     state = tmp_path / "state.db"
     with Journal(state) as j:
-        j.plan("a", people)
+        make_plan(j, "a", people)
         first, second = FlightLog(j.flight_path(0)), FlightLog(j.flight_path(1))
         first.mark("a", "p0@example.org", "<0a@x>", "es", 1)
         first.outcome("a", "p0@example.org", "retry", "451 later", "es")

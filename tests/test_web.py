@@ -15,7 +15,7 @@ import pytest
 from newsletter import links, web
 from newsletter.config import load_config
 from newsletter.suppressions import Suppressions
-from tests.conftest import ALERT_ID
+from tests.conftest import ALERT_ID, make_plan
 
 SECRET = "test-secret-not-for-production-0123"
 DAY = 86400
@@ -546,7 +546,7 @@ def mark_sent(cfg, alert_id: str = ALERT_ID) -> None:
 
     ana = Recipient("ana@example.org", "ana@example.org", "Ana", "es", {}, 2)
     with Journal(cfg.path("state")) as j:
-        j.plan(alert_id, [ana])
+        make_plan(j, alert_id, [ana])
         t = timestamp()
         j.apply_flight([(alert_id, ana.key, "sent", 1, "<m1@example.org>", "es", "250", t, t)])
 
@@ -557,7 +557,7 @@ def test_archive_and_index(client, cfg, clock):
     from newsletter.recipients import Recipient
 
     with Journal(cfg.path("state")) as j:
-        j.plan(ALERT_ID, [Recipient("b@example.org", "b@example.org", "", "es", {}, 2)])
+        make_plan(j, ALERT_ID, [Recipient("b@example.org", "b@example.org", "", "es", {}, 2)])
     assert f"/a/{ALERT_ID}/" not in client.get("/").get_data(as_text=True)
     mark_sent(cfg)
     clock.now += web.archive.RECHECK  # the index looks again at most this often
@@ -610,7 +610,7 @@ def test_an_alert_that_never_went_out_is_not_served(client, cfg, clock):
     from newsletter.recipients import Recipient
 
     with Journal(cfg.path("state")) as j:  # a send planned but not confirmed
-        j.plan(ALERT_ID, [Recipient("b@example.org", "b@example.org", "", "es", {}, 2)])
+        make_plan(j, ALERT_ID, [Recipient("b@example.org", "b@example.org", "", "es", {}, 2)])
     nowhere = "2011-08-13-no-such-alert"
     for lang in ("es", "en", "fr"):
         unsent, missing = client.get(f"/a/{ALERT_ID}/{lang}"), client.get(f"/a/{nowhere}/{lang}")
