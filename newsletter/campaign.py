@@ -8,21 +8,46 @@ delivery itself (worker processes, flight logs, retries, rate) is `newsletter.po
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import os
+import pickle
 import shlex
+import signal
+import sqlite3
+import sys
+import tempfile
+import traceback
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from newsletter import deliver, message, pool, recipients, runlist, statefile
-from newsletter.bounces import policy
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
-from newsletter.journal import Journal, timestamp
-from newsletter.pool import EARLIER, Clock, backoff  # noqa: F401  (part of this module's API)
-from newsletter.render import Edition
+
+if TYPE_CHECKING:
+    from newsletter import deliver, runlist
+    from newsletter.bounces import policy
+    from newsletter.edition import Edition
+    from newsletter.journal import Journal
+    from newsletter.pool import Clock
+    from newsletter.recipients import Recipient
+
+# Imported where they are used: `send` starts the check's process first (see _Checking), and
+# the modules of the send (SMTP, the state file, the workers) load in this one meanwhile.
+
+
+def __getattr__(name: str) -> Any:
+    """EARLIER, Clock and backoff are pool's, and part of this module's API."""
+    if name in ("EARLIER", "Clock", "backoff"):
+        from newsletter import pool
+
+        return getattr(pool, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 SHOW_MAX = 20  # failed/uncertain recipients listed in the summary (the rest: `status`)
 
@@ -84,9 +109,6 @@ def run_send(
 ) -> Outcome:
     """`newsletter send`: every valid recipient of the CSV, and every confirmed web subscriber
     not in it (unless `csv_only`), gets one copy, once."""
-    from newsletter import content, render
-
-    clock = clock or Clock()
     if (test_as or lang) and not test_address:
         raise NewsletterError(
             f"{'--as' if test_as else '--lang'} goes with --test ADDRESS (a test copy); a send "
@@ -94,70 +116,150 @@ def run_send(
         )
     if test_address is None and to_csv is None:
         raise NewsletterError("give the list with --to CSV (only a --test copy goes without one).")
-    alert = content.load_alert(cfg, alert_path)
     # Only a real send reaches members: there, a placeholder they would receive stops it.
     has_smtp = bool(cfg.smtp.host or cfg.smtp.relay)  # [smtp] host, or a [[smtp.relay]] pool
-    real = has_smtp and not dry_run and not test_address
-    editions: dict[str, Edition] = {}  # the check's member editions: what is checked is sent
-    _check_first(cfg, alert_path, editions, test_copy=bool(test_address), real=real)
-    if list(editions) != list(alert.languages):  # one failed to render (a test copy goes on)
-        editions = render.render_editions(cfg, alert, variant="member")
     if test_address:
-        return _send_test(
-            cfg, alert.id, editions, test_address, to_csv, test_as, lang, dry_run=dry_run
+        return _send_test_copies(
+            cfg, alert_path, test_address, to_csv, test_as, lang, dry_run=dry_run
         )
     assert to_csv is not None
-    if cfg.web.base_url or cfg.bounces.verp:
-        cfg.require_secret()  # links and VERP tokens are signed: one clear line, before the plan
+    real = has_smtp and not dry_run
+    with _Checking(cfg, alert_path, real=real) as checking:
+        return _send_list(
+            cfg,
+            alert_path,
+            to_csv,
+            checking,
+            has_smtp=has_smtp,
+            dry_run=dry_run,
+            limit=limit,
+            connections=connections,
+            rate=rate,
+            retry_failed=retry_failed,
+            retry_uncertain=retry_uncertain,
+            csv_only=csv_only,
+            yes=yes,
+            clock=clock,
+        )
 
-    prepared = {lang: (message.prepare(cfg, ed), ed) for lang, ed in editions.items()}
-    outbox = cfg.path("outbox") / alert.id
+
+def _send_test_copies(
+    cfg: Config,
+    alert_path: Path,
+    test_address: str,
+    to_csv: Path | None,
+    test_as: str | None,
+    lang: str | None,
+    *,
+    dry_run: bool,
+) -> Outcome:
+    """`send --test`: the check (its errors are warnings here), then one copy per language."""
+    from newsletter import content, render
+
+    alert = content.load_alert(cfg, alert_path)
+    editions: dict[str, Edition] = {}  # the check's member editions: what is checked is sent
+    _check_first(cfg, alert_path, editions, test_copy=True, real=False)
+    if list(editions) != list(alert.languages):  # one failed to render (a test copy goes on)
+        editions = render.render_editions(cfg, alert, variant="member")
+    return _send_test(cfg, alert.id, editions, test_address, to_csv, test_as, lang, dry_run=dry_run)
+
+
+def _send_list(
+    cfg: Config,
+    alert_path: Path,
+    to_csv: Path,
+    checking: _Checking,
+    *,
+    has_smtp: bool,
+    dry_run: bool,
+    limit: int | None,
+    connections: int | None,
+    rate: float | None,
+    retry_failed: bool,
+    retry_uncertain: bool,
+    csv_only: bool,
+    yes: bool,
+    clock: Clock | None,
+) -> Outcome:
+    """The send to the list, while `checking` renders and checks the editions elsewhere.
+
+    Until the check has passed this process only starts the workers and reads the CSV into a
+    private temporary database: nothing is marked, sent or written (the state file is not even
+    opened), so a failed check, an error or Ctrl-C leaves everything as it was.
+    """
+    from newsletter import deliver, message, pool, recipients, runlist, statefile
+    from newsletter.bounces import policy
+    from newsletter.journal import Journal, timestamp
+
+    clock = clock or pool.Clock()
     relays = cfg.smtp.relay  # a pool: each relay with its own connections, rate and share
-    if relays and connections:
-        raise NewsletterError(
-            "--connections is for [smtp]; with [[smtp.relay]] entries each relay's "
-            "`connections` says how many."
-        )
-    if relays:
-        transport_desc = "SMTP relays " + ", ".join(
-            f"{r.name} ({r.host}:{r.port})" for r in relays
-        )
-    elif cfg.smtp.host:
-        transport_desc = f"SMTP {cfg.smtp.host}:{cfg.smtp.port}"
-    else:
-        transport_desc = f"the outbox {outbox}"
     k = 1 if not cfg.smtp.host else (connections or cfg.smtp.connections)
-    cap = cfg.smtp.rate if rate is None else rate
-    extra = [
-        *(["--connections", str(connections)] if connections else []),
-        *(["--rate", f"{rate:g}"] if rate is not None else []),
-        *(["--retry-failed"] if retry_failed else []),
-        *(["--csv-only"] if csv_only else []),
-    ]
-    run = pool.Run(cfg, alert.id, prepared, alert.default_language, clock, dry_run)
+    # The workers start first, before the editions exist and before the recipient list does:
+    # they never share the list's pages, and each takes the editions at its "start".
+    run = pool.Run(cfg, "", {}, "", clock, dry_run, ready=checking.ready)
     # A dry run delivers nothing: no connection, so no SMTP password is needed for it.
+    # Called in the workers after their "start", by then with the alert's id (an outbox's).
     make: Callable[..., deliver.Transport] = (
         (lambda *_: _NoTransport())
         if dry_run
-        else functools.partial(deliver.make_transport, cfg, alert.id)
+        else lambda relay=None: deliver.make_transport(cfg, run.alert_id, relay)
     )
-    # The workers start now, before the recipient list exists: they never share its pages.
-    with (
-        pool.Pool(run, k, make, relays if not dry_run else None) as workers,
-        Journal(cfg.path("state"), secret=cfg.secret) as jr,
-    ):
+    conflict = bool(relays and connections)  # reported after the check's own errors
+    with contextlib.ExitStack() as stack:
+        if not conflict:
+            workers = stack.enter_context(
+                pool.Pool(run, k, make, relays if not dry_run else None)
+            )
+        # The list goes into a private temporary table as it is read, while the check runs:
+        # never all of it in memory; into the state file's connection once the check passed.
+        early = stack.enter_context(contextlib.closing(sqlite3.connect("", isolation_level=None)))
+        report = recipients.RecipientReport(path=to_csv)
+        scanned = runlist.RunList(early)
+        list_error: NewsletterError | None = None
+        try:
+            scanned.add(recipients.scan_csv(to_csv, cfg.defaults.language, report))
+            report.duplicates = scanned.dedupe()
+        except NewsletterError as err:  # said after the check's errors, as before
+            list_error = err
+        checked = checking.result()
+        _report_check(checked.found, alert_path, test_copy=False, real=checking.real)
+        if conflict:
+            raise NewsletterError(
+                "--connections is for [smtp]; with [[smtp.relay]] entries each relay's "
+                "`connections` says how many."
+            )
+        if list_error is not None:
+            raise list_error
+        alert_id, editions = checked.alert_id, checked.editions
+        if cfg.web.base_url or cfg.bounces.verp:
+            cfg.require_secret()  # links and VERP tokens are signed: one clear line, before the plan
+        run.alert_id, run.default_lang = alert_id, checked.default_language
+        run.prepared = {lang: (message.prepare(cfg, ed), ed) for lang, ed in editions.items()}
+        outbox = cfg.path("outbox") / alert_id
+        if relays:
+            transport_desc = "SMTP relays " + ", ".join(
+                f"{r.name} ({r.host}:{r.port})" for r in relays
+            )
+        elif cfg.smtp.host:
+            transport_desc = f"SMTP {cfg.smtp.host}:{cfg.smtp.port}"
+        else:
+            transport_desc = f"the outbox {outbox}"
+        cap = cfg.smtp.rate if rate is None else rate
+        extra = [
+            *(["--connections", str(connections)] if connections else []),
+            *(["--rate", f"{rate:g}"] if rate is not None else []),
+            *(["--retry-failed"] if retry_failed else []),
+            *(["--csv-only"] if csv_only else []),
+        ]
+        jr = stack.enter_context(Journal(cfg.path("state"), secret=cfg.secret))
         if not dry_run:
             jr.acquire_send_lock()
             statefile.flight_log_room([jr.flight_path(i) for i in range(k)])
             jr.backup("before-send")  # the unsubscribes and deliveries, as they were
-        # The list goes into a temporary table as it is read: never all of it in memory.
         listed = jr.run_list()
-        report = recipients.RecipientReport(path=to_csv)
-        listed.add(recipients.scan_csv(to_csv, cfg.defaults.language, report))
-        report.duplicates = listed.dedupe()
-        lines = recipients.format_report(
-            report, listed.count(web=False), listed.by_language()
-        )
+        listed.adopt(scanned)
+        lines = recipients.format_report(report, listed.count(web=False), listed.by_language())
+        early.close()  # the private copy (SQLite removes its file)
         click.echo(lines[0])
         for line in lines[1:]:
             click.echo(line, err=True)
@@ -166,7 +268,7 @@ def run_send(
         planned_at = timestamp()
         out.from_web = _web_subscribers(jr, listed, to_csv, csv_only)
         plan = jr.plan_run(
-            alert.id,
+            alert_id,
             retry_failed=retry_failed,
             retry_uncertain=retry_uncertain,
             dry_run=dry_run,
@@ -174,7 +276,7 @@ def run_send(
         )
         out.skipped = plan.counts["sent"]
         out.suppressed = plan.counts["suppressed"]
-        out.uncertain = [(email, EARLIER) for email, _ in plan.listed("uncertain")]
+        out.uncertain = [(email, pool.EARLIER) for email, _ in plan.listed("uncertain")]
         earlier_failed = plan.listed("failed")
         planned = min(plan.counts["todo"], limit) if limit else plan.counts["todo"]
         if planned and not dry_run:  # a setting or a password missing: one line, before any mark
@@ -182,7 +284,7 @@ def run_send(
                 make(relay)
         if planned and has_smtp and not dry_run and not yes:
             click.echo(
-                _confirmation(cfg, editions, plan.todo_by_language(limit), alert.default_language),
+                _confirmation(cfg, editions, plan.todo_by_language(limit), checked.default_language),
                 err=True,
             )
             click.confirm(
@@ -196,7 +298,7 @@ def run_send(
             None if dry_run else jr, plan.todo(limit), cap, planned_at, total=planned
         )
         if not dry_run:  # a "user unknown" 5xx suppresses the address for the next alerts
-            out.bounced = policy.record_send_failures(jr, cfg.bounces, alert.id)
+            out.bounced = policy.record_send_failures(jr, cfg.bounces, alert_id)
         out.sent = tally.sent
         out.failed = tally.failed + earlier_failed
         out.uncertain += tally.uncertain
@@ -215,7 +317,7 @@ def run_send(
     _summary(out, dry_run, transport_desc, planned)
     if limit:  # what is left of this run's --limit (a daily cap stays a daily cap)
         extra += ["--limit", str(max(1, out.not_reached))]
-    if retry_uncertain and not any(w != EARLIER for _, w in out.uncertain):
+    if retry_uncertain and not any(w != pool.EARLIER for _, w in out.uncertain):
         # Asked to retry uncertain ones and none became uncertain in this run: keep asking.
         # One that did may have arrived: resending it is the user's call, not the hint's.
         extra.append("--retry-uncertain")
@@ -255,23 +357,33 @@ def _web_subscribers(jr: Journal, listed: runlist.RunList, to_csv: Path, csv_onl
     return extra
 
 
+Finding = tuple[str, bool, str]  # one problem of `newsletter check`: (id, is error, its line)
+
+
 def _check_first(
     cfg: Config, alert_path: Path, editions: dict[str, Edition], *, test_copy: bool, real: bool
 ) -> None:
     """`newsletter check`'s errors stop a send (warnings do not); a test copy still goes.
-    The member editions the check rendered are left in `editions`.
+    The member editions the check rendered are left in `editions`."""
+    from newsletter import check
+
+    problems = check.collect(cfg, alert_path, real_send=True, editions=editions)
+    _report_check(
+        [(p.id, p.is_error, p.line()) for p in problems], alert_path, test_copy=test_copy, real=real
+    )
+
+
+def _report_check(found: list[Finding], alert_path: Path, *, test_copy: bool, real: bool) -> None:
+    """Say the check's errors and raise (a test copy goes on), warn of placeholders.
 
     Placeholders members would receive (example.org values, "EXAMPLE:" marks) stop a `real`
     send (SMTP, to the list); the outbox, a dry run and a test copy go on and warn.
     """
-    from newsletter import check
-
-    problems = check.collect(cfg, alert_path, real_send=True, editions=editions)
-    placeholders = [p for p in problems if p.id == "E-EXAMPLE"]
-    errors = [p for p in problems if p.is_error and (real or p.id != "E-EXAMPLE")]
+    placeholders = [line for pid, _, line in found if pid == "E-EXAMPLE"]
+    errors = [line for pid, error, line in found if error and (real or pid != "E-EXAMPLE")]
     if placeholders and not real:
-        for p in placeholders:
-            click.echo("warning: " + p.line(), err=True)
+        for line in placeholders:
+            click.echo("warning: " + line, err=True)
         click.echo(
             f"warning: {len(placeholders)} placeholder(s) above would reach members; a real "
             "send (with an [smtp] host) stops until they are replaced.",
@@ -279,8 +391,8 @@ def _check_first(
         )
     if not errors:
         return
-    for p in errors:
-        click.echo(p.line(), err=True)
+    for line in errors:
+        click.echo(line, err=True)
     what = f"{alert_path}: {len(errors)} error(s) from `newsletter check`"
     if test_copy:
         click.echo(f"warning: {what}; sending the test copy anyway.", err=True)
@@ -288,10 +400,161 @@ def _check_first(
     raise NewsletterError(f"{what}. Fix them, then send again.")
 
 
+@dataclass
+class _Checked:
+    """What the check's process hands back: its findings and the member editions it rendered
+    (what is checked is sent), and the alert's id and default language."""
+
+    found: list[Finding]
+    editions: dict[str, Edition]
+    alert_id: str
+    default_language: str
+
+
+class _Checking:
+    """`newsletter check` of the alert in a process of its own, forked at once, while this one
+    starts the workers and reads the list: the two take one core each.
+
+    The child loads the alert and runs check.collect, and writes its answer (a _Checked, or the
+    exception it raised) pickled into an anonymous in-memory file that this process and the
+    workers (forked after it, at their "start": `ready`) read. It writes nothing else anywhere:
+    no state, no output. It ignores Ctrl-C, which this process handles (close kills it).
+    """
+
+    def __init__(self, cfg: Config, alert_path: Path, *, real: bool) -> None:
+        self.cfg, self.alert_path, self.real = cfg, alert_path, real
+        self.fd = _anonymous_file()
+        self.pid = 0
+        self.answer: _Checked | None = None
+        sys.stdout.flush()  # what is buffered here must not be written by the child too
+        sys.stderr.flush()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns when a process with threads forks (a test's SMTP server);
+            # the child touches none of their state.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            self._child()
+        self.pid = pid
+
+    def __enter__(self) -> _Checking:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _child(self) -> NoReturn:
+        code = 1
+        try:
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                answer: tuple[str, Any] = ("ok", _check_for_send(self.cfg, self.alert_path))
+            except BaseException as err:  # noqa: BLE001  (handed to the parent, which raises it)
+                if not isinstance(err, NewsletterError):
+                    err.add_note("In the check's process:\n" + traceback.format_exc())
+                answer = ("raised", err)
+            try:
+                data = pickle.dumps(answer, pickle.HIGHEST_PROTOCOL)
+            except Exception:  # an exception that does not pickle: its words and traceback
+                data = pickle.dumps(("raised", RuntimeError(traceback.format_exc())))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view) :]
+            code = 0
+        finally:
+            os._exit(code)
+
+    def result(self) -> _Checked:
+        """Wait for the check; its answer, or the exception it raised (raised here)."""
+        if self.answer is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.pid = 0
+            kind, value = _read_answer(self.fd)
+            if kind is None:
+                raise NewsletterError(
+                    f"internal error: the check's process ended without an answer "
+                    f"({os.waitstatus_to_exitcode(status)}). Run `newsletter check "
+                    f"{self.alert_path}`."
+                )
+            if kind != "ok":
+                raise value
+            self.answer = value
+        return self.answer
+
+    def ready(self, run: Any) -> None:
+        """pool.Run.ready, in a worker at its "start" (the check has passed by then): the
+        editions, prepared in this process."""
+        from newsletter import message
+
+        try:
+            kind, answer = _read_answer(self.fd)
+        except OSError as err:
+            raise NewsletterError(f"internal error: the editions cannot be read ({err}).") from None
+        assert kind == "ok", kind
+        run.alert_id, run.default_lang = answer.alert_id, answer.default_language
+        run.prepared = {
+            lang: (message.prepare(run.cfg, ed), ed) for lang, ed in answer.editions.items()
+        }
+
+    def close(self) -> None:
+        """Stop the check if it still runs (an error or Ctrl-C here), and free its answer."""
+        if self.pid:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+            self.pid = 0
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _check_for_send(cfg: Config, alert_path: Path) -> _Checked:
+    """The check before a send to the list (in _Checking's process): the alert, its findings
+    (placeholders members would receive among them) and its member editions."""
+    from newsletter import check, content
+
+    alert = content.load_alert(cfg, alert_path)
+    editions: dict[str, Edition] = {}
+    problems = check.collect(cfg, alert_path, real_send=True, editions=editions)
+    return _Checked(
+        [(p.id, p.is_error, p.line()) for p in problems],
+        editions,
+        alert.id,
+        alert.default_language,
+    )
+
+
+def _anonymous_file() -> int:
+    """A file descriptor of a file in memory that no path names (a temporary file elsewhere)."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("newsletter-check", os.MFD_CLOEXEC)
+    with tempfile.TemporaryFile() as f:
+        return os.dup(f.fileno())
+
+
+def _read_answer(fd: int) -> tuple[str | None, Any]:
+    """The pickled answer in `fd` from its start, (None, None) if there is none."""
+    size = os.fstat(fd).st_size
+    chunks, at = [], 0
+    while at < size:
+        chunk = os.pread(fd, size - at, at)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        at += len(chunk)
+    if not chunks:
+        return None, None
+    return pickle.loads(b"".join(chunks))
+
+
 def _confirmation(
     cfg: Config, editions: Mapping[str, Edition], by_language: Mapping[str, int], default: str
 ) -> str:
     """What the user agrees to: the From, each language's subject and count, and the relay."""
+    from newsletter.recipients import plural
+
     counts: dict[str, int] = {}
     for lang, n in by_language.items():
         lang = lang if lang in editions else default
@@ -302,7 +565,7 @@ def _confirmation(
     for lang, ed in editions.items():
         if counts.get(lang):
             lines.append(
-                f'  {lang}: {recipients.plural(counts[lang], "recipient")}, subject "{ed.subject}"'
+                f'  {lang}: {plural(counts[lang], "recipient")}, subject "{ed.subject}"'
             )
     for r in cfg.relays():
         who = f", user {r.username}" if r.username else ""
@@ -384,7 +647,7 @@ def _send_test(
     then that member's name, merge fields and language (their stored choice first). Links are
     always the sample ones (contact 0): a click on the test copy changes no member's state.
     """
-    from newsletter import render
+    from newsletter import deliver, message, recipients, render
 
     try:
         rcpt = recipients.check_address(address)[0]
@@ -420,8 +683,10 @@ def _send_test(
     return out
 
 
-def _member_row(cfg: Config, to_csv: Path | None, member: str) -> tuple[recipients.Recipient, str]:
+def _member_row(cfg: Config, to_csv: Path | None, member: str) -> tuple[Recipient, str]:
     """The CSV row of `--as MEMBER` and the language a send would give them."""
+    from newsletter import recipients
+    from newsletter.journal import Journal
     if to_csv is None:
         raise NewsletterError(f"--as {member}: give the list the member is on with --to CSV.")
     report = recipients.read_csv(to_csv, cfg.defaults.language)

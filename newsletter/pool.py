@@ -3,8 +3,9 @@
 Why processes: building a message, signing its links and talking SMTP cost ~0.3 ms of Python
 each; threads share one interpreter lock, so K threads never went past one core (1,400 msg/s
 at K=4 in benchmarks/bench_send.py). With K > 1 connections each worker is a process, forked
-(Pool) after the editions are rendered and before the recipient list is read, so it shares the
-prepared editions and never the list. With one connection the worker is a thread: no second
+(Pool) before the recipient list is read, so it never shares the list; a send forks them while
+the editions are still being checked in another process, and each worker takes them at its
+"start" (Run.ready). With one connection the worker is a thread: no second
 copy of the interpreter, and one core is all one connection needs.
 
 Why flight logs: "never twice" needs each recipient's in-flight mark on disk before the
@@ -72,6 +73,7 @@ import click
 from newsletter import deliver, links, message
 from newsletter.bounces.match import envelope_sender
 from newsletter.config import Config, Relay
+from newsletter.edition import Edition
 from newsletter.errors import NewsletterError
 from newsletter.journal import (
     BUSY_TIMEOUT,
@@ -82,7 +84,6 @@ from newsletter.journal import (
     read_flight,
 )
 from newsletter.recipients import Recipient
-from newsletter.render import Edition
 
 Prepared = dict[str, tuple[message.PreparedEdition, Edition]]  # language -> ready edition
 Result = tuple[str, str]  # (kind, detail); kinds in _Parent.finish
@@ -125,6 +126,10 @@ class Run:
     default_lang: str
     clock: Clock
     dry_run: bool
+    # For a Run made before its editions exist (campaign renders and checks them in another
+    # process while the workers start): fills alert_id, prepared and default_lang in a worker
+    # process at its "start"; the parent sets them itself before deliver.
+    ready: Callable[[Run], None] | None = None
 
     @property
     def retries(self) -> int:
@@ -1103,6 +1108,8 @@ def _worker(run: Run, make: Callable[[], deliver.Transport], conn: _Line, stop: 
         return
     _, flight, planned_at = msg
     try:
+        if run.ready is not None and not run.prepared:
+            run.ready(run)
         sender = _Sender(run, make(), conn, flight, planned_at, stop)
     except NewsletterError as err:
         sender = None
@@ -1138,8 +1145,8 @@ def _ctrl_c() -> Iterator[Callable[[], bool]]:
 class Pool:
     """K worker processes for one send, forked before the recipient list is read.
 
-    Forked early, the workers share only what the parent had then (the rendered editions,
-    the libraries) and never the list: when the parent later walks 100,000 recipients, no page
+    Forked early, the workers share only what the parent had then (the libraries, the
+    editions if the Run has them; else Run.ready fills them at "start") and never the list: when the parent later walks 100,000 recipients, no page
     of theirs is copied for the workers. They wait for `deliver` (or `close`).
     """
 

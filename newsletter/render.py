@@ -41,6 +41,7 @@ from newsletter.content import (
     load_alert,
     write_atomic,
 )
+from newsletter.edition import Edition  # render.Edition: part of this module's API
 from newsletter.errors import NewsletterError
 
 VARIANTS = ("member", "forward", "archive")
@@ -51,24 +52,6 @@ DATE_FORMAT = {"es": "EEEE d 'de' MMMM 'de' y", "en": "EEEE, MMMM d, y"}
 TIME_FORMAT = "h:mm a"
 LOGO_UNKNOWN_WIDTH = 200  # a logo whose width is not set (`check` reports it) is drawn this wide
 FORWARD_BODY_MAX = 1500  # characters of text in a mailto: forward; mail clients cut long URLs
-
-
-@dataclass(frozen=True)
-class Edition:
-    """One language and variant of an alert, inlined once; recipient values are tokens."""
-
-    alert_id: str
-    lang: str
-    variant: str
-    subject: str
-    preheader: str
-    html: str
-    text: str
-    greeting_named: str  # "Dear {name}," — str.format(name=…) per recipient
-    greeting_anonymous: str
-    forward_body: str  # what a mailto: forward prefills
-    language_subject: str
-    unsubscribe_subject: str
 
 
 @dataclass(frozen=True)

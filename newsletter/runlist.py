@@ -87,6 +87,15 @@ class RunList:
             self.n += len(rows)
             added += len(rows)
 
+    def adopt(self, other: RunList) -> None:
+        """Take another connection's list as this one's start (`campaign` reads the CSV into a
+        private database while the check runs, before the state file may be opened)."""
+        with other.lock, self._tx() as db:
+            rows = other.db.execute("SELECT * FROM temp.run ORDER BY seq")
+            while batch := rows.fetchmany(BATCH):
+                db.executemany("INSERT INTO temp.run VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
+        self.n = max(self.n, other.n)
+
     def dedupe(self) -> list[Problem]:
         """Keep each address's first row (any case: the key), drop the rest; returns the CSV's
         later copies as duplicates, in line order (a web subscriber already in the CSV is no

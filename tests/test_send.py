@@ -349,16 +349,18 @@ def test_each_edition_is_rendered_once_and_what_was_checked_is_sent(
     from newsletter import render
 
     setup_project(project, monkeypatch, smtp_server)
-    rendered: list[tuple[str, str]] = []
+    log = project / "rendered.log"  # the check runs in a process of its own: counted in a file
     real = render.render_edition
 
     def counted(cfg, alert, lang, variant="member"):
-        rendered.append((lang, variant))
+        with log.open("a", encoding="utf-8") as f:
+            f.write(f"{lang} {variant}\n")
         return real(cfg, alert, lang, variant)
 
     monkeypatch.setattr(render, "render_edition", counted)
     result = send("--yes")
     assert result.exit_code == 0, result.output
+    rendered = [tuple(line.split()) for line in log.read_text(encoding="utf-8").splitlines()]
     assert sorted(rendered) == sorted(set(rendered))  # each language and variant once
     assert {v for _, v in rendered} == {"member", "forward", "archive"}
     assert len(smtp_server.received) == len(VALID)

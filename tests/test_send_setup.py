@@ -1,0 +1,137 @@
+"""What `newsletter send` does before its first message: the check in a process of its own while
+this one starts the workers and reads the list, and what that must never change (a failed check
+writes nothing, Ctrl-C stops both, the check's errors come first). Real SMTP server, real files.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from newsletter import recipients, render
+from tests.conftest import ctrl_c_reaches_children
+from tests.test_send import VALID, received_by, run, send, setup_project, states
+
+WAIT = 20.0  # seconds a process waits for the other's sign before it gives up (never reached)
+
+
+def wait_for(path: Path) -> None:
+    deadline = time.monotonic() + WAIT
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path.name} never appeared")
+        time.sleep(0.005)
+
+
+def test_the_list_is_read_while_the_check_renders_in_another_process(
+    project, smtp_server, monkeypatch
+):
+    """The check renders in a child process, and waits there until this process has read the
+    whole CSV: done one after the other, the check would wait in vain and the send fail."""
+    setup_project(project, monkeypatch, smtp_server)
+    read = project / "list-read"
+    pids = project / "render-pids"
+    real_scan, real_render = recipients.scan_csv, render.render_edition
+
+    def scan(*args, **kwargs):
+        yield from real_scan(*args, **kwargs)
+        read.touch()
+
+    def rendering(*args, **kwargs):
+        wait_for(read)
+        with pids.open("a") as f:
+            f.write(f"{os.getpid()}\n")
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(recipients, "scan_csv", scan)
+    monkeypatch.setattr(render, "render_edition", rendering)
+    result = send("--yes", "--connections", "2")
+    assert result.exit_code == 0, result.output
+    assert received_by(smtp_server) == {a: 1 for a in VALID}
+    assert {int(p) for p in pids.read_text().split()} - {os.getpid()}  # not this process
+
+
+def test_a_failed_check_writes_nothing_not_even_a_new_state_file(project, smtp_server, monkeypatch):
+    """The list is read meanwhile, but into a private temporary database: with the check's
+    errors, no state file is made (none was there), no backup, no outbox, nothing sent."""
+    setup_project(project, monkeypatch, smtp_server)
+    for f in project.glob("newsletter.db*"):
+        f.unlink()
+    monkeypatch.setenv("NEWSLETTER_SENDER_POSTAL_ADDRESS", "")
+    result = send("--yes")
+    assert result.exit_code == 1
+    assert "E-POSTAL" in result.output and "error(s) from `newsletter check`" in result.output
+    assert not list(project.glob("newsletter.db*")) and not (project / "outbox").exists()
+    assert not smtp_server.received
+
+
+def test_the_checks_errors_come_before_the_lists(project, smtp_server, monkeypatch):
+    """Both broken: the check's errors are said (first, as when it ran before the list), and
+    the list's error does not hide them."""
+    setup_project(project, monkeypatch, smtp_server, csv="address;nombre\nana@example.org;Ana\n")
+    monkeypatch.setenv("NEWSLETTER_SENDER_POSTAL_ADDRESS", "")
+    result = send("--yes")
+    assert result.exit_code == 1
+    assert "E-POSTAL" in result.output and "error(s) from `newsletter check`" in result.output
+    assert "no 'email' column" not in result.output
+    monkeypatch.delenv("NEWSLETTER_SENDER_POSTAL_ADDRESS")
+    result = send("--yes")
+    assert result.exit_code == 1 and "members.csv:1: no 'email' column" in result.output
+    assert not smtp_server.received and not states(project)
+
+
+def test_ctrl_c_during_the_check_stops_its_process_and_writes_nothing(
+    project, smtp_server, monkeypatch
+):
+    """Ctrl-C while this process waits for the check: the check's process is stopped (it
+    ignores Ctrl-C itself, and would otherwise go on), nobody is planned or sent to."""
+    from newsletter import campaign
+
+    setup_project(project, monkeypatch, smtp_server)
+    waiting, child, finished = project / "waiting", project / "child", project / "finished"
+    real_result, real_render = campaign._Checking.result, render.render_edition
+
+    def result(self):
+        waiting.touch()
+        return real_result(self)
+
+    def rendering(*args, **kwargs):
+        child.write_text(str(os.getpid()))
+        wait_for(waiting)
+        os.kill(os.getppid(), signal.SIGINT)  # the user presses Ctrl-C
+        time.sleep(WAIT)  # the check goes on: only its parent can stop it
+        finished.touch()
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(campaign._Checking, "result", result)
+    monkeypatch.setattr(render, "render_edition", rendering)
+    with ctrl_c_reaches_children():
+        outcome = send("--yes")
+    assert outcome.exit_code == 1 and "Aborted" in outcome.output, outcome.output
+    assert not finished.exists()  # stopped, not waited for
+    with pytest.raises(ProcessLookupError):  # and reaped
+        os.kill(int(child.read_text()), 0)
+    assert not smtp_server.received and not states(project)
+    assert not (project / "newsletter.db.backups").exists()
+
+
+def test_an_unexpected_error_in_the_check_is_raised_here_with_its_traceback(
+    project, smtp_server, monkeypatch
+):
+    from newsletter import check
+
+    setup_project(project, monkeypatch, smtp_server)
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug in a rule")
+
+    monkeypatch.setattr(check, "collect", broken)
+    with pytest.raises(ValueError, match="a bug in a rule") as caught:
+        run()
+    notes = "\n".join(getattr(caught.value, "__notes__", []))
+    assert "In the check's process" in notes and "in broken" in notes
+    assert not smtp_server.received and not states(project)
