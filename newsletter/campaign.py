@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from newsletter import deliver, runlist
     from newsletter.bounces import policy
     from newsletter.edition import Edition
-    from newsletter.journal import Journal
     from newsletter.pool import Clock
     from newsletter.recipients import Recipient
 
@@ -266,7 +265,7 @@ def _send_list(
         out = Outcome(invalid=len(report.problems), duplicates=len(report.duplicates))
         del report
         planned_at = timestamp()
-        out.from_web = _web_subscribers(jr, listed, to_csv, csv_only)
+        out.from_web = _web_subscribers(listed, to_csv, csv_only)
         plan = jr.plan_run(
             alert_id,
             retry_failed=retry_failed,
@@ -335,16 +334,12 @@ def _send_list(
     return out
 
 
-def _web_subscribers(jr: Journal, listed: runlist.RunList, to_csv: Path, csv_only: bool) -> int:
+def _web_subscribers(listed: runlist.RunList, to_csv: Path, csv_only: bool) -> int:
     """Confirmed web subscribers who are not in the CSV join the list (after it; one copy each)
     unless `csv_only`; says how many in the plan line, and returns it."""
-    from newsletter import subscribers
-
-    web = subscribers.web_recipients(jr)
-    if not web:
+    if not listed.add_web_subscribers():
         return 0
     csv_rows = listed.count(web=False)
-    listed.add(web, web=True)
     listed.dedupe()  # a subscriber already in the CSV is sent once, as a CSV row
     extra = listed.count(web=True)
     if not extra:

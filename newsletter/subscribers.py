@@ -308,11 +308,10 @@ def subscriber(j: Journal, email: str) -> Subscriber | None:
 
 def web_recipients(j: Journal) -> list[Recipient]:
     """Every confirmed web subscriber not suppressed, as recipients of a send (oldest first)."""
+    from newsletter.runlist import WEB_LANGUAGE, WEB_ORDER, WEB_SUBSCRIBERS
+
     rows = j._read(
-        "SELECT c.email, c.key, c.name, coalesce(c.language_pref, s.language) "
-        "FROM subscribers s JOIN contacts c ON c.id = s.contact_id "
-        "WHERE NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.key = c.key) "
-        "ORDER BY s.confirmed_at, c.id"
+        f"SELECT c.email, c.key, c.name, {WEB_LANGUAGE} {WEB_SUBSCRIBERS} ORDER BY {WEB_ORDER}"
     )
     return [Recipient(email, key, name, lang, {}, 0) for email, key, name, lang in rows]
 

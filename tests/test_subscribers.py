@@ -206,6 +206,35 @@ def test_unsubscribed_may_subscribe_again_but_not_with_an_older_link(j, cfg, mon
     assert [r.language for r in subscribers.web_recipients(j)] == ["en"]
 
 
+def test_a_send_adds_the_web_subscribers_after_its_list_as_web_recipients_read_them(j, cfg):
+    """RunList.add_web_subscribers (one SQL statement, for a send) adds what web_recipients
+    returns, in its order (the oldest confirmation first), after the CSV's rows; a suppressed
+    subscriber is left out, a language chosen since wins."""
+    from newsletter.recipients import Recipient
+
+    for minute, (address, lang) in enumerate(
+        [("zoe@example.org", "en"), ("ana@example.org", "es"), ("gone@example.org", "es")]
+    ):
+        subscribers.confirm(
+            j, signup(address, lang=lang, name=address[:3]), wording(cfg, lang),
+            T0 + timedelta(minutes=10 - minute),
+        )
+    Suppressions(j).add("gone@example.org", "unsubscribe page")
+    j.set_language(j.find_contact("zoe@example.org").id, "es")
+    listed = j.run_list()
+    listed.add([Recipient("bob@example.com", "bob@example.com", "Bob", "en", {}, 2)])
+    assert listed.add_web_subscribers() == 2
+    rows = j._read("SELECT seq, line, email, name, lang, fields, web FROM temp.run ORDER BY seq")
+    assert rows == [
+        (0, 2, "bob@example.com", "Bob", "en", "", 0),
+        (1, 0, "ana@example.org", "ana", "es", "", 1),
+        (2, 0, "zoe@example.org", "zoe", "es", "", 1),
+    ]
+    assert [(r.email, r.language) for r in subscribers.web_recipients(j)] == [
+        (email, lang) for _, _, email, _, lang, _, _ in rows[1:]
+    ]
+
+
 def test_bounced_since_the_request_is_not_confirmed(j, cfg):
     Suppressions(j).add("ana@example.org", "bounced")
     assert subscribers.confirm(j, signup(when=T0 + timedelta(days=1)), wording(cfg), T0) is None
