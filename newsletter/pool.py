@@ -698,6 +698,8 @@ class _Pipelined:
     attempts: int
     tries: int
     data: bytes = b""
+    mail_from: str = ""
+    sent: bool = False  # its envelope went behind the previous message's data (prepare_next)
 
 
 class _Sender:
@@ -721,6 +723,7 @@ class _Sender:
         self.results: list[Result] = []  # not reported yet
         self.suppressions: _Suppressions | None = None
         self.pending: _Pipelined | None = None  # data sent (after its mark), reply not read
+        self.ahead: _Pipelined | None = None  # the next queued job, built early (prepare_next)
         self.queue: deque[tuple] = deque()  # jobs the parent handed out, not begun
         self.flight: FlightLog | None = None
         # Marked in flight ahead of their turn (see mark_ahead): message id -> the log's end
@@ -852,6 +855,14 @@ class _Sender:
                 return
             self.results.append(("built", f"{len(data)} bytes"))
             return
+        ready, self.ahead = self.ahead, None
+        if ready is not None and ready.msg_id != msg_id:  # not this job's (never, in order)
+            ready = None
+        transport = self.transport
+        if ready is not None and ready.sent:  # its envelope is out, behind the last data
+            assert isinstance(transport, deliver.SmtpTransport)
+            self.pipelined(ready, person, transport)
+            return
         if self.suppressed(r.key):
             self.settle_pending()
             if self.premarked.pop(msg_id, None) is not None:
@@ -859,8 +870,7 @@ class _Sender:
                 self.flight.outcome(self.run.alert_id, r.key, "pending", "", lang)
             self.results.append(("suppressed", "unsubscribed during the run"))
             return
-        msg = _Pipelined(r, lang, msg_id, attempts, self.tries)
-        transport = self.transport
+        msg = ready or _Pipelined(r, lang, msg_id, attempts, self.tries)
         if isinstance(transport, deliver.SmtpTransport) and transport.pipelining:
             self.pipelined(msg, person, transport)
             return
@@ -879,31 +889,43 @@ class _Sender:
         self.results.append(result)
 
     def pipelined(self, msg: _Pipelined, person: bytes, transport: deliver.SmtpTransport) -> None:
-        """The message's envelope goes out behind the previous message's data, and both
-        replies come back in one read (RFC 2920): one wait per message instead of two. The
-        previous message was marked in flight before its data left; this one is marked only
-        after the previous one's reply is in, so a connection has one in flight (unless marked
-        ahead: mark_ahead)."""
+        """The message's envelope goes out behind the previous message's data, in the same
+        write when the message was built in time (prepare_next), and the replies to both come
+        back in one read (RFC 2920): one write, one wait per message. While the server reads
+        them, the next queued message is built, so that its envelope can go behind this one's
+        data in turn. The previous message was marked in flight before its data left; this
+        one is marked only after the previous one's reply is in, so a connection has one in
+        flight (unless marked ahead: mark_ahead)."""
         assert self.flight is not None
         r = msg.r
-        mail_from = self.run.mail_from(msg.lang, person)
         self.mark_ahead(msg)
         marked = self.premarked.pop(msg.msg_id, None)  # its mark's end in the log, if written
-        try:
-            msg.data = self.run.build(r, person, msg.lang, msg.msg_id)
-        except (NewsletterError, ValueError) as err:
-            self.settle_pending()
-            self.record(msg, ("failed", f"not built: {err}"))
-            return
-        for address in (mail_from, r.email):
-            if not deliver.envelope_ok(address):
+        if not msg.data:
+            try:
+                msg.data = self.run.build(r, person, msg.lang, msg.msg_id)
+            except (NewsletterError, ValueError) as err:
                 self.settle_pending()
-                self.record(msg, ("failed", f"{address!r}: not an address for the SMTP envelope."))
+                self.record(msg, ("failed", f"not built: {err}"))
                 return
+            msg.mail_from = self.run.mail_from(msg.lang, person)
+        mail_from = msg.mail_from
+        if not msg.sent:
+            for address in (mail_from, r.email):
+                if not deliver.envelope_ok(address):
+                    self.settle_pending()
+                    self.record(
+                        msg, ("failed", f"{address!r}: not an address for the SMTP envelope.")
+                    )
+                    return
         prev, self.pending = self.pending, None
         try:
             final, env, sender_refused = transport.exchange(
-                prev is not None, mail_from, r.email, len(msg.data)
+                prev is not None,
+                mail_from,
+                r.email,
+                len(msg.data),
+                sent=msg.sent,
+                meanwhile=self.prepare_next,
             )
         except deliver.Broken as err:
             if prev is not None:
@@ -929,11 +951,17 @@ class _Sender:
                     f"{self.flight.path}: cannot write ({err.strerror or err}). "
                     "Nothing more was sent.",
                 ) from None
-            try:
-                transport.write_data(msg.data, dot_safe=True)  # PreparedEdition.build's
+            nxt = self.ahead
+            then = b""
+            if nxt is not None:  # built in time: its envelope goes in the same write
+                then = transport.envelope(nxt.mail_from, nxt.r.email, len(nxt.data))
+            try:  # dot_safe: as PreparedEdition.build makes it
+                transport.write_data(msg.data, dot_safe=True, then=then)
             except deliver.Broken as err:
                 self.settle(msg, None, str(err))
                 return
+            if nxt is not None:
+                nxt.sent = True
             self.pending = msg  # its reply comes with the next envelope's, or alone
             return
         reply = f"{code} {text}"
@@ -1002,14 +1030,51 @@ class _Sender:
         else:
             self.record(msg, self.again(reply, msg.tries))
 
+    def prepare_next(self) -> None:
+        """Build the next queued message now, while the server reads what went (called by
+        exchange between its write and its read), so that its envelope can go in the same write
+        as this message's data. Only a message that can go as it is: one unsubscribed since the
+        plan, one that cannot be built or has no envelope address is left for its own turn
+        (which reports it, in order). Its suppression is looked at now, before its envelope
+        goes; its in-flight mark still comes only after its 354, before its data."""
+        self.ahead = None
+        if not self.queue or self.stop.value:
+            return
+        values, person, msg_id, lang, attempts, tries = self.queue[0]
+        r = Recipient(*values)
+        if self.suppressed(r.key):
+            return
+        try:
+            data = self.run.build(r, person, lang, msg_id)
+        except (NewsletterError, ValueError):
+            return
+        mail_from = self.run.mail_from(lang, person)
+        if deliver.envelope_ok(mail_from) and deliver.envelope_ok(r.email):
+            self.ahead = _Pipelined(r, lang, msg_id, attempts, tries, data, mail_from)
+
     def settle_pending(self) -> None:
-        """Read the reply to the pending message's data (nothing else to pipeline with it)."""
+        """Read the reply to the pending message's data (nothing else to pipeline with it).
+
+        When the next message's envelope went behind that data and its turn will not come (the
+        run stops), its replies are read too, and a server that waits for its data (354) gets
+        none: the line is cut, and the server discards the transaction (never "." alone, which
+        would deliver an empty message)."""
         msg, self.pending = self.pending, None
         if msg is None:
             return
         assert isinstance(self.transport, deliver.SmtpTransport)
+        ahead, self.ahead = self.ahead, None
+        abandon = ahead is not None and ahead.sent
         try:
-            final, _, _ = self.transport.exchange(True)
+            if abandon:
+                assert ahead is not None
+                final, env, _ = self.transport.exchange(
+                    True, ahead.mail_from, ahead.r.email, len(ahead.data), sent=True
+                )
+                if env is not None and env[0] == 354:
+                    self.transport.abort()
+            else:
+                final, _, _ = self.transport.exchange(True)
         except deliver.Broken as err:
             self.settle(msg, err.final, str(err))
             return
