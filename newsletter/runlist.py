@@ -36,6 +36,10 @@ WEB_ORDER = "s.confirmed_at, c.id"
 WEB_LANGUAGE = "coalesce(c.language_pref, s.language)"  # their choice on the language page first
 
 
+# One encoder for every row (json.dumps with options makes a new one per call).
+_fields_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 class RunList:
     """The recipients of one run: `run(seq, line, key, email, name, lang, fields, web)`."""
 
@@ -81,9 +85,7 @@ class RunList:
                         r.email,
                         r.name,
                         r.language,
-                        json.dumps(r.fields, ensure_ascii=False, separators=(",", ":"))
-                        if r.fields
-                        else "",
+                        _fields_json(r.fields) if r.fields else "",
                         web,
                     )
                 )

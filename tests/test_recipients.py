@@ -386,6 +386,28 @@ def test_clean_text_removes_every_invisible_format_character():
     assert clean_text("عليّ") == "عليّ"  # right-to-left letters themselves stay
 
 
+def test_clean_texts_quick_path_agrees_with_its_rules_on_a_generated_corpus():
+    """clean_text skips the regular expressions for a printable string; over strings drawn from
+    spaces, letters, accents, every control, format and separator character, and characters of
+    other scripts, the answer is the rules' own (_clean_slow), and both paths are taken."""
+    import random
+
+    from newsletter import recipients
+
+    special = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c))[0] in "CZ"]
+    special = [c for c in special if unicodedata.category(c) != "Cs"]  # no lone surrogates
+    pool = list(" aZ09-.'@") + list("áéíóúñÑüçÀ") + ["عل", "中文", "😀"] + [" ", "  ", "\t"]
+    rng = random.Random(12)
+    corpus = []
+    for _ in range(20_000):
+        n = rng.randint(0, 8)
+        chars = [rng.choice(pool) if rng.random() < 0.8 else rng.choice(special) for _ in range(n)]
+        corpus.append("".join(chars))
+    assert [clean_text(v) for v in corpus] == [recipients._clean_slow(v) for v in corpus]
+    quick = sum(v.isprintable() for v in corpus)
+    assert 5_000 < quick < 15_000  # both paths well represented
+
+
 def test_a_forwarders_name_loses_its_invisible_characters_too():
     from newsletter.web import check_forward
 
