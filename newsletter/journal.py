@@ -536,12 +536,32 @@ class FlightLog:
 FLIGHT_FIELDS = "alert_id, key, status, attempts, message_id, lang, last_reply, updated_at, sent_at"
 
 
+_ts_second: tuple[int, str] = (-1, "")  # the last second _ts_posix formatted, and its text
+
+
 def _ts_posix(t: float) -> str:
-    """_ts for POSIX seconds, without a datetime (the parent formats two per message)."""
-    us = round(t * 1_000_000)
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(us // 1_000_000)) + f".{us % 1_000_000:06d}Z"
-    )
+    """_ts for POSIX seconds, without a datetime (the parent formats two per message); the
+    date and time of day once per second, not once per record."""
+    global _ts_second
+    second, micros = divmod(round(t * 1_000_000), 1_000_000)
+    last = _ts_second  # one read: another thread's update cannot mix two seconds
+    if last[0] != second:
+        last = _ts_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{last[1]}.{micros:06d}Z"
+
+
+def _clean_reply(reply: str) -> str:
+    """clean_text(reply) cut to REPLY_MAX; a reply that is printable ASCII with single spaces
+    inside (nearly every one) is already clean, and is not run through its three regexes."""
+    if (
+        reply.isascii()
+        and reply.isprintable()
+        and "  " not in reply
+        and reply[:1] != " "
+        and reply[-1:] != " "
+    ):
+        return reply[:REPLY_MAX]
+    return clean_text(reply)[:REPLY_MAX]
 
 
 def _regular(path: Path) -> bool:
@@ -584,7 +604,7 @@ def read_flight(path: Path, offset: int = 0) -> tuple[list[tuple], int]:
                 int(attempts),
                 mid or None,
                 lang,
-                clean_text(reply)[:REPLY_MAX],
+                _clean_reply(reply),
                 _ts_posix(float(t)),
                 _ts_posix(float(sent_at)) if sent_at else None,
             )

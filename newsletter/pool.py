@@ -455,6 +455,9 @@ class _Parent:
         the spread asked for); a drained relay's share goes to the others."""
         wait: float | None = None
         clock = self.run.clock
+        live = [g for g in self.groups if not g.drained]
+        if len(live) == 1 and not self.bucket.interval and not live[0].bucket.interval:
+            return self.fill_one(live[0])
         while True:
             now = clock.monotonic()
             if (left := self.bucket.wait(now)) > 0:
@@ -484,18 +487,40 @@ class _Parent:
                 return wait
             job = self.work.take(now)
             if job is None:
-                if self.work.finished():
-                    for idle in self.workers:
-                        if not idle.queued:
-                            self.tell_stop(idle)
-                elif (due := self.work.next_due()) is not None:
-                    wait = max(0.0, due - now) if wait is None else min(wait, max(0.0, due - now))
-                return wait
+                return self.none_left(now, wait)
             _, g, w = best
             self.bucket.take(now)
             g.bucket.take(now)
             g.handed += 1
             self.hand(w, job)
+
+    def fill_one(self, g: _Group) -> float | None:
+        """fill for the usual run: one relay (or [smtp]) and no rate cap, so no share or cap
+        to weigh per job: each worker with room gets one job in turn, the least busy first
+        (a short list still spreads over all connections), until none has room."""
+        now = self.run.clock.monotonic()
+        while True:
+            room = [w for w in g.workers if w.alive and not w.told_stop and len(w.queued) < AHEAD]
+            if not room:
+                return None
+            room.sort(key=lambda w: len(w.queued))
+            for w in room:
+                job = self.work.take(now)
+                if job is None:
+                    return self.none_left(now, None)
+                g.handed += 1
+                self.hand(w, job)
+
+    def none_left(self, now: float, wait: float | None) -> float | None:
+        """No job to hand out now: when all are done, idle workers are told to stop; when only
+        retries are left, the time until the first is due (or `wait`, if sooner)."""
+        if self.work.finished():
+            for idle in self.workers:
+                if not idle.queued:
+                    self.tell_stop(idle)
+        elif (due := self.work.next_due()) is not None:
+            wait = max(0.0, due - now) if wait is None else min(wait, max(0.0, due - now))
+        return wait
 
     def hand(self, w: _Worker, job: _Job) -> None:
         p = job.planned

@@ -151,6 +151,20 @@ def test_k_connections_are_k_sessions(project, monkeypatch, closing_server):
     assert len(handler.peers) == 3  # three connections, each reused (no reconnect per message)
 
 
+def test_a_short_list_spreads_over_every_connection(project, monkeypatch, closing_server):
+    """As many recipients as connections: one each, not all queued on the first."""
+    server, handler = closing_server
+    three = "email,name\n" + "".join(f"m{i}@example.org,M {i}\n" for i in range(3))
+    setup_project(project, monkeypatch, server, csv=three)
+
+    async def slow(rec):  # no connection is done with its message before the others begin
+        await asyncio.sleep(0.2)
+
+    server.on_data = slow
+    out = run(FakeClock(), connections=3)
+    assert out.sent == 3 and len(handler.peers) == 3
+
+
 def test_resume_command_after_an_outage_is_exact(project, monkeypatch, refused_port):
     setup_project(project, monkeypatch, host="127.0.0.1", port=refused_port, security="none")
     monkeypatch.setenv("NEWSLETTER_SMTP_RETRIES", "1")  # no backoff wait: the CLI clock is real
