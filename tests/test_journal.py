@@ -216,6 +216,26 @@ def test_many_recipients_plan_in_one_transaction(db):
         assert len(make_plan(j, ALERT, many)["todo"]) == 5000  # nothing new inserted twice
 
 
+def test_a_later_list_adds_its_new_members_after_the_earlier_ones_in_its_own_order(db):
+    """The plan numbers a list's new members after the alert's earlier deliveries, in the
+    list's order, whatever order the rows are written in; members already planned keep their
+    place and their row."""
+    with Journal(db) as j:
+        make_plan(j, ALERT, people("z@example.org", "m@example.org"))
+        make_plan(
+            j, ALERT, people("y@example.org", "M@example.org", "a@example.org", "b@example.org")
+        )
+        rows = j.rows(ALERT)
+        assert [r.key for r in rows] == [
+            "z@example.org",
+            "m@example.org",
+            "y@example.org",
+            "a@example.org",
+            "b@example.org",
+        ]
+        assert len(rows) == 5  # one row each
+
+
 # --- suppression ------------------------------------------------------------------------------
 
 
