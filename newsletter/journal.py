@@ -550,20 +550,6 @@ def _ts_posix(t: float) -> str:
     return f"{last[1]}.{micros:06d}Z"
 
 
-def _clean_reply(reply: str) -> str:
-    """clean_text(reply) cut to REPLY_MAX; a reply that is printable ASCII with single spaces
-    inside (nearly every one) is already clean, and is not run through its three regexes."""
-    if (
-        reply.isascii()
-        and reply.isprintable()
-        and "  " not in reply
-        and reply[:1] != " "
-        and reply[-1:] != " "
-    ):
-        return reply[:REPLY_MAX]
-    return clean_text(reply)[:REPLY_MAX]
-
-
 def _regular(path: Path) -> bool:
     """True for a regular file (not a directory, a link or anything else); False if gone."""
     try:
@@ -604,7 +590,7 @@ def read_flight(path: Path, offset: int = 0) -> tuple[list[tuple], int]:
                 int(attempts),
                 mid or None,
                 lang,
-                _clean_reply(reply),
+                clean_text(reply)[:REPLY_MAX],
                 _ts_posix(float(t)),
                 _ts_posix(float(sent_at)) if sent_at else None,
             )

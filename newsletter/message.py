@@ -121,6 +121,9 @@ def encoded_words(text: str) -> str:
 
     email.header.Header does the same in ~80 µs; this is one per recipient, so ~5 µs matters.
     """
+    data = text.encode("utf-8")
+    if len(data) <= 45:  # one word (most names): what the loop below makes of it, at once
+        return f"=?utf-8?b?{base64.b64encode(data).decode('ascii')}?="
     words: list[bytes] = []
     chunk = b""
     for ch in text:
@@ -180,33 +183,45 @@ class _Part:
         self.names = names
         self.escape_html = escape_html
 
-    def fill(self, values: Mapping[str, str]) -> bytes:
+    def fill(self, values: Mapping[str, str], memo: dict[str, bytes] | None = None) -> bytes:
+        """The part's bytes for one recipient's values. `memo` (text -> its quoted-printable)
+        is shared by the parts of one message: a value the HTML part does not change by
+        escaping (a URL, most names) is encoded once for both."""
         out: list[bytes] = []
-        last_ends_line = True
-
-        def add(chunk: bytes) -> None:
-            nonlocal last_ends_line
-            if not chunk:
-                return
-            if not last_ends_line:
-                out.append(SOFT_BREAK)
-            out.append(chunk)
-            last_ends_line = chunk.endswith(CRLF)
-
+        append = out.append
+        ends_line = True  # the last chunk written ended its line: no soft break before the next
+        memo = {} if memo is None else memo
         encoded: dict[str, bytes] = {}  # a token used ten times is encoded once
+        static = self.static
         for i, name in enumerate(self.names):
-            add(self.static[i])
-            value = values.get(name, "")
-            if value:
-                chunk = encoded.get(name)
+            chunk = static[i]
+            if chunk:
+                if not ends_line:
+                    append(SOFT_BREAK)
+                append(chunk)
+                ends_line = chunk.endswith(CRLF)
+            chunk = encoded.get(name)
+            if chunk is None:
+                value = values.get(name, "")
+                if self.escape_html and value:
+                    value = html.escape(value, quote=True)
+                chunk = memo.get(value)
                 if chunk is None:
-                    chunk = _qp(html.escape(value, quote=True) if self.escape_html else value)
-                    encoded[name] = chunk
-                add(chunk)
-        add(self.static[-1])
+                    chunk = memo[value] = _qp(value)
+                encoded[name] = chunk
+            if chunk:
+                if not ends_line:
+                    append(SOFT_BREAK)
+                append(chunk)
+                ends_line = chunk.endswith(CRLF)
+        chunk = static[-1]
+        if chunk:
+            if not ends_line:
+                append(SOFT_BREAK)
+            append(chunk)
         # The CRLF before a boundary belongs to the boundary (RFC 2046 5.1.1): one more keeps
         # the part's own last line break.
-        out.append(CRLF)
+        append(CRLF)
         return b"".join(out)
 
 
@@ -293,6 +308,7 @@ class PreparedEdition:
         for key, value in (extra_headers or {}).items():
             head.append(f"{clean_text(key)}: {clean_text(value)}")
         b = self.boundary.encode("ascii")
+        memo: dict[str, bytes] = {}  # value -> quoted-printable, for both parts
         data = b"".join(
             [
                 self.static_headers,
@@ -305,12 +321,12 @@ class PreparedEdition:
                 b'Content-Type: text/plain; charset="utf-8"\r\n',
                 b"Content-Transfer-Encoding: quoted-printable\r\n",
                 CRLF,
-                self.text.fill(_text_values(values)),
+                self.text.fill(_text_values(values), memo),
                 b"--" + b + CRLF,
                 b'Content-Type: text/html; charset="utf-8"\r\n',
                 b"Content-Transfer-Encoding: quoted-printable\r\n",
                 CRLF,
-                self.html.fill(values),
+                self.html.fill(values, memo),
                 b"--" + b + b"--" + CRLF,
             ]
         )
