@@ -771,18 +771,15 @@ class _Sender:
                     self.conn.send(("done", self.results))
                     self.results = []
                 if not self.queue:
-                    msg = _recv(self.conn)
-                    if msg[0] != "jobs":
-                        self.told_stop = True
-                        return
-                    self.queue.extend(msg[1])
-                    if self.stop.value:
+                    if not self.told_stop:
+                        self.take(_recv(self.conn))
+                    if self.told_stop or self.stop.value:
                         return
                 if not self.run.dry_run and not self.transport.connected and not self.connect():
                     return
                 values, person, msg_id, lang, attempts, self.tries = self.queue.popleft()
                 start, self.waited = time.monotonic(), 0.0
-                self.one(Recipient(*values), person, msg_id, lang, attempts)
+                self.one(values, person, msg_id, lang, attempts)
                 took = time.monotonic() - start - self.waited
                 self.work_time = took if not self.work_time else self.work_time + (
                     took - self.work_time
@@ -811,6 +808,23 @@ class _Sender:
             if self.suppressions is not None:
                 self.suppressions.close()
             self.drain()
+
+    def take(self, msg: tuple) -> None:
+        """A message from the parent: more jobs, or "stop" (no more work)."""
+        if msg[0] == "jobs":
+            self.queue.extend(msg[1])
+        else:
+            self.told_stop = True
+
+    def more_jobs(self) -> None:
+        """The jobs the parent has sent meanwhile, without waiting for them (the queue ran
+        dry): so the next message can be built in time to go behind this one (prepare_next)."""
+        try:
+            ready = not self.told_stop and self.conn.poll(0)
+        except (OSError, ValueError):
+            return  # the parent's end is gone: the main loop finds out
+        if ready:
+            self.take(_recv(self.conn))
 
     def unmark_queued(self) -> None:
         """Jobs marked ahead that will not go in this run: back to pending in the log."""
@@ -869,9 +883,18 @@ class _Sender:
         assert self.suppressions is not None
         return key in self.suppressions
 
-    def one(self, r: Recipient, person: bytes, msg_id: str, lang: str, attempts: int) -> None:
-        """Deliver one job; its result (and the one before it, when pipelined) is queued for
-        the parent, in the order the jobs came."""
+    def one(self, values: tuple, person: bytes, msg_id: str, lang: str, attempts: int) -> None:
+        """Deliver one job (`values`: its Recipient's fields); its result (and the one before
+        it, when pipelined) is queued for the parent, in the order the jobs came."""
+        ready, self.ahead = self.ahead, None  # built early (prepare_next)?
+        if ready is not None and ready.msg_id != msg_id:  # not this job's (never, in order)
+            ready = None
+        transport = self.transport
+        if ready is not None and ready.sent:  # its envelope is out, behind the last data
+            assert isinstance(transport, deliver.SmtpTransport)
+            self.pipelined(ready, person, transport)
+            return
+        r = Recipient(*values) if ready is None else ready.r
         if self.run.dry_run:
             try:
                 data = self.run.build(r, person, lang)
@@ -879,14 +902,6 @@ class _Sender:
                 self.results.append(("failed", f"not built: {err}"))
                 return
             self.results.append(("built", f"{len(data)} bytes"))
-            return
-        ready, self.ahead = self.ahead, None
-        if ready is not None and ready.msg_id != msg_id:  # not this job's (never, in order)
-            ready = None
-        transport = self.transport
-        if ready is not None and ready.sent:  # its envelope is out, behind the last data
-            assert isinstance(transport, deliver.SmtpTransport)
-            self.pipelined(ready, person, transport)
             return
         if self.suppressed(r.key):
             self.settle_pending()
@@ -1063,6 +1078,8 @@ class _Sender:
         (which reports it, in order). Its suppression is looked at now, before its envelope
         goes; its in-flight mark still comes only after its 354, before its data."""
         self.ahead = None
+        if not self.queue:
+            self.more_jobs()
         if not self.queue or self.stop.value:
             return
         values, person, msg_id, lang, attempts, tries = self.queue[0]
