@@ -468,6 +468,30 @@ def test_a_style_sheet_read_once_still_styles_each_document_by_its_own_rules() -
     assert "@media" in inlined[2] and "@media" not in inlined[1]
 
 
+def test_inlining_never_imports_requests_until_something_uses_it() -> None:
+    """premailer imports requests for external style sheets, which inline() never fetches: a
+    stand-in saves its import (a third of premailer's) until an attribute is used, and then the
+    real module answers. In a fresh interpreter: this one may have imported requests already."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from newsletter import render\n"
+        "html = render.inline('<html><head><style>p {color: red}</style></head>"
+        "<body><p>x</p></body></html>')\n"
+        "assert 'style=\"color:red\"' in html, html\n"
+        "assert 'requests.api' not in sys.modules, 'imported'\n"
+        "import premailer.premailer as p\n"
+        "get = p.requests.get\n"
+        "import requests\n"
+        "assert get is requests.get and 'requests.api' in sys.modules\n"
+        "assert sys.modules['requests'] is requests and requests.__version__\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
 def test_language_link_label_comes_from_the_offered_languages_catalog(
     demo: Config, tmp_path: Path
 ) -> None:
