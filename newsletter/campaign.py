@@ -512,7 +512,7 @@ def _check_for_send(cfg: Config, alert_path: Path) -> _Checked:
 
     alert = content.load_alert(cfg, alert_path)
     editions: dict[str, Edition] = {}
-    problems = check.collect(cfg, alert_path, real_send=True, editions=editions)
+    problems = check.collect(cfg, alert_path, real_send=True, editions=editions, alert=alert)
     return _Checked(
         [(p.id, p.is_error, p.line()) for p in problems],
         editions,

@@ -165,6 +165,8 @@ def parse_language(value: str, default: str) -> str | None:
     v = value.strip().lower()
     if not v:
         return default
+    if v in LANGUAGE_NAMES:  # the usual "es"/"en": no split
+        return LANGUAGE_NAMES[v]
     v = re.split(r"[-_]", v, maxsplit=1)[0]
     return LANGUAGE_NAMES.get(v)
 

@@ -135,3 +135,22 @@ def test_an_unexpected_error_in_the_check_is_raised_here_with_its_traceback(
     notes = "\n".join(getattr(caught.value, "__notes__", []))
     assert "In the check's process" in notes and "in broken" in notes
     assert not smtp_server.received and not states(project)
+
+
+def test_the_checks_process_reads_the_alert_once(project, smtp_server, monkeypatch):
+    from newsletter import check, content
+
+    setup_project(project, monkeypatch, smtp_server)
+    reads = project / "reads"  # the check runs in a process of its own: counted in a file
+    real = content.load_alert
+
+    def counted(*args, **kwargs):
+        with reads.open("a") as f:
+            f.write("1\n")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(content, "load_alert", counted)
+    monkeypatch.setattr(check, "load_alert", counted)
+    result = send("--yes")
+    assert result.exit_code == 0, result.output
+    assert len(reads.read_text().splitlines()) == 1
