@@ -17,6 +17,7 @@ import sqlite3
 import sys
 import tempfile
 import traceback
+import urllib.parse
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from newsletter import deliver, runlist
     from newsletter.bounces import policy
     from newsletter.edition import Edition
+    from newsletter.journal import Journal
     from newsletter.pool import Clock
     from newsletter.recipients import Recipient
 
@@ -209,11 +211,20 @@ def _send_list(
             workers = stack.enter_context(
                 pool.Pool(run, k, make, relays if not dry_run else None)
             )
-        # The list goes into a private temporary table as it is read, while the check runs:
-        # never all of it in memory; into the state file's connection once the check passed.
-        early = stack.enter_context(contextlib.closing(sqlite3.connect("", isolation_level=None)))
+        # The list goes into a temporary table as it is read, while the check runs: never all
+        # of it in memory. The state file's connection's, if opening it now writes nothing;
+        # else a private database's, copied into the state file's once the check has passed.
+        jr = _journal_now(cfg)
+        early: sqlite3.Connection | None = None
+        if jr is not None:
+            stack.enter_context(jr)
+            scanned = jr.run_list()
+        else:
+            early = stack.enter_context(
+                contextlib.closing(sqlite3.connect("", isolation_level=None))
+            )
+            scanned = runlist.RunList(early)
         report = recipients.RecipientReport(path=to_csv)
-        scanned = runlist.RunList(early)
         list_error: NewsletterError | None = None
         try:
             scanned.add(recipients.scan_csv(to_csv, cfg.defaults.language, report))
@@ -250,15 +261,18 @@ def _send_list(
             *(["--retry-failed"] if retry_failed else []),
             *(["--csv-only"] if csv_only else []),
         ]
-        jr = stack.enter_context(Journal(cfg.path("state"), secret=cfg.secret))
+        if jr is None:
+            jr = stack.enter_context(Journal(cfg.path("state"), secret=cfg.secret))
         if not dry_run:
             jr.acquire_send_lock()
             statefile.flight_log_room([jr.flight_path(i) for i in range(k)])
             jr.backup("before-send")  # the unsubscribes and deliveries, as they were
-        listed = jr.run_list()
-        listed.adopt(scanned)
+        listed = scanned
+        if early is not None:
+            listed = jr.run_list()
+            listed.adopt(scanned)
+            early.close()  # the private copy (SQLite removes its file)
         lines = recipients.format_report(report, listed.count(web=False), listed.by_language())
-        early.close()  # the private copy (SQLite removes its file)
         click.echo(lines[0])
         for line in lines[1:]:
             click.echo(line, err=True)
@@ -503,6 +517,33 @@ class _Checking:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def _journal_now(cfg: Config) -> Journal | None:
+    """The state file, opened before the check has passed, if opening it writes nothing: it
+    exists, in WAL mode at this version's schema (no upgrade), and no flight log of a crashed
+    send waits to be copied in. None otherwise (a first send, an upgrade, a recovery): then it is
+    opened once the check has passed, like every write."""
+    from newsletter.journal import SCHEMA_VERSION, Journal
+
+    state = cfg.path("state")
+    try:
+        if not state.is_file() or not state.stat().st_size:
+            return None
+        prefix = state.name + ".flight-"
+        if any(p.name.startswith(prefix) for p in state.parent.iterdir()):
+            return None
+        probe = sqlite3.connect(f"file:{urllib.parse.quote(str(state.absolute()))}?mode=ro", uri=True)
+        try:
+            version = probe.execute("PRAGMA user_version").fetchone()[0]
+            mode = probe.execute("PRAGMA journal_mode").fetchone()[0]
+        finally:
+            probe.close()
+        if version != SCHEMA_VERSION or mode != "wal":
+            return None
+        return Journal(state, secret=cfg.secret)
+    except (OSError, sqlite3.Error, NewsletterError):
+        return None  # said, if it still stands, when the file is opened after the check
 
 
 def _check_for_send(cfg: Config, alert_path: Path) -> _Checked:

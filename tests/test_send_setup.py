@@ -6,6 +6,7 @@ writes nothing, Ctrl-C stops both, the check's errors come first). Real SMTP ser
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -154,3 +155,65 @@ def test_the_checks_process_reads_the_alert_once(project, smtp_server, monkeypat
     result = send("--yes")
     assert result.exit_code == 0, result.output
     assert len(reads.read_text().splitlines()) == 1
+
+
+def count_adopts(monkeypatch) -> list[int]:
+    from newsletter import runlist
+
+    calls: list[int] = []
+    real = runlist.RunList.adopt
+
+    def counted(self, other):
+        calls.append(other.n)
+        return real(self, other)
+
+    monkeypatch.setattr(runlist.RunList, "adopt", counted)
+    return calls
+
+
+def test_an_existing_state_file_takes_the_list_while_the_check_runs(
+    project, smtp_server, monkeypatch
+):
+    """Opening a state file that is up to date writes nothing, so the list goes straight into
+    its connection while the check runs (no copy after it); a first send, with no state file
+    yet, reads it into a private database and copies it in once the check has passed."""
+    setup_project(project, monkeypatch, smtp_server)  # a state file (one suppression)
+    adopted = count_adopts(monkeypatch)
+    state = project / "newsletter.db"
+    before = state.read_bytes()
+    monkeypatch.setenv("NEWSLETTER_SENDER_POSTAL_ADDRESS", "")
+    assert send("--yes").exit_code == 1  # the check fails: opened early, written nothing
+    assert state.read_bytes() == before and not (project / "newsletter.db.backups").exists()
+    assert sorted(p.name for p in project.glob("newsletter.db*")) == ["newsletter.db"]
+    monkeypatch.delenv("NEWSLETTER_SENDER_POSTAL_ADDRESS")
+    assert send("--yes").exit_code == 0
+    assert adopted == [] and received_by(smtp_server) == {a: 1 for a in VALID}
+    for f in project.glob("newsletter.db*"):
+        shutil.rmtree(f) if f.is_dir() else f.unlink()
+    assert send("--yes").exit_code == 0
+    assert len(adopted) == 1  # (a new state file: its suppression went with the old one)
+    assert received_by(smtp_server) == {**{a: 2 for a in VALID}, "gone@example.org": 1}
+
+
+def test_a_crashed_sends_flight_log_waits_for_the_check(project, smtp_server, monkeypatch):
+    """Opening the state file after a crash copies the flight logs in (a write): the list then
+    waits in a private database, the state file is opened only once the check has passed, and
+    a failed check leaves the log and the state file as they were."""
+    from newsletter.journal import FlightLog, Journal
+
+    setup_project(project, monkeypatch, smtp_server)
+    state = project / "newsletter.db"
+    with Journal(state) as j:
+        log = FlightLog(j.flight_path(0))
+        log.mark("other-alert", "x@example.org", "<1@x>", "es", 1)
+        log.close()
+    before = state.read_bytes()
+    adopted = count_adopts(monkeypatch)
+    monkeypatch.setenv("NEWSLETTER_SENDER_POSTAL_ADDRESS", "")
+    assert send("--yes").exit_code == 1
+    assert (project / "newsletter.db.flight-0").exists() and state.read_bytes() == before
+    monkeypatch.delenv("NEWSLETTER_SENDER_POSTAL_ADDRESS")
+    result = send("--yes")
+    assert result.exit_code == 0, result.output
+    assert len(adopted) == 1 and not (project / "newsletter.db.flight-0").exists()
+    assert received_by(smtp_server) == {a: 1 for a in VALID}
