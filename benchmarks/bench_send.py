@@ -8,7 +8,9 @@ connections, and our rate is printed as a ratio of its rate: the median of --run
 interleaved (smtp-source alone swings by 3x between runs on a small machine). Two ratios: the
 delivery loop alone (messages / seconds from the first message to the last), and the whole
 command the user waits for (messages / wall seconds of the child process, from interpreter start
-to the summary: imports, check, render, CSV, plan, delivery, state file).
+to the summary: imports, check, render, CSV, plan, delivery, state file). Beside them, the CPU
+(user + system) the whole command cost per message, its sender processes and check included,
+and smtp-sink's meanwhile: on a machine shared with other work, wall times swing, CPU hardly.
 
 Also: `newsletter --help` and `newsletter check` wall times (median of 5), and `newsletter
 recipients check` of a --big-row CSV (wall time and the process's peak RSS).
@@ -61,9 +63,12 @@ pool.Pool.deliver = measured
 t0 = time.perf_counter()
 out = campaign.run_send(load_config(), Path(sys.argv[3]), Path(csv), yes=True, connections=k)
 total = time.perf_counter() - t0
+me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"sent": out.sent, "failed": len(out.failed), "elapsed": out.elapsed,
-                  "total": total, "before_mib": before.get("mib"),
-                  "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "total": total, "before_mib": before.get("mib"), "maxrss_mib": me.ru_maxrss / 1024,
+                  # user + system seconds of the send and every process it started and waited
+                  # for (the senders, the check): the CPU the whole command cost
+                  "cpu": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime}))
 """
 
 
@@ -89,6 +94,18 @@ class Sink:
     kind: str
     proc: subprocess.Popen | None = None
     stop: object = field(default=None, repr=False)
+
+    def cpu(self) -> float | None:
+        """User + system seconds smtp-sink has used so far (None for the in-process sink)."""
+        if self.proc is None:
+            return None
+        try:
+            with open(f"/proc/{self.proc.pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            return None
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
         if self.proc is not None:
@@ -506,13 +523,19 @@ def main() -> None:
             for k in (1, 4):
                 ours: list[float] = []
                 whole: list[float] = []
+                cpu: list[float] = []  # µs of CPU a message: our whole command
+                sink_cpu: list[float] = []  # µs of CPU a message: smtp-sink, during our send
                 refs: list[float] = []
                 pairs: list[tuple[float, float]] = []  # (whole, smtp-source) of one round
                 sent = failed = 0
                 for _ in range(runs):
+                    sink_before = sink.cpu()
                     r = child_send(root, root / "send.csv", k, sample_memory=False)
                     ours.append(r["sent"] / r["elapsed"])
                     whole.append(r["sent"] / r["wall"])
+                    cpu.append(r["cpu"] / r["sent"] * 1e6)
+                    if sink_before is not None and (sink_after := sink.cpu()) is not None:
+                        sink_cpu.append((sink_after - sink_before) / r["sent"] * 1e6)
                     sent, failed = sent + r["sent"], failed + r["failed"]
                     if have_source:
                         ref = smtp_source_rate(sink, sample, a.recipients, k)
@@ -529,6 +552,16 @@ def main() -> None:
                 print(
                     f"       ours, whole    {end:8,.0f} msg/s median of [{rates(whole)}]  "
                     f"(start to summary: {a.recipients / end:.2f} s)"
+                )
+                # CPU, unlike wall time, hardly moves with what else the machine runs.
+                at_sink = (
+                    f"; smtp-sink {statistics.median(sink_cpu):,.0f} µs a message meanwhile"
+                    if sink_cpu
+                    else ""
+                )
+                print(
+                    f"       CPU            {statistics.median(cpu):8,.0f} µs a message, the whole "
+                    f"command (send, senders, check) median of [{rates(cpu)}]{at_sink}"
                 )
                 if not have_source:
                     print("       smtp-source not installed: no ratio")
