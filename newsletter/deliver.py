@@ -23,7 +23,6 @@ from typing import Protocol
 import click
 
 from newsletter.config import PASSWORD_ENV, Config, Relay
-from newsletter.content import write_atomic
 from newsletter.errors import NewsletterError
 from newsletter.journal import OUTBOX_REPLY
 
@@ -528,6 +527,10 @@ class OutboxTransport:
         with self._lock:
             n = next(self._numbers)  # type: ignore[arg-type]
         path = self.folder / f"{n:06d}-{_UNSAFE.sub('_', rcpt)}.eml"
+        # Imported here: content (and the Markdown parser with it, ~35 ms) is the alert's, and
+        # the send's process and workers need only this function of it, and only for the outbox.
+        from newsletter.content import write_atomic
+
         try:
             write_atomic(path, data)  # a temporary file beside it, then a rename
         except OSError as err:

@@ -15,7 +15,7 @@ import pytest
 
 from newsletter import recipients, render
 from tests.conftest import ctrl_c_reaches_children
-from tests.test_send import VALID, received_by, run, send, setup_project, states
+from tests.test_send import ALERT, VALID, received_by, run, send, setup_project, states
 
 WAIT = 20.0  # seconds a process waits for the other's sign before it gives up (never reached)
 
@@ -217,3 +217,29 @@ def test_a_crashed_sends_flight_log_waits_for_the_check(project, smtp_server, mo
     assert result.exit_code == 0, result.output
     assert len(adopted) == 1 and not (project / "newsletter.db.flight-0").exists()
     assert received_by(smtp_server) == {a: 1 for a in VALID}
+
+
+def test_the_send_process_never_loads_the_renderer(project, smtp_server, monkeypatch):
+    """The check renders in its own process: the send's process (and the workers it forks, which
+    share its pages) imports neither Jinja, Babel, lxml, premailer nor the Markdown parser.
+    In a fresh interpreter: this one has them all."""
+    import json
+    import subprocess
+    import sys
+
+    setup_project(project, monkeypatch, smtp_server)
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from newsletter import campaign\n"
+        "from newsletter.config import load_config\n"
+        f"out = campaign.run_send(load_config(), Path({ALERT!r}), Path('members.csv'), yes=True)\n"
+        "heavy = ('jinja2', 'babel', 'lxml', 'premailer', 'markdown_it', 'newsletter.render')\n"
+        "print(json.dumps([out.sent, [m for m in heavy if m in sys.modules]]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=project, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    sent, loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sent == len(VALID) and loaded == []
