@@ -361,7 +361,7 @@ class FlightLog:
         self._syncing = False  # an fdatasync is under way (this thread or the sync thread)
         self._error: OSError | None = None
         self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None  # started by the first mark(wait=False)
+        self._thread: threading.Thread | None = None  # started by the first kick (mark_many)
         self._closing = False
         self.sync_time = 0.0  # seconds one fdatasync takes here (moving average)
 

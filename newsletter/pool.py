@@ -17,13 +17,15 @@ state file every SYNC_EVERY seconds and, durably, at the end; a crashed send's l
 in when the state file is next opened (Journal.recover): whoever was in flight then reads as
 uncertain, exactly as with one state file.
 
-Per message a worker pipelines (RFC 2920) its envelope behind the previous message's data, so
-one read brings the previous reply and this envelope's 354; only then is this recipient marked
-(with the previous outcome), and only then do its bytes go. A connection has one recipient
-in flight, unless its disk is slow: when a sync of the flight log takes SYNC_SHARE of a
-message's own work or more, the worker marks the next few recipients ahead of their turn (at
-most MARKS_AHEAD) and a sync thread puts the marks on disk while earlier messages go
-(_Sender.mark_ahead); each message still waits, if it must, for its own mark to be on disk.
+Per message a worker pipelines (RFC 2920) its envelope behind the previous message's data, in
+the same write when it was built in time (it is built while the server reads the previous
+one: _Sender.prepare_next), so one read brings the previous reply and this envelope's 354;
+only then is this recipient marked (with the previous outcome), and only then do its bytes go.
+A connection has one recipient in flight, unless its disk is slow: when a sync of the flight
+log takes SYNC_SHARE of a message's own work or more, the worker marks the next few recipients
+ahead of their turn in batches (at most MARKS_AHEAD; one write and one fdatasync a batch) and
+a sync thread puts the marks on disk while earlier messages go (_Sender.mark_ahead); each
+message still waits, if it must, for its own mark to be on disk.
 
 The parent hands out jobs and counts results over a socket pair per worker:
 
