@@ -175,3 +175,34 @@ def test_a_batch_of_marks_is_on_disk_before_any_of_its_messages(
     assert max(batches) > 1 and len(batches) < N / 2  # marks did go ahead, in batches
     assert not early, f"sent before their batch was on disk: {early}"
     assert received_by(smtp_server) == dict.fromkeys(EVERYONE, 1)
+
+
+def test_a_slow_server_gets_no_marks_ahead_even_from_its_first_quick_looking_message(
+    project, smtp_server, monkeypatch
+):
+    """The first message of a connection looks quick (the wait for its data's reply is counted
+    in the next message's time). Counted in, it made a 40 ms-a-message server look quick
+    enough to mark a whole batch ahead, and a crash then left all of them uncertain."""
+    import asyncio
+
+    monkeypatch.setattr(pool, "SYNC_SHARE", 0.0)  # every sync counts as slow: only the server's
+    monkeypatch.setattr(pool, "QUICK_WORK", 0.015)  # speed decides (40 ms is not quick)
+    batches: list[int] = []
+    real = FlightLog.mark_many
+
+    def spy(self, rows):
+        rows = list(rows)
+        batches.append(len(rows))
+        return real(self, rows)
+
+    monkeypatch.setattr(FlightLog, "mark_many", spy)
+
+    async def slow(rec) -> None:
+        await asyncio.sleep(0.04)
+
+    ten = "email,name\n" + "".join(f"m{i:02d}@example.org,Member {i}\n" for i in range(10))
+    setup_project(project, monkeypatch, smtp_server, csv=ten)
+    smtp_server.on_data = slow
+    out = run(FakeClock(), connections=1)
+    assert out.sent == 10
+    assert batches == []  # each recipient marked at its own turn only
