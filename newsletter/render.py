@@ -336,8 +336,7 @@ def _premailer() -> type:
     the text of the same leftover rules is the same (premailer's own cache already shares the
     parsed sheet between documents, and marking its rules !important again changes nothing).
     """
-    _requests_when_used()
-    from premailer import Premailer
+    Premailer = _import_premailer()  # noqa: N806  (the class)
 
     class _Premailer(Premailer):  # type: ignore[misc]
         def _parse_style_rules(self, css_body: str, ruleset_index: int) -> tuple[list, list]:
@@ -362,27 +361,36 @@ def _premailer() -> type:
     return _Premailer
 
 
-def _requests_when_used() -> None:
-    """premailer imports requests (~40 ms, a third of premailer's import: the check's process
-    pays it before the first message) only to fetch external style sheets, which inline() never
-    does (allow_network=False). Unless it is imported already, `requests` is a stand-in module
-    until one of its attributes is used; then the real one is imported in its place and answers.
+def _import_premailer() -> type:
+    """premailer's Premailer class, without importing requests.
+
+    premailer imports requests (~40 ms, a third of premailer's import: the check's process pays
+    it before the first message) only to fetch external style sheets, which inline() never does
+    (allow_network=False). Unless requests is imported already, premailer's `import requests`
+    binds a stand-in module, which nothing else ever sees (it leaves sys.modules as soon as
+    premailer is imported: any other `import requests` imports the real one, submodules and
+    all); should premailer use one of its attributes, the stand-in imports the real module and
+    answers from it.
     """
     import importlib
     import sys
     import types
 
-    if "requests" in sys.modules:
-        return
-    stand_in = types.ModuleType("requests", "Stands in for requests until it is used.")
+    stand_in = None
+    if "requests" not in sys.modules:
+        stand_in = types.ModuleType("requests", "Stands in for requests in premailer.")
 
-    def load(name: str) -> Any:
-        if sys.modules.get("requests") is stand_in:
-            sys.modules.pop("requests", None)
-        return getattr(importlib.import_module("requests"), name)
+        def load(name: str) -> Any:
+            return getattr(importlib.import_module("requests"), name)
 
-    stand_in.__getattr__ = load  # type: ignore[method-assign]  (a module's own __getattr__)
-    sys.modules["requests"] = stand_in
+        stand_in.__getattr__ = load  # type: ignore[method-assign]  (a module's own __getattr__)
+        sys.modules["requests"] = stand_in
+    try:
+        from premailer import Premailer
+    finally:
+        if stand_in is not None and sys.modules.get("requests") is stand_in:
+            del sys.modules["requests"]
+    return Premailer
 
 
 def _tidy_text(text: str) -> str:
