@@ -414,8 +414,8 @@ def build_rate(root: Path, n: int) -> tuple[float, float, float, int, Path]:
 
 def mark_us(root: Path, n: int = 1000) -> float:
     """Mean µs of one in-flight mark here: an outcome and a mark appended to a connection's
-    flight log with one write and one fdatasync (journal.FlightLog), as each message pays."""
-    from newsletter.journal import FlightLog
+    flight log with one write and one fdatasync (flightlog.FlightLog), as each message pays."""
+    from newsletter.flightlog import FlightLog
 
     log = FlightLog(root / "bench.flight-0")
     try:

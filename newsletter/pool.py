@@ -11,7 +11,7 @@ copy of the interpreter, and one core is all one connection needs.
 Why flight logs: "never twice" needs each recipient's in-flight mark on disk before the
 message's bytes go out, one sync per message. In one state file those syncs queue for its one
 writer, and a journal process in the middle costs two hand-offs per message. So each connection
-appends its marks and outcomes to a small file of its own (journal.FlightLog): K connections
+appends its marks and outcomes to a small file of its own (flightlog.FlightLog): K connections
 sync in parallel and no message waits for another process. The parent copies the logs into the
 state file every SYNC_EVERY seconds and, durably, at the end; a crashed send's logs are copied
 in when the state file is next opened (Journal.recover): whoever was in flight then reads as
@@ -77,14 +77,8 @@ from newsletter.bounces.match import envelope_sender
 from newsletter.config import Config, Relay
 from newsletter.edition import Edition
 from newsletter.errors import NewsletterError
-from newsletter.journal import (
-    BUSY_TIMEOUT,
-    FlightLog,
-    Journal,
-    Planned,
-    flight_path,
-    read_flight,
-)
+from newsletter.flightlog import FlightLog, flight_path, read_flight
+from newsletter.journal import BUSY_TIMEOUT, Journal, Planned
 from newsletter.recipients import Recipient
 
 Prepared = dict[str, tuple[message.PreparedEdition, Edition]]  # language -> ready edition

@@ -1,4 +1,4 @@
-"""The flight log as the parent reads it back (journal.read_flight): replies cleaned exactly as
+"""The flight log as the parent reads it back (flightlog.read_flight): replies cleaned exactly as
 clean_text cleans them, times exact across seconds (the parent's shortcuts for both)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from newsletter import journal
-from newsletter.journal import REPLY_MAX, FlightLog, read_flight
+from newsletter import flightlog
+from newsletter.flightlog import REPLY_MAX, FlightLog, read_flight
 from newsletter.recipients import clean_text
 
 REPLIES = [
@@ -37,5 +37,5 @@ def test_replies_read_back_as_clean_text_makes_them(tmp_path):
 def test_times_are_exact_whichever_second_came_before(t):
     expected = datetime.fromtimestamp(round(t * 1_000_000) / 1_000_000, UTC)
     for before in (t - 1, t, t + 1, t - 86400):  # the one-second memo holds another second
-        journal._ts_posix(before)
-        assert journal._ts_posix(t) == expected.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        flightlog._ts_posix(before)
+        assert flightlog._ts_posix(t) == expected.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

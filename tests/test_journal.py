@@ -343,7 +343,8 @@ def test_concurrent_threads_share_one_journal(db):
 
 _CHILD = """
 import os, sys, time
-from newsletter.journal import FlightLog, Journal
+from newsletter.flightlog import FlightLog
+from newsletter.journal import Journal
 from newsletter.recipients import Recipient
 j = Journal(sys.argv[1])
 j.acquire_send_lock()

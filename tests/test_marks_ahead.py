@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from newsletter import pool
-from newsletter.journal import FlightLog
+from newsletter.flightlog import FlightLog
 from newsletter.suppressions import Suppressions
 from tests.conftest import SmtpServer, _Handler, start_smtp
 from tests.test_send import FakeClock, received_by, run, setup_project, states
@@ -142,7 +142,7 @@ def test_a_batch_of_marks_is_on_disk_before_any_of_its_messages(
     from pathlib import Path
 
     from newsletter import journal
-    from newsletter.journal import read_flight
+    from newsletter.flightlog import read_flight
 
     durable: set[str] = set()  # recipients whose in-flight mark an fdatasync has covered
     early: list[str] = []

@@ -543,7 +543,7 @@ def test_tls_with_an_untrusted_certificate_stops_before_the_login(project, monke
 def test_flight_logs_come_back_into_the_state_file_after_a_crash(tmp_path):
     """A connection's flight log holds its marks and outcomes; opening the state file after a
     crash copies them in: the last one in flight reads as uncertain, never as pending."""
-    from newsletter.journal import FlightLog
+    from newsletter.flightlog import FlightLog
     from newsletter.recipients import Recipient
 
     people = [
@@ -574,7 +574,7 @@ def test_flight_logs_come_back_into_the_state_file_after_a_crash(tmp_path):
 def test_a_flight_log_never_overwrites_a_newer_state(tmp_path):
     """Rows from two connections (a retry moved to another one) land oldest first, and a stale
     row never undoes a later attempt or a delivery already sent."""
-    from newsletter.journal import FlightLog
+    from newsletter.flightlog import FlightLog
     from newsletter.recipients import Recipient
 
     people = [
@@ -604,7 +604,7 @@ def test_a_flight_log_never_overwrites_a_newer_state(tmp_path):
 def test_a_flight_log_cut_mid_record_is_read_up_to_the_cut(tmp_path):
     """A crash in the middle of a write leaves part of a record: reading stops there (its mark
     never returned, so that message's bytes never went out)."""
-    from newsletter.journal import FlightLog, read_flight
+    from newsletter.flightlog import FlightLog, read_flight
 
     log = FlightLog(tmp_path / "state.db.flight-0")
     log.mark("a", "p0@example.org", "<0@x>", "es", 1)

@@ -354,7 +354,7 @@ def test_no_message_byte_goes_out_before_its_in_flight_mark_is_on_disk(
     """The mark's fsync overlaps the envelope; a mark that fails must stop that message."""
     import errno
 
-    from newsletter.journal import FlightLog
+    from newsletter.flightlog import FlightLog
 
     setup_project(project, monkeypatch, smtp_server)
     mark = FlightLog.mark

@@ -199,7 +199,8 @@ def test_a_crashed_sends_flight_log_waits_for_the_check(project, smtp_server, mo
     """Opening the state file after a crash copies the flight logs in (a write): the list then
     waits in a private database, the state file is opened only once the check has passed, and
     a failed check leaves the log and the state file as they were."""
-    from newsletter.journal import FlightLog, Journal
+    from newsletter.flightlog import FlightLog
+    from newsletter.journal import Journal
 
     setup_project(project, monkeypatch, smtp_server)
     state = project / "newsletter.db"
