@@ -563,9 +563,11 @@ def _check_for_send(cfg: Config, alert_path: Path) -> _Checked:
 
 
 def _anonymous_file() -> int:
-    """A file descriptor of a file in memory that no path names (a temporary file elsewhere)."""
+    """A file descriptor of a file in memory that no path names; where the system has no
+    memfd_create (or a sandbox refuses it), a temporary file already unlinked."""
     if hasattr(os, "memfd_create"):
-        return os.memfd_create("newsletter-check", os.MFD_CLOEXEC)
+        with contextlib.suppress(OSError):
+            return os.memfd_create("newsletter-check", os.MFD_CLOEXEC)
     with tempfile.TemporaryFile() as f:
         return os.dup(f.fileno())
 
