@@ -45,10 +45,10 @@ from typing import TYPE_CHECKING
 
 from newsletter import statefile
 from newsletter.errors import NewsletterError
-from newsletter.recipients import Recipient, clean_text
+from newsletter.recipients import clean_text
 
 if TYPE_CHECKING:
-    from newsletter.runlist import RunList
+    from newsletter.runlist import RunList, RunPlan
 
 SCHEMA_VERSION = 4  # the base schema is version 1; MIGRATIONS take a file from there
 STATUSES = ("pending", "in_flight", "sent", "retry", "failed")
@@ -56,7 +56,6 @@ LANGUAGES = ("es", "en")
 BUSY_TIMEOUT = 10.0  # seconds another process may hold the write lock before we give up
 # The reply the outbox records (deliver.OutboxTransport): a copy written there reached nobody.
 OUTBOX_REPLY = "250 written to "
-_SHARED = {s: s for s in (*LANGUAGES, *STATUSES)}
 
 _SCHEMA = """
 CREATE TABLE meta (
@@ -240,78 +239,6 @@ class Delivery:
     created_at: str
     updated_at: str
     sent_at: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Planned:
-    """A recipient of this run with their public id, edition language and delivery state."""
-
-    recipient: Recipient
-    # Contact.public_id, what the member's links carry (as its hex), held as its 16 bytes: a
-    # 49-byte object instead of an 81-byte string, ~3 MiB less per 100,000 recipients.
-    public_id: bytes
-    lang: str  # the contact's stored preference, else the CSV's column
-    status: str  # the state before this run ("pending" for a new one)
-    attempts: int
-    last_reply: str
-
-
-class RunPlan:
-    """A plan in temp.plan (Journal.plan_run): counts, and the rows read back in batches."""
-
-    def __init__(self, journal: Journal, alert_id: str) -> None:
-        self.journal = journal
-        self.alert_id = alert_id
-        self.counts = dict.fromkeys(("todo", "sent", "suppressed", "uncertain", "failed"), 0)
-        with journal._lock:
-            self.counts.update(journal._db.execute("SELECT cls, count(*) FROM temp.plan GROUP BY cls"))
-
-    def rows(self, cls: str | None = None, limit: int | None = None) -> Iterator[tuple[str, Planned]]:
-        """(class, Planned) in list order, those of class `cls` only if given, at most `limit`;
-        read BATCH rows at a time (a send's progress and the web pages go on meanwhile)."""
-        from newsletter.runlist import BATCH, recipient
-
-        where = "p.cls = ?1 AND p.seq > ?2" if cls else "?1 IS NULL AND p.seq > ?2"
-        last, left = -1, limit if limit is not None else -1
-        while left != 0:
-            n = BATCH if left < 0 else min(BATCH, left)
-            with self.journal._lock:
-                batch = self.journal._db.execute(
-                    "SELECT p.seq, p.cls, r.line, r.key, r.email, r.name, r.lang, r.fields, "
-                    "p.public_id, p.lang, p.status, p.attempts, p.reply "
-                    f"FROM temp.plan p JOIN temp.run r ON r.seq = p.seq WHERE {where} "
-                    "ORDER BY p.seq LIMIT ?3",
-                    (cls, last, n),
-                ).fetchall()
-            if not batch:
-                return
-            for seq, c, line, key, email, name, rlang, fields, pid, lang, st, att, reply in batch:
-                # SQLite hands out a new "es" per row: one shared string per value instead.
-                lang, st = _SHARED.get(lang, lang), _SHARED.get(st, st)
-                r = recipient(line, key, email, name, _SHARED.get(rlang, rlang), fields)
-                yield c, Planned(r, bytes.fromhex(pid), lang, st, att, reply)
-                last = seq
-            left -= len(batch) if left > 0 else 0
-
-    def todo(self, limit: int | None = None) -> Iterator[Planned]:
-        """The recipients to send to, in list order (at most `limit`)."""
-        return (p for _, p in self.rows("todo", limit))
-
-    def listed(self, cls: str) -> list[tuple[str, str]]:
-        """(address, last reply) of the recipients of a class (uncertain, failed: few)."""
-        return [(p.recipient.email, p.last_reply) for _, p in self.rows(cls)]
-
-    def todo_by_language(self, limit: int | None = None) -> dict[str, int]:
-        """{edition language: recipients} of the first `limit` to do."""
-        cap = -1 if limit is None else limit
-        with self.journal._lock:
-            return dict(
-                self.journal._db.execute(
-                    "SELECT lang, count(*) FROM (SELECT lang FROM temp.plan WHERE cls = 'todo' "
-                    "ORDER BY seq LIMIT ?) GROUP BY lang",
-                    (cap,),
-                )
-            )
 
 
 def _regular(path: Path) -> bool:
@@ -771,6 +698,8 @@ class Journal:
         `failed` ones only with `retry_failed`.
         A dry run writes nothing: new people get a stand-in public id. `smtp`: the send goes
         to a relay, so a copy only written to the outbox (a trial) is still to do."""
+        from newsletter.runlist import RunPlan  # runlist imports this module
+
         t = _ts()
         # Each recipient's class: sent earlier, suppressed, uncertain, failed, or to do.
         sort = (

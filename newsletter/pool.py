@@ -78,8 +78,9 @@ from newsletter.config import Config, Relay
 from newsletter.edition import Edition
 from newsletter.errors import NewsletterError
 from newsletter.flightlog import FlightLog, flight_path, read_flight
-from newsletter.journal import BUSY_TIMEOUT, Journal, Planned
+from newsletter.journal import BUSY_TIMEOUT, Journal
 from newsletter.recipients import Recipient
+from newsletter.runlist import Planned
 
 Prepared = dict[str, tuple[message.PreparedEdition, Edition]]  # language -> ready edition
 Result = tuple[str, str]  # (kind, detail); kinds in _Parent.finish

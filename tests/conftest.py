@@ -110,7 +110,7 @@ def read_until(proc: subprocess.Popen, pattern: str, timeout: float = STARTUP_TI
 
 
 def make_plan(j: Any, alert_id: str, recipients: Iterable[Any], **options: bool) -> dict[str, list]:
-    """{class: [journal.Planned, ...]} of a send's plan, by the send's own path (campaign:
+    """{class: [runlist.Planned, ...]} of a send's plan, by the send's own path (campaign:
     Journal.run_list, dedupe, Journal.plan_run), every class read back: todo, sent,
     suppressed, uncertain, failed. New recipients are recorded as pending unless `dry_run`."""
     listed = j.run_list()
