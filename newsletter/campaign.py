@@ -185,8 +185,9 @@ def _send_list(
     """The send to the list, while `checking` renders and checks the editions elsewhere.
 
     Until the check has passed this process only starts the workers and reads the CSV into a
-    private temporary database: nothing is marked, sent or written (the state file is not even
-    opened), so a failed check, an error or Ctrl-C leaves everything as it was.
+    temporary table (of the state file's connection when opening it writes nothing, else of a
+    private database): nothing is marked, sent or written, no lock or backup taken, so a failed
+    check, an error or Ctrl-C leaves everything as it was.
     """
     from newsletter import deliver, message, pool, recipients, runlist, statefile
     from newsletter.bounces import policy
@@ -426,8 +427,9 @@ class _Checking:
 
     The child loads the alert and runs check.collect, and writes its answer (a _Checked, or the
     exception it raised) pickled into an anonymous in-memory file that this process and the
-    workers (forked after it, at their "start": `ready`) read. It writes nothing else anywhere:
-    no state, no output. It ignores Ctrl-C, which this process handles (close kills it).
+    workers (forked after it, at their "start": `ready`) read. It writes no state, and prints
+    none of its findings (this process does). It ignores Ctrl-C, which this process handles
+    (close kills it).
     """
 
     def __init__(self, cfg: Config, alert_path: Path, *, real: bool) -> None:
