@@ -337,6 +337,14 @@ def _premailer() -> type:
     parsed sheet between documents, and marking its rules !important again changes nothing).
     """
     Premailer = _import_premailer()  # noqa: N806  (the class)
+    return _reading_rules_once(Premailer)
+
+
+def _reading_rules_once(Premailer: type) -> type:  # noqa: N803  (a class)
+    """Premailer with the two steps _premailer describes done once per style sheet; Premailer
+    itself (correct, only slower) if a premailer release no longer has those private steps."""
+    if not all(hasattr(Premailer, m) for m in ("_parse_style_rules", "_css_rules_to_string")):
+        return Premailer
 
     class _Premailer(Premailer):  # type: ignore[misc]
         def _parse_style_rules(self, css_body: str, ruleset_index: int) -> tuple[list, list]:

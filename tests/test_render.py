@@ -513,3 +513,16 @@ def test_language_link_label_comes_from_the_offered_languages_catalog(
     assert "Reciba los correos" not in en.html
     po.write_text(text.replace('msgstr "Reciba los correos en español"', 'msgstr ""'), "utf-8")
     assert len(i18n.missing_translations(cfg, "es")) == 1
+
+
+def test_a_premailer_without_the_private_steps_is_used_as_it_is() -> None:
+    """inline()'s once-per-sheet reading overrides two private premailer methods; a premailer
+    release without them is used plainly (slower, still right) instead of failing every check."""
+    from premailer import Premailer
+
+    class Renamed:  # a premailer whose private steps have other names
+        pass
+
+    assert render._reading_rules_once(Renamed) is Renamed
+    faster = render._reading_rules_once(Premailer)
+    assert faster is not Premailer and issubclass(faster, Premailer)
