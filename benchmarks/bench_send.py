@@ -19,7 +19,7 @@ Each send runs in a child Python process. Its memory is the peak, sampled every 
 PSS (proportional set size, /proc/<pid>/smaps_rollup) summed over that process and every process
 it forked (the sender workers): PSS splits copy-on-write pages shared after a fork between the
 processes sharing them, so the sum is what the whole tree takes, counting no page twice. That
-sum is the figure held to the memory target. The send process's own peak RSS (ru_maxrss) is
+sum is the figure held to the memory target. The send process's own peak RSS (VmHWM) is
 printed beside it; it no longer covers the workers. Not a test: nothing here fails a build.
 """
 
@@ -46,7 +46,7 @@ SECRET = "bench-secret-0123456789abcdef"
 TARGET_RATIO = {1: 0.7, 4: 0.5}  # the whole command against smtp-source, per K (issue 12)
 TARGET_BUILD, TARGET_MIB = 5000, 150
 
-# Run in a child process so its figures are the send's alone. ru_maxrss here is this process's
+# Run in a child process so its figures are the send's alone. VmHWM here is this process's
 # own peak RSS: the sender processes it forks are measured from outside (TreeSampler).
 CHILD = r"""
 import json, resource, sys, time
@@ -56,8 +56,12 @@ from newsletter.config import load_config
 k = int(sys.argv[1]); csv = sys.argv[2]
 before = {}
 deliver = pool.Pool.deliver
+def hwm():  # this process's peak RSS in MiB: VmHWM is this program's own (ru_maxrss is not: Linux
+    # carries the bench process's peak into a child across fork and exec)
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
 def measured(*a, **kw):  # peak so far when sending starts: render, check, CSV, plan
-    before["mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before["mib"] = hwm()
     return deliver(*a, **kw)
 pool.Pool.deliver = measured
 t0 = time.perf_counter()
@@ -65,7 +69,7 @@ out = campaign.run_send(load_config(), Path(sys.argv[3]), Path(csv), yes=True, c
 total = time.perf_counter() - t0
 me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"sent": out.sent, "failed": len(out.failed), "elapsed": out.elapsed,
-                  "total": total, "before_mib": before.get("mib"), "maxrss_mib": me.ru_maxrss / 1024,
+                  "total": total, "before_mib": before.get("mib"), "maxrss_mib": hwm(),
                   # user + system seconds of the send and every process it started and waited
                   # for (the senders, the check): the CPU the whole command cost
                   "cpu": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime}))
@@ -340,18 +344,26 @@ def recipients_check(root: Path, csv: Path) -> tuple[float, float, str]:
     """`newsletter recipients check CSV`: (wall seconds, peak RSS in MiB, its first line)."""
     clear_state(root)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from newsletter.cli import main; main()", "recipients", "check",
-         str(csv)],
+    # The peak RSS is the command's VmHWM, written to stderr as it exits: the child's ru_maxrss
+    # would start from this process's own peak (Linux carries it across fork and exec).
+    code = (
+        "import atexit, sys\n"
+        "def hwm():\n"
+        "    with open('/proc/self/status') as f:\n"
+        "        sys.stderr.write(next(l for l in f if l.startswith('VmHWM:')))\n"
+        "atexit.register(hwm)\n"
+        "from newsletter.cli import main; main()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "recipients", "check", str(csv)],
         cwd=root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        capture_output=True,
         text=True,
     )
-    out = proc.stdout.read() if proc.stdout else ""
-    _, _, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
-    return wall, usage.ru_maxrss / 1024, out.splitlines()[0] if out else ""
+    kib = next((int(x.split()[1]) for x in proc.stderr.splitlines() if x.startswith("VmHWM:")), 0)
+    out = proc.stdout
+    return wall, kib / 1024, out.splitlines()[0] if out else ""
 
 
 def build_rate(root: Path, n: int) -> tuple[float, float, float, int, Path]:
