@@ -307,17 +307,20 @@ def _template_place(env: jinja2.Environment, err: BaseException) -> str:
     return ""
 
 
+# premailer's options (docs/libraries.md): media queries stay, !important kept, classes kept.
+PREMAILER_OPTIONS: dict[str, Any] = {
+    "strip_important": False,
+    "remove_classes": False,
+    "allow_network": False,
+    "disable_link_rewrites": True,
+    "disable_validation": True,
+    "cssutils_logging_level": logging.CRITICAL,
+}
+
+
 def inline(html: str) -> str:
-    """premailer with the options of docs: media queries stay, !important kept, classes kept."""
-    return _premailer()(
-        html,
-        strip_important=False,
-        remove_classes=False,
-        allow_network=False,
-        disable_link_rewrites=True,
-        disable_validation=True,
-        cssutils_logging_level=logging.CRITICAL,
-    ).transform()
+    """premailer with PREMAILER_OPTIONS, each style sheet's rules read once per process."""
+    return _premailer()(html, **PREMAILER_OPTIONS).transform()
 
 
 _RULES: dict[tuple[str, int], tuple[list, list]] = {}

@@ -48,6 +48,21 @@ def marks(monkeypatch) -> list[tuple[str, bool]]:
     return seen
 
 
+@pytest.fixture
+def batches(monkeypatch) -> list[int]:
+    """The size of every batch of marks written ahead (FlightLog.mark_many), in order."""
+    sizes: list[int] = []
+    real = FlightLog.mark_many
+
+    def spy(self, rows):
+        rows = list(rows)
+        sizes.append(len(rows))
+        return real(self, rows)
+
+    monkeypatch.setattr(FlightLog, "mark_many", spy)
+    return sizes
+
+
 @pytest.mark.parametrize("connections", [1, 3])
 def test_marks_ahead_send_everyone_once(project, smtp_server, monkeypatch, marks, connections):
     setup_project(project, monkeypatch, smtp_server, csv=ROWS)
@@ -131,7 +146,7 @@ def test_a_run_that_stops_writes_the_marks_ahead_back_as_pending(
 
 
 def test_a_batch_of_marks_is_on_disk_before_any_of_its_messages(
-    project, smtp_server, monkeypatch, marks
+    project, smtp_server, monkeypatch, marks, batches
 ):
     """Marks written ahead in one batch share one fdatasync (group commit); no message of the
     batch may leave before that sync has ended. Each fdatasync is slowed down (a slow disk, which
@@ -158,15 +173,6 @@ def test_a_batch_of_marks_is_on_disk_before_any_of_its_messages(
     def data(rec) -> None:
         early.extend(a for a in rec.rcpt_tos if a not in durable)
 
-    batches: list[int] = []
-    spy_many = FlightLog.mark_many
-
-    def count(self, rows):
-        rows = list(rows)
-        batches.append(len(rows))
-        return spy_many(self, rows)
-
-    monkeypatch.setattr(FlightLog, "mark_many", count)
     monkeypatch.setattr(journal.os, "fdatasync", slow_fdatasync)
     setup_project(project, monkeypatch, smtp_server, csv=ROWS)
     smtp_server.on_data = data
@@ -178,7 +184,7 @@ def test_a_batch_of_marks_is_on_disk_before_any_of_its_messages(
 
 
 def test_a_slow_server_gets_no_marks_ahead_even_from_its_first_quick_looking_message(
-    project, smtp_server, monkeypatch
+    project, smtp_server, monkeypatch, batches
 ):
     """The first message of a connection looks quick (the wait for its data's reply is counted
     in the next message's time). Counted in, it made a 40 ms-a-message server look quick
@@ -187,15 +193,6 @@ def test_a_slow_server_gets_no_marks_ahead_even_from_its_first_quick_looking_mes
 
     monkeypatch.setattr(pool, "SYNC_SHARE", 0.0)  # every sync counts as slow: only the server's
     monkeypatch.setattr(pool, "QUICK_WORK", 0.015)  # speed decides (40 ms is not quick)
-    batches: list[int] = []
-    real = FlightLog.mark_many
-
-    def spy(self, rows):
-        rows = list(rows)
-        batches.append(len(rows))
-        return real(self, rows)
-
-    monkeypatch.setattr(FlightLog, "mark_many", spy)
 
     async def slow(rec) -> None:
         await asyncio.sleep(0.04)

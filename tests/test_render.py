@@ -435,8 +435,6 @@ def test_a_style_sheet_read_once_still_styles_each_document_by_its_own_rules() -
     """inline() keeps each style sheet's parsed rules for the next document with the same sheet:
     a document with another sheet gets its own rules, and the same sheet gives what premailer
     alone gives."""
-    import logging
-
     from premailer import Premailer
 
     def page(css: str, body: str) -> str:
@@ -449,18 +447,7 @@ def test_a_style_sheet_read_once_still_styles_each_document_by_its_own_rules() -
         page(green, "<p>b</p>"),
         page(red, "<p>c</p><div class='big'>d</div>"),
     ]
-    plain = [
-        Premailer(
-            d,
-            strip_important=False,
-            remove_classes=False,
-            allow_network=False,
-            disable_link_rewrites=True,
-            disable_validation=True,
-            cssutils_logging_level=logging.CRITICAL,
-        ).transform()
-        for d in docs
-    ]
+    plain = [Premailer(d, **render.PREMAILER_OPTIONS).transform() for d in docs]
     inlined = [render.inline(d) for d in docs]
     assert inlined == plain
     assert 'style="color:green"' in inlined[1] and "red" not in inlined[1]
