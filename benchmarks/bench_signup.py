@@ -35,6 +35,7 @@ def main(n: int) -> None:
 
     from newsletter import web
     from newsletter.config import load_config
+    from newsletter.contacts import Contacts
     from newsletter.journal import Journal
     from newsletter.suppressions import Suppressions
 
@@ -54,7 +55,7 @@ def main(n: int) -> None:
         cfg = load_config(root / "newsletter.toml")
         with Journal(cfg.path("state"), secret=cfg.secret) as j:
             for i in range(n):
-                j.contact(f"member{i}@example.org", "Member")
+                Contacts(j).add(f"member{i}@example.org", "Member")
                 Suppressions(j).add(f"bounced{i}@example.org", "bounced: 550 5.1.1")
                 Suppressions(j).add(f"left{i}@example.org", "unsubscribe page")
         app = web.create_app(cfg)

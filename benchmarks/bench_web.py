@@ -67,6 +67,7 @@ def make_project(root: Path, n_alerts: int, port: int) -> list[str]:
 
 def mark_sent(root: Path, ids: list[str]) -> int:
     """The journal as after a send of each alert that reached one member; the member's id."""
+    from newsletter.contacts import Contacts
     from newsletter.journal import Journal, timestamp
     from newsletter.recipients import Recipient
 
@@ -77,7 +78,7 @@ def mark_sent(root: Path, ids: list[str]) -> int:
             j.plan_run(alert_id)
             t = timestamp()
             j.apply_flight([(alert_id, ana.key, "sent", 1, "<m@example.org>", "es", "250", t, t)])
-        return j.contact(ana.email)
+        return Contacts(j).add(ana.email)
 
 
 def ms(xs: list[float]) -> str:
@@ -107,6 +108,7 @@ def bench_forward_timing(root: Path, member: int, n: int) -> None:
 
     from newsletter import links, web
     from newsletter.config import load_config
+    from newsletter.contacts import Contacts
     from newsletter.journal import Journal
     from newsletter.suppressions import Suppressions
 
@@ -114,7 +116,7 @@ def bench_forward_timing(root: Path, member: int, n: int) -> None:
     app.config.update(FORWARDS_PER_TOKEN_PER_DAY=10**6, FORWARDS_PER_IP_PER_DAY=10**6)
     client = app.test_client()
     with Journal(root / "newsletter.db") as j:
-        person = j.public_id(member)
+        person = Contacts(j).public_id(member)
         Suppressions(j).add("gone@example.org", "bench")
     alert_id = sorted(p.name for p in (root / "alerts").iterdir())[0]
     token = links.make_token(SECRET, "forward", person, alert_id, "es")
@@ -179,10 +181,11 @@ def threads_of(pid: int) -> str:
 
 def bench_slow_clients(root: Path, port: int, n: int, member: int, pid: int) -> None:
     from newsletter import links
+    from newsletter.contacts import Contacts
     from newsletter.journal import Journal
 
     with Journal(root / "newsletter.db") as j:
-        person = j.public_id(member)
+        person = Contacts(j).public_id(member)
     token = links.make_token(SECRET, "unsubscribe", person, "x", "es")
     stalled = []
     t0 = time.perf_counter()

@@ -726,6 +726,7 @@ def _send_test(
 def _member_row(cfg: Config, to_csv: Path | None, member: str) -> tuple[Recipient, str]:
     """The CSV row of `--as MEMBER` and the language a send would give them."""
     from newsletter import recipients
+    from newsletter.contacts import Contacts
     from newsletter.journal import Journal
     if to_csv is None:
         raise NewsletterError(f"--as {member}: give the list the member is on with --to CSV.")
@@ -741,5 +742,5 @@ def _member_row(cfg: Config, to_csv: Path | None, member: str) -> tuple[Recipien
     state = cfg.path("state")
     if state.exists():  # their choice on the language page wins over the CSV, as in a send
         with Journal(state, secret=cfg.secret) as jr:
-            lang = jr.language_prefs().get(row.key, lang)
+            lang = Contacts(jr).language_prefs().get(row.key, lang)
     return row, lang

@@ -2,8 +2,9 @@
 
 This module holds the file (schema, migrations, the one connection and its transactions) and
 the deliveries; a table with rules of its own has its own small class over that connection:
-the suppression list is newsletter/suppressions.py (`Suppressions(journal)`), the forward
-counts newsletter/forwards.py (`Forwards(journal)`).
+the contacts are newsletter/contacts.py (`Contacts(journal)`), the suppression list
+newsletter/suppressions.py (`Suppressions(journal)`), the forward counts
+newsletter/forwards.py (`Forwards(journal)`).
 
 A delivery is in flight on disk before its bytes go to SMTP and `sent` only after the server's
 250, so a run killed at any point leaves nothing that looks sent but was not; rows still
@@ -45,14 +46,12 @@ from typing import TYPE_CHECKING
 
 from newsletter import statefile
 from newsletter.errors import NewsletterError
-from newsletter.recipients import clean_text
 
 if TYPE_CHECKING:
     from newsletter.runlist import RunList, RunPlan
 
 SCHEMA_VERSION = 4  # the base schema is version 1; MIGRATIONS take a file from there
 STATUSES = ("pending", "in_flight", "sent", "retry", "failed")
-LANGUAGES = ("es", "en")
 BUSY_TIMEOUT = 10.0  # seconds another process may hold the write lock before we give up
 # The reply the outbox records (deliver.OutboxTransport): a copy written there reached nobody.
 OUTBOX_REPLY = "250 written to "
@@ -204,23 +203,6 @@ def timestamp() -> str:
 def key_of(email: str) -> str:
     """The identity of an address: trimmed, lower case."""
     return email.strip().lower()
-
-
-_CONTACT = "id, key, email, name, language_pref, created_at, updated_at, public_id"
-
-
-@dataclass(frozen=True, slots=True)
-class Contact:
-    """A person the organisation writes to; links carry public_id, never the address."""
-
-    id: int
-    key: str
-    email: str
-    name: str
-    language_pref: str | None
-    created_at: str
-    updated_at: str
-    public_id: str  # random, never handed out again: see _NEW_PUBLIC_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -603,74 +585,6 @@ class Journal:
             )
             if durable:
                 db.execute("UPDATE meta SET value = value WHERE name = 'ip_salt'")
-
-    # --- contacts -------------------------------------------------------------------------
-
-    def contact(self, email: str, name: str = "") -> int:
-        """The contact id for `email`, created if new; a non-empty name replaces the stored one."""
-        t = _ts()
-        row = self._write(
-            "INSERT INTO contacts (key, email, name, created_at, updated_at, public_id) "
-            f"VALUES (?, ?, ?, ?, ?, {_NEW_PUBLIC_ID}) "
-            "ON CONFLICT (key) DO UPDATE SET email = excluded.email, "
-            "name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE name END, "
-            "updated_at = excluded.updated_at RETURNING id",
-            (key_of(email), email.strip(), clean_text(name), t, t),
-        ).fetchall()  # fetch all: the statement (and its autocommit) completes
-        return int(row[0][0])
-
-    def get_contact(self, contact_id: int) -> Contact | None:
-        """The contact with this id, or None."""
-        rows = self._read(f"SELECT {_CONTACT} FROM contacts WHERE id = ?", (contact_id,))
-        return Contact(*rows[0]) if rows else None
-
-    def public_id(self, contact_id: int) -> str:
-        """What links to this contact carry (KeyError when there is no such contact)."""
-        rows = self._read("SELECT public_id FROM contacts WHERE id = ?", (contact_id,))
-        if not rows:
-            raise KeyError(contact_id)
-        return str(rows[0][0])
-
-    def linked_contact(self, person: str | int, issued: float) -> Contact | None:
-        """The contact a link names, or None when this state file has no such person.
-
-        `person` is a contact's public id. An int is a link made before public ids (a row
-        number): honoured only for a contact that was in this file when the link was signed
-        (`issued`), since a replaced state file hands the same numbers to other people.
-        """
-        if isinstance(person, str):
-            rows = self._read(f"SELECT {_CONTACT} FROM contacts WHERE public_id = ?", (person,))
-        else:
-            # Link times are whole seconds: a contact made in the same second as its link.
-            signed = _ts(datetime.fromtimestamp(int(issued) + 1, UTC))
-            rows = self._read(
-                f"SELECT {_CONTACT} FROM contacts WHERE id = ? AND created_at < ?",
-                (person, signed),
-            )
-        return Contact(*rows[0]) if rows else None
-
-    def find_contact(self, email: str) -> Contact | None:
-        """The contact with this address (any case), or None."""
-        rows = self._read("SELECT id FROM contacts WHERE key = ?", (key_of(email),))
-        return self.get_contact(rows[0][0]) if rows else None
-
-    def set_language(self, contact_id: int, lang: str) -> bool:
-        """Record the contact's language for the next sends; False when there is no such contact."""
-        if lang not in LANGUAGES:
-            raise ValueError(f"language must be one of {LANGUAGES}, not {lang!r}")
-        t = _ts()
-        cur = self._write(
-            "UPDATE contacts SET language_pref = ?, language_set_at = ?, updated_at = ? "
-            "WHERE id = ?",
-            (lang, t, t, contact_id),
-        )
-        return cur.rowcount == 1
-
-    def language_prefs(self) -> dict[str, str]:
-        """{address key: language} for every contact who chose one."""
-        return dict(
-            self._read("SELECT key, language_pref FROM contacts WHERE language_pref IS NOT NULL")
-        )
 
     # --- deliveries -----------------------------------------------------------------------
 

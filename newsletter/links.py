@@ -52,7 +52,7 @@ class TokenData:
     """What a link names: a person, an alert and its language, and when it was signed.
 
     `person` is the contact's public id; an int is a row number, from links made before public
-    ids (see Journal.linked_contact).
+    ids (see contacts.Contacts.linked).
     """
 
     person: str | int

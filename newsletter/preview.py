@@ -39,6 +39,7 @@ import jinja2
 
 from newsletter import check, content, links, message, recipients, render, resources, tokens
 from newsletter.config import Config
+from newsletter.contacts import Contacts
 from newsletter.errors import NewsletterError
 from newsletter.journal import Journal
 
@@ -290,7 +291,7 @@ class PreviewServer:
             return None
         try:
             with Journal(state, readonly=True) as journal:
-                contact = journal.find_contact(person.email)
+                contact = Contacts(journal).find(person.email)
         except sqlite3.Error:  # an older file, upgraded by its next writer: samples till then
             return None
         return contact.public_id if contact is not None else None
@@ -301,7 +302,7 @@ class PreviewServer:
         person = self.recipient(line)
         if person is not None:
             with Journal(self.cfg.path("state"), secret=self.cfg.secret) as journal:
-                journal.contact(person.email, person.name)
+                Contacts(journal).add(person.email, person.name)
         return person
 
     def _watched_roots(self) -> list[Path]:

@@ -18,6 +18,7 @@ from newsletter.bounces.match import Matcher, verp_token
 from newsletter.bounces.parse import parse
 from newsletter.cli import cli
 from newsletter.config import load_config
+from newsletter.contacts import Contacts
 from newsletter.journal import Journal, timestamp
 from newsletter.recipients import Recipient
 from newsletter.suppressions import Suppressions
@@ -369,7 +370,7 @@ def test_message_id_in_a_base64_attachment_is_found(cfg):
 def test_verp_token_ties_a_bounce_with_nothing_else_in_it(cfg):
     with state(cfg) as j:
         delivered(j, "a1", "ana@example.org")
-        contact = j.find_contact("ana@example.org")
+        contact = Contacts(j).find("ana@example.org")
         token = verp_token(SECRET, contact.public_id, "a1")
         assert len(token) == 19 and token.startswith(contact.public_id[:10])
         # A bounce that names nobody readable and quotes nothing: only the address it came to.
@@ -386,7 +387,7 @@ def test_verp_token_ties_a_bounce_with_nothing_else_in_it(cfg):
 def test_a_forged_verp_token_is_not_believed(cfg):
     with state(cfg) as j:
         delivered(j, "a1", "ana@example.org")
-        contact = j.find_contact("ana@example.org")
+        contact = Contacts(j).find("ana@example.org")
         good = verp_token(SECRET, contact.public_id, "a1")
         forged = good[:-1] + ("a" if good[-1] != "a" else "b")
         m = Matcher(j, cfg)
@@ -402,7 +403,7 @@ def test_verp_envelope_sender_on_the_wire(project, smtp_server, monkeypatch):
     smtp_server.wait_for(3)
     mail_from = smtp_server.to("ana@example.org")[0].mail_from
     with Journal("newsletter.db") as j:
-        pid = j.find_contact("ana@example.org").public_id
+        pid = Contacts(j).find("ana@example.org").public_id
     assert mail_from == f"bounces+{verp_token(SECRET, pid, ALERT_ID)}@nalacc.test"
     assert smtp_server.to("bob@example.org")[0].mail_from != mail_from  # each their own
 
@@ -577,7 +578,7 @@ def test_forged_reports_about_a_member_never_mailed_change_nothing(cfg):
     # Reports tied by the address alone name no alert when the member was never sent one: they
     # cannot be "on distinct alerts", so however many arrive (bounces or complaints), none counts.
     with state(cfg) as j:
-        j.contact("ana@example.org", "Ana")
+        Contacts(j).add("ana@example.org", "Ana")
         for n in range(3):
             read_all(cfg, j, [(f"f{n}", hard_bounce("ana@example.org", None, f"forged{n}"))])
         read_all(cfg, j, [("c", complaint("<not-ours@example.net>", "ana@example.org"))])

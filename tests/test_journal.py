@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from newsletter import journal as journal_module
 from newsletter.cli import cli
+from newsletter.contacts import Contacts
 from newsletter.errors import NewsletterError
 from newsletter.forwards import Forwards
 from newsletter.journal import Journal, timestamp
@@ -126,35 +127,35 @@ def test_many_openers_of_a_new_file_at_once(db):
 
 def test_contact_upsert_is_case_insensitive_and_keeps_a_name(db):
     with Journal(db) as j:
-        a = j.contact("Ana@Example.org", "Ana")
-        assert j.contact("ana@example.ORG") == a
-        c = j.get_contact(a)
+        a = Contacts(j).add("Ana@Example.org", "Ana")
+        assert Contacts(j).add("ana@example.ORG") == a
+        c = Contacts(j).get(a)
         assert (c.email, c.key, c.name, c.language_pref) == (
             "ana@example.ORG",
             "ana@example.org",
             "Ana",
             None,
         )
-        j.contact("ana@example.org", "Ana\r\nBcc: x@example.com")
-        assert j.get_contact(a).name == "Ana Bcc: x@example.com"
-        assert j.find_contact("ANA@example.org").id == a
-        assert j.get_contact(a + 1000) is None
+        Contacts(j).add("ana@example.org", "Ana\r\nBcc: x@example.com")
+        assert Contacts(j).get(a).name == "Ana Bcc: x@example.com"
+        assert Contacts(j).find("ANA@example.org").id == a
+        assert Contacts(j).get(a + 1000) is None
 
 
 def test_language_preference_wins_over_the_csv_on_the_next_plan(db):
     with Journal(db) as j:
         plan = make_plan(j, ALERT, people("a@example.org", "b@example.org", lang="es"))
         assert [p.lang for p in plan["todo"]] == ["es", "es"]
-        assert j.set_language(j.find_contact(plan["todo"][1].recipient.email).id, "en")
-        assert j.language_prefs() == {"b@example.org": "en"}
+        assert Contacts(j).set_language(Contacts(j).find(plan["todo"][1].recipient.email).id, "en")
+        assert Contacts(j).language_prefs() == {"b@example.org": "en"}
         again = make_plan(j, "next-alert", people("a@example.org", "B@example.org", lang="es"))
         assert [p.lang for p in again["todo"]] == ["es", "en"]
         # a pending delivery of the first alert follows the new preference too
         assert [p.lang for p in make_plan(j, ALERT, people("b@example.org"))["todo"]] == ["en"]
         assert j.rows(ALERT, ["pending"])[1].lang == "en"
-        assert not j.set_language(99999, "en")
+        assert not Contacts(j).set_language(99999, "en")
         with pytest.raises(ValueError):
-            j.set_language(j.find_contact(plan["todo"][0].recipient.email).id, "fr")
+            Contacts(j).set_language(Contacts(j).find(plan["todo"][0].recipient.email).id, "fr")
 
 
 # --- the delivery state machine -------------------------------------------------------------
@@ -191,7 +192,7 @@ def test_dry_run_plans_but_writes_nothing(db):
         plan = make_plan(j, ALERT, people("a@example.org", "b@example.org"), dry_run=True)
         assert len(plan["todo"]) == 2 and all(len(p.public_id) == 16 for p in plan["todo"])
         assert j.counts(ALERT)["pending"] == 0
-        assert j.find_contact("a@example.org") is None
+        assert Contacts(j).find("a@example.org") is None
 
 
 def test_plan_skips_suppressed_case_insensitively_but_keeps_sent_history(db):
@@ -263,7 +264,7 @@ def test_suppression_case_insensitive_with_reason_and_time(db, clock):
 
 def test_forward_counts_per_contact_and_ip_per_day(db, clock):
     with Journal(db, secret="s" * 32) as j:
-        me = j.contact("me@example.org")
+        me = Contacts(j).add("me@example.org")
         Forwards(j).record(me, "203.0.113.7", ALERT, 3)
         clock.t += timedelta(hours=5)
         Forwards(j).record(None, "203.0.113.7", ALERT, 2)  # an anonymous forward, same IP

@@ -21,6 +21,7 @@ import pytest
 
 from newsletter import preview, resources
 from newsletter.config import load_config
+from newsletter.contacts import Contacts
 from newsletter.errors import NewsletterError
 from tests.conftest import ALERT_ID, STARTUP_TIMEOUT, ctrl_c_reaches_children, read_until
 
@@ -353,7 +354,7 @@ def test_picked_copy_links_work_against_serve(demo, monkeypatch):
     assert m, "no unsubscribe link to the local serve"
     data = links.read_token(secret, "unsubscribe", m.group(1))
     with Journal(cfg.path("state")) as journal:
-        contact = journal.find_contact("lucia@example.org")
+        contact = Contacts(journal).find("lucia@example.org")
     assert contact is not None and data.person == contact.public_id and data.lang == "es"
 
 
@@ -451,7 +452,7 @@ def test_a_get_writes_nothing_to_the_state_file(demo, monkeypatch):
     cfg = load_config()
     state = cfg.path("state")
     with Journal(state) as j:  # Lucía got an alert; Sam never did
-        lucia_id = j.public_id(j.contact("lucia@example.org", "Lucía Pérez"))
+        lucia_id = Contacts(j).public_id(Contacts(j).add("lucia@example.org", "Lucía Pérez"))
     before = state_files(state)
     with preview.PreviewServer(cfg, demo / "alerts" / ALERT_ID, port=0, recipients_csv=csv) as srv:
         lucia, sam = srv.snapshot.recipients
@@ -480,7 +481,7 @@ def test_a_get_writes_nothing_to_the_state_file(demo, monkeypatch):
     assert person(sam_html) == person(sample_html) != lucia_id  # the sample member's links
     assert "Sam Lee is not in newsletter.db yet" in sam_page and 'action="/contacts"' in sam_page
     with Journal(state) as j:
-        assert j.find_contact("sam@example.com") is None
+        assert Contacts(j).find("sam@example.com") is None
 
 
 def test_only_the_pages_own_post_adds_a_member(picker, monkeypatch):
@@ -497,7 +498,7 @@ def test_only_the_pages_own_post_adds_a_member(picker, monkeypatch):
     status, _ = post(picker.url + "contacts", f"r={sam.line}", origin=picker.url)
     assert status == 303
     with Journal(state) as j:
-        assert j.find_contact("sam@example.com").name == "Sam Lee"
+        assert Contacts(j).find("sam@example.com").name == "Sam Lee"
     _, page = get(picker.url + f"?r={sam.line}")
     assert "is not in newsletter.db yet" not in page  # his own links now
     assert post(picker.url + "contacts", "r=9999", origin=picker.url)[0] == 400

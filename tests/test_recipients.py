@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from newsletter.cli import cli
+from newsletter.contacts import Contacts
 from newsletter.errors import NewsletterError
 from newsletter.recipients import check_address, clean_text, parse_language, read_csv
 from newsletter.suppressions import Suppressions
@@ -363,7 +364,8 @@ def test_cli_recipients_check_counts_unsubscribed_and_language_choices(project):
     first, second = read_csv("recipients/sample.csv").recipients[:2]
     with Journal("newsletter.db") as j:
         Suppressions(j).add(first.email.upper(), "test")
-        j.set_language(j.contact(second.email), "en" if second.language == "es" else "es")
+        contacts = Contacts(j)
+        contacts.set_language(contacts.add(second.email), "en" if second.language == "es" else "es")
     result = runner.invoke(cli, ["recipients", "check", "recipients/sample.csv"])
     assert result.exit_code == 0, result.output
     assert "1 unsubscribed (send skips them), 1 chose the other language" in result.output

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from newsletter import campaign, deliver
 from newsletter.cli import cli
 from newsletter.config import load_config
+from newsletter.contacts import Contacts
 from newsletter.errors import NewsletterError
 from newsletter.journal import Journal
 from newsletter.suppressions import Suppressions
@@ -131,7 +132,7 @@ def test_everyone_once_in_their_language_with_their_name(project, smtp_server, m
 def test_language_preference_from_the_journal_wins_over_the_csv(project, smtp_server, monkeypatch):
     setup_project(project, monkeypatch, smtp_server)
     with Journal(project / "newsletter.db") as j:
-        j.set_language(j.contact("ana@example.org"), "en")
+        Contacts(j).set_language(Contacts(j).add("ana@example.org"), "en")
     assert send("--yes").exit_code == 0
     by = {r.rcpt_tos[0]: r.message for r in smtp_server.received}
     assert by["ana@example.org"]["Subject"] == by["bob@example.com"]["Subject"]

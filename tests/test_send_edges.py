@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from newsletter.contacts import Contacts
 from newsletter.journal import Journal
 from newsletter.suppressions import Suppressions
 from tests.conftest import ALERT_ID, SmtpServer, _Handler, start_smtp
@@ -472,5 +473,5 @@ def test_invisible_format_characters_never_reach_to_or_the_greeting(
         for part in (msg.get_body(("plain",)), msg.get_body(("html",))):
             assert not any(unicodedata.category(c) == "Cf" for c in part.get_content())
     with Journal(project / "newsletter.db") as j:
-        assert j.find_contact("ana@example.org").name == "Ana Lucía Pérez"
-        assert j.find_contact("bob@example.com").name == "Bob"
+        assert Contacts(j).find("ana@example.org").name == "Ana Lucía Pérez"
+        assert Contacts(j).find("bob@example.com").name == "Bob"

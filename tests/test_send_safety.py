@@ -9,6 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from newsletter.cli import cli
+from newsletter.contacts import Contacts
 from newsletter.journal import Journal
 from tests.conftest import ALERT_ID, REPO
 from tests.test_send import ALERT, CSV, send, setup_project
@@ -124,7 +125,7 @@ def test_test_as_a_member_sends_the_copy_that_member_would_get(project, smtp_ser
     assert "Bob Smith" in rec.message.get_body(("plain",)).get_content()
     # Her choice on the language page wins over the CSV, as it does in a send.
     with Journal(project / "newsletter.db") as j:
-        j.set_language(j.contact("ana@example.org"), "en")
+        Contacts(j).set_language(Contacts(j).add("ana@example.org"), "en")
     ana = send("--test", "editor@example.org", "--as", "ana@example.org")
     assert ana.exit_code == 0, ana.output
     assert smtp_server.wait_for(2)[1].message["Subject"].startswith(f"[TEST] {SUBJECT_EN}")

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from newsletter import links, subscribers, web
 from newsletter.cli import cli
+from newsletter.contacts import Contacts
 from newsletter.journal import Journal
 from newsletter.suppressions import Suppressions
 from tests import test_web
@@ -97,7 +98,7 @@ def test_a_bad_address_is_shown_back_with_an_error(client, smtp_server, app):
 
 def test_same_page_whatever_the_state_and_mail_only_where_allowed(cfg, client, app, smtp_server):
     with Journal(cfg.path("state"), secret=SECRET) as j:
-        j.contact("member@example.org", "Member")
+        Contacts(j).add("member@example.org", "Member")
         Suppressions(j).add("left@example.org", "unsubscribe page")
         Suppressions(j).add("bounced@example.org", "bounced: 550 5.1.1 no such user")
         Suppressions(j).add("complained@example.org", "complained")
@@ -183,7 +184,7 @@ def test_scanner_get_confirms_nothing_the_button_does_once(cfg, client, app, smt
         assert page.status_code == 200 and "Confirmar mi suscripción" in page.get_data(as_text=True)
         assert page.headers["Cache-Control"] == "no-store"
     with Journal(cfg.path("state"), secret=SECRET) as j:
-        assert j.find_contact("luz@example.org") is None
+        assert Contacts(j).find("luz@example.org") is None
     done = client.post(path_of(url))
     assert done.status_code == 200 and "Suscripción confirmada" in done.get_data(as_text=True)
     assert client.post(path_of(url)).status_code == 200  # a double click
@@ -218,7 +219,7 @@ def test_welcome_off_and_expired_or_bad_links(cfg, client, app, smtp_server, clo
 
 def test_resubscribe_after_unsubscribing(cfg, client, app, smtp_server, clock):
     with Journal(cfg.path("state"), secret=SECRET) as j:
-        cid = j.contact("ana@example.org", "Ana")
+        cid = Contacts(j).add("ana@example.org", "Ana")
     tok = links.make_token(SECRET, "unsubscribe", cid, "2011-08-12-secure-communities", "en")
     assert client.post(f"/u/{tok}", data={"confirm": "1"}).status_code == 200
     clock.now += 60
@@ -229,7 +230,7 @@ def test_resubscribe_after_unsubscribing(cfg, client, app, smtp_server, clock):
     with Journal(cfg.path("state"), secret=SECRET) as j:
         assert not Suppressions(j).has("ana@example.org")
         assert [r.email for r in subscribers.web_recipients(j)] == ["ana@example.org"]
-        assert j.find_contact("ana@example.org").language_pref == "en"
+        assert Contacts(j).find("ana@example.org").language_pref == "en"
 
 
 # --- links to the page, and the form for other sites ------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 
 from newsletter import journal, links, subscribers
 from newsletter.config import load_config
+from newsletter.contacts import Contacts
 from newsletter.journal import Journal
 from newsletter.subscribers import SignUp
 from newsletter.suppressions import Suppressions
@@ -60,7 +61,7 @@ def test_a_version_1_file_is_upgraded_in_place_keeping_its_data(tmp_path):
     db.commit()
     db.close()
     with Journal(path) as j:
-        assert j.find_contact("ana@example.org").name == "Ana"
+        assert Contacts(j).find("ana@example.org").name == "Ana"
         assert Suppressions(j).has("beto@example.org")
         assert j._read("PRAGMA user_version")[0][0] == journal.SCHEMA_VERSION >= 2
         assert j._read("SELECT count(*) FROM subscribers") == [(0,)]
@@ -184,7 +185,7 @@ def test_confirm_records_the_consent_and_joins_the_list(j, cfg):
     assert rec.confirmed_at.startswith("2026-11-30T12:05:00")
     assert rec.consent_text == c.text and "Puedo cancelar la suscripción" in c.text
     assert rec.consent_version == c.version != wording(cfg, "en").version
-    assert j.find_contact("ana@example.org").language_pref == "es"
+    assert Contacts(j).find("ana@example.org").language_pref == "es"
     [r] = subscribers.web_recipients(j)
     assert (r.email, r.name, r.language) == ("ana@example.org", "Ana", "es")
 
@@ -220,7 +221,7 @@ def test_a_send_adds_the_web_subscribers_after_its_list_as_web_recipients_read_t
             T0 + timedelta(minutes=10 - minute),
         )
     Suppressions(j).add("gone@example.org", "unsubscribe page")
-    j.set_language(j.find_contact("zoe@example.org").id, "es")
+    Contacts(j).set_language(Contacts(j).find("zoe@example.org").id, "es")
     listed = j.run_list()
     listed.add([Recipient("bob@example.com", "bob@example.com", "Bob", "en", {}, 2)])
     assert listed.add_web_subscribers() == 2
@@ -337,8 +338,8 @@ def test_recipients_export_lists_everyone_with_status_reason_since_and_source(
         assert subscribers.confirm(jr, signup("luz@example.org", lang="en", source="embed"), c, T0)
         Suppressions(jr).add("bob@example.com", "bounced: 550 5.1.1", kind="bounced")
         Suppressions(jr).add("old@example.org", "imported from old.csv")
-        jr.set_language(jr.find_contact("jose@example.org").id, "en")
-        jr.contact("mallory@example.org", '=HYPERLINK("http://evil.example")')
+        Contacts(jr).set_language(Contacts(jr).find("jose@example.org").id, "en")
+        Contacts(jr).add("mallory@example.org", '=HYPERLINK("http://evil.example")')
 
     result = CliRunner().invoke(cli, ["recipients", "export", "--out", "people.csv"])
     assert result.exit_code == 0, result.output

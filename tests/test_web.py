@@ -14,6 +14,7 @@ import pytest
 
 from newsletter import links, web
 from newsletter.config import load_config
+from newsletter.contacts import Contacts
 from newsletter.suppressions import Suppressions
 from tests.conftest import ALERT_ID, make_plan
 
@@ -76,7 +77,7 @@ def public_id(contact_id: int) -> str:
         return f"{contact_id:032x}"
     with Journal("newsletter.db") as j:
         try:
-            return j.public_id(contact_id)
+            return Contacts(j).public_id(contact_id)
         except KeyError:
             return f"{contact_id:032x}"
 
@@ -184,7 +185,7 @@ def member(cfg) -> int:
     from newsletter.journal import Journal
 
     with Journal(cfg.path("state")) as j:
-        return j.contact("ana@example.org", "Ana Pérez")
+        return Contacts(j).add("ana@example.org", "Ana Pérez")
 
 
 def state(cfg) -> tuple:
@@ -208,7 +209,7 @@ def language_pref(cfg, contact_id: int) -> str | None:
     from newsletter.journal import Journal
 
     with Journal(cfg.path("state")) as j:
-        contact = j.get_contact(contact_id)
+        contact = Contacts(j).get(contact_id)
         assert contact is not None
         return contact.language_pref
 
@@ -514,7 +515,7 @@ def test_forward_caps_per_token_and_per_ip(cfg, clock, member, smtp_server):
     from newsletter.journal import Journal
 
     with Journal(cfg.path("state")) as j:
-        other = j.contact("beto@example.org", "Beto")
+        other = Contacts(j).add("beto@example.org", "Beto")
     tok2 = token("forward", other, "en")
     assert post_forward(client, tok2, forward_page(client, tok2)).status_code == 200  # IP: 4
     resp = post_forward(client, tok2, forward_page(client, tok2), to=["x@example.org"])
@@ -732,7 +733,7 @@ def test_ip_cap_behind_a_local_reverse_proxy(cfg, clock, smtp_server):
     app.config.update(FORWARDS_PER_IP_PER_DAY=2)
     client = app.test_client()  # its peer address is 127.0.0.1, like a local proxy's
     with Journal(cfg.path("state")) as j:
-        ids = [j.contact(f"m{i}@example.org", f"M{i}") for i in range(3)]
+        ids = [Contacts(j).add(f"m{i}@example.org", f"M{i}") for i in range(3)]
 
     def post(contact_id: int, forwarded: str):
         tok = token("forward", contact_id, "en")
@@ -828,7 +829,7 @@ def test_newsletter_serve_answers(project, monkeypatch):
         from newsletter.journal import Journal
 
         with Journal(project / "newsletter.db") as j:
-            tok = token("unsubscribe", j.contact("ana@example.org", "Ana"))
+            tok = token("unsubscribe", Contacts(j).add("ana@example.org", "Ana"))
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/u/{tok}", timeout=10) as resp:
             assert resp.status == 200
     finally:
@@ -876,7 +877,7 @@ def test_pages_link_under_the_base_url_path(project, smtp_server, monkeypatch):
     from newsletter.journal import Journal
 
     with Journal(cfg.path("state")) as j:
-        tok = token("unsubscribe", j.contact("ana@example.org"), "es")
+        tok = token("unsubscribe", Contacts(j).add("ana@example.org"), "es")
     page = client.get(f"/u/{tok}").get_data(as_text=True)
     assert f'action="/nalacc/u/{tok}"' in page
     assert 'href="/nalacc/l/' in page
@@ -969,7 +970,7 @@ def replace_state_file(cfg, monkeypatch, *people: str) -> list[int]:
     later = journal.now() + timedelta(hours=1)
     monkeypatch.setattr(journal, "now", lambda: later)  # the clock only
     with Journal(state_path) as j:
-        return [j.contact(address, address.split("@")[0].title()) for address in people]
+        return [Contacts(j).add(address, address.split("@")[0].title()) for address in people]
 
 
 @pytest.mark.parametrize("old_format", [False, True], ids=["public-id", "row-number"])
@@ -1026,7 +1027,7 @@ def test_old_state_file_gets_public_ids_and_its_old_links_still_work(project, cf
     db.close()
     old_link = links.make_token(SECRET, "unsubscribe", 2, ALERT_ID, "es")  # Beto's, row 2
     with Journal(path) as j:
-        contacts = [j.get_contact(i) for i in (1, 2, 3)]
+        contacts = [Contacts(j).get(i) for i in (1, 2, 3)]
     assert [c.name for c in contacts] == ["Ana", "Beto", "Carla"]
     ids = [c.public_id for c in contacts]
     assert len(set(ids)) == 3 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
@@ -1122,7 +1123,7 @@ def test_parallel_forwards_never_pass_the_caps(cfg, clock, member, smtp_server):
         assert statuses.count(200) == per_member // 5 and statuses.count(429) == 50 - 4
         clock.now += DAY + 60  # a day later: caps start again
         with Journal(cfg.path("state")) as j:
-            members = [j.contact(f"m{i}@example.org", f"M{i}") for i in range(9)]
+            members = [Contacts(j).add(f"m{i}@example.org", f"M{i}") for i in range(9)]
         posts = [(token("forward", m, "es"), friends[i % 50]) for i, m in enumerate(members * 5)]
         statuses = fire(url, posts)
     assert len(smtp_server.received) - 20 == per_ip == 50

@@ -17,6 +17,7 @@ from click.testing import Result
 
 from newsletter import links, web
 from newsletter.config import Config, load_config
+from newsletter.contacts import Contacts
 from tests.conftest import ALERT_ID, drain_mail, fill_placeholders
 from tests.test_web import SECRET, mark_sent, state, write_config
 
@@ -79,7 +80,7 @@ def test_language_page_in_the_target_language_at_375px(live, page):
     from newsletter.journal import Journal
 
     with Journal(live.cfg.path("state")) as j:
-        person = j.public_id(j.contact("ana@example.org", "Ana Pérez"))
+        person = Contacts(j).public_id(Contacts(j).add("ana@example.org", "Ana Pérez"))
     tok = links.make_token(SECRET, "language", person, ALERT_ID, "es")
     page.goto(f"{live.url}/l/{tok}")
     assert page.locator("html").get_attribute("lang") == "en"
@@ -227,7 +228,7 @@ def test_pages_at_375px(live, page, project):
     from newsletter.journal import Journal
 
     with Journal(live.cfg.path("state")) as j:
-        cid = j.public_id(j.contact("ana@example.org", "Ana Pérez"))
+        cid = Contacts(j).public_id(Contacts(j).add("ana@example.org", "Ana Pérez"))
     mark_sent(live.cfg)  # the archive shows alerts that went out
     page.set_viewport_size({"width": 375, "height": 800})
     urls = {
@@ -280,7 +281,7 @@ def test_pages_work_without_javascript(live, browser, smtp_server):
     from newsletter.journal import Journal
 
     with Journal(live.cfg.path("state")) as j:
-        cid = j.public_id(j.contact("ana@example.org", "Ana Pérez"))
+        cid = Contacts(j).public_id(Contacts(j).add("ana@example.org", "Ana Pérez"))
     context = browser.new_context(java_script_enabled=False, viewport={"width": 375, "height": 800})
     try:
         page = context.new_page()

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 
 from newsletter.config import Config
+from newsletter.contacts import Contacts
 from newsletter.journal import Journal
 
 MAC_CHARS = 8
@@ -105,7 +106,7 @@ class Matcher:
             for contact_id, public_id in rows:
                 for alert_id in self.alerts():
                     if hmac.compare_digest(_mac(self.secret, public_id, alert_id), m.group(2)):
-                        contact = self.journal.get_contact(contact_id)
+                        contact = Contacts(self.journal).get(contact_id)
                         if contact is not None:
                             return Match(contact.id, contact.key, contact.email, alert_id, VERP)
         return None
@@ -130,7 +131,7 @@ class Matcher:
         that "distinct alerts" means something for reports tied by the address alone)."""
         if not address:
             return None
-        contact = self.journal.find_contact(address)
+        contact = Contacts(self.journal).find(address)
         if contact is None:
             return None
         alert_id = None

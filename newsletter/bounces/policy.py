@@ -30,6 +30,7 @@ from newsletter import journal as journal_module
 from newsletter.bounces.classify import COMPLAINT, HARD, SENDER, SOFT, classify
 from newsletter.bounces.match import ADDRESS, SEND, TIED
 from newsletter.config import Bounces
+from newsletter.contacts import Contacts
 from newsletter.journal import Journal, _ts
 from newsletter.recipients import clean_text
 
@@ -103,7 +104,7 @@ def decide(journal: Journal, limits: Bounces, contact_ids: Iterable[int]) -> lis
     since = _ts(journal_module.now() - timedelta(days=limits.soft_days))
     out: list[Decision] = []
     for contact_id in sorted(set(contact_ids)):
-        contact = journal.get_contact(contact_id)
+        contact = Contacts(journal).get(contact_id)
         if contact is None:
             continue
         rows = journal._read(

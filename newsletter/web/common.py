@@ -162,9 +162,11 @@ class Pages:
         return links.read_token(self.secret, purpose, token, now=self.clock())
 
     def contact(self, data: links.TokenData) -> Any:
-        """The person a link names (journal.Contact), or None when this state file has none."""
+        """The person a link names (contacts.Contact), or None when this state file has none."""
+        from newsletter.contacts import Contacts
+
         with self.journal() as j:
-            return j.linked_contact(data.person, data.issued)
+            return Contacts(j).linked(data.person, data.issued)
 
     def journal(self) -> Any:
         """A Journal on the state file, to be used in a `with`."""

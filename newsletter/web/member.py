@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 
 from newsletter import i18n, links
+from newsletter.contacts import Contacts
 from newsletter.suppressions import Suppressions
 from newsletter.web.common import check_csrf, make_csrf, other_language, pages
 
@@ -39,10 +40,10 @@ def language(token: str) -> Response:
     if not check_csrf(p.secret, "language", token, request.form.get("csrf", ""), p.clock()):
         return p.notice("form_expired", 400, target)
     with p.journal() as j:
-        contact = j.linked_contact(data.person, data.issued)
+        contact = Contacts(j).linked(data.person, data.issued)
         if contact is None:
             return p.notice("no_contact", 404, target)
-        j.set_language(contact.id, target)
+        Contacts(j).set_language(contact.id, target)
     return p.page(p.render(target, "language_done.html", **values))
 
 
@@ -55,7 +56,7 @@ def unsubscribe(token: str) -> Response:
     lang = data.lang
     if request.method != "POST":  # GET and HEAD: never a change
         with p.journal() as j:
-            contact = j.linked_contact(data.person, data.issued)
+            contact = Contacts(j).linked(data.person, data.issued)
             if contact is None:
                 return p.notice("no_contact", 404, lang)
             if Suppressions(j).has(contact.email):
@@ -84,7 +85,7 @@ def unsubscribe(token: str) -> Response:
     if not one_click and request.form.get("confirm") != "1":
         return p.notice("error", 400, lang)
     with p.journal() as j:
-        contact = j.linked_contact(data.person, data.issued)
+        contact = Contacts(j).linked(data.person, data.issued)
         if contact is None:
             return p.notice("no_contact", 404, lang)
         Suppressions(j).add(contact.email, "one-click" if one_click else "unsubscribe page")
@@ -110,7 +111,7 @@ def resubscribe(token: str) -> Response:
     if not check_csrf(p.secret, "resubscribe", token, request.form.get("csrf", ""), p.clock()):
         return p.notice("form_expired", 400, data.lang)
     with p.journal() as j:
-        contact = j.linked_contact(data.person, data.issued)
+        contact = Contacts(j).linked(data.person, data.issued)
         if contact is None:
             return p.notice("no_contact", 404, data.lang)
         Suppressions(j).remove(contact.email)
