@@ -41,7 +41,7 @@ class FlightLog:
     `mark_many(rows)` appends several marks in one write and returns at once; a sync thread puts
     them on disk (one fdatasync for the whole batch: group commit) while the connection carries
     earlier messages, and `wait(end)` returns once they are. A send marks a batch of recipients
-    ahead this way when the disk is slow beside the server (pool._Sender), so a message never
+    ahead this way when the disk is slow beside the server (sender._Sender), so a message never
     waits for a sync of its own and one sync covers several messages; every message's mark is
     still on disk before its first byte goes out. Outcomes between batches go out with `put()`
     (written, not synced: an outcome lost to a power cut leaves its recipient uncertain, never

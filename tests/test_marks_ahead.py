@@ -1,7 +1,7 @@
 """Marks written ahead (a slow disk beside a fast server): never twice, and nobody left in flight
 who was not on the wire when a run stops.
 
-A slow disk cannot be had on cue, so these tests lower pool.SYNC_SHARE to 0 (and raise
+A slow disk cannot be had on cue, so these tests lower sender.SYNC_SHARE to 0 (and raise
 QUICK_WORK): every sync then counts as slow beside a message and the senders mark recipients
 ahead of their turn, as they do on a busy disk.
 """
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from newsletter import pool
+from newsletter import sender
 from newsletter.flightlog import FlightLog
 from newsletter.suppressions import Suppressions
 from tests.conftest import SmtpServer, _Handler, start_smtp
@@ -29,8 +29,8 @@ EVERYONE = {f"m{i:02d}@example.org" for i in range(N)}
 def marks(monkeypatch) -> list[tuple[str, bool]]:
     """Marks ahead on; returns the (address, waited) of every mark, in order (K=1: the sender
     is a thread of this process)."""
-    monkeypatch.setattr(pool, "SYNC_SHARE", 0.0)
-    monkeypatch.setattr(pool, "QUICK_WORK", 60.0)  # however slow this machine is today
+    monkeypatch.setattr(sender, "SYNC_SHARE", 0.0)
+    monkeypatch.setattr(sender, "QUICK_WORK", 60.0)  # however slow this machine is today
     seen: list[tuple[str, bool]] = []
     real, real_many = FlightLog.mark, FlightLog.mark_many
 
@@ -191,8 +191,8 @@ def test_a_slow_server_gets_no_marks_ahead_even_from_its_first_quick_looking_mes
     enough to mark a whole batch ahead, and a crash then left all of them uncertain."""
     import asyncio
 
-    monkeypatch.setattr(pool, "SYNC_SHARE", 0.0)  # every sync counts as slow: only the server's
-    monkeypatch.setattr(pool, "QUICK_WORK", 0.015)  # speed decides (40 ms is not quick)
+    monkeypatch.setattr(sender, "SYNC_SHARE", 0.0)  # every sync counts as slow: only the server's
+    monkeypatch.setattr(sender, "QUICK_WORK", 0.015)  # speed decides (40 ms is not quick)
 
     async def slow(rec) -> None:
         await asyncio.sleep(0.04)

@@ -1,4 +1,4 @@
-"""The next message's envelope rides in the same write as a message's data (pool._Sender
+"""The next message's envelope rides in the same write as a message's data (sender._Sender
 .prepare_next): a run that stops then must not leave that envelope's transaction behind."""
 
 from __future__ import annotations
