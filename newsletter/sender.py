@@ -660,7 +660,7 @@ def _worker(run: Run, make: Callable[[], deliver.Transport], conn: _Line, stop: 
         why = f"{flight}: cannot create the flight log ({err})."
     if sender is None:
         with contextlib.suppress(OSError):
-            conn.send(("fatal", None, why))
+            conn.send(("fatal", None, why, False))  # this machine's fault, not the relay's
         with contextlib.suppress(EOFError, OSError):
             while conn.recv()[0] != "stop":  # until the parent has read it (see _Sender.drain)
                 pass

@@ -475,3 +475,28 @@ def test_invisible_format_characters_never_reach_to_or_the_greeting(
     with Journal(project / "newsletter.db") as j:
         assert Contacts(j).find("ana@example.org").name == "Ana Lucía Pérez"
         assert Contacts(j).find("bob@example.com").name == "Bob"
+
+
+@pytest.mark.parametrize("connections", [1, 2])
+def test_a_sender_that_cannot_start_stops_the_run_with_one_line(
+    project, smtp_server, monkeypatch, connections
+):
+    """A sender whose flight log cannot be created (a full disk: a fault a test cannot make the
+    real disk produce) reports it and the run stops with that line, nothing sent. The report
+    once had three fields where the parent reads four: a ValueError traceback instead."""
+    import errno
+
+    from newsletter import sender
+
+    class FullDisk:
+        def __init__(self, path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sender, "FlightLog", FullDisk)  # forked senders inherit the patch
+    setup_project(project, monkeypatch, smtp_server)
+    result = send("--yes", "--connections", str(connections))
+    assert result.exit_code == 1, result.output
+    assert "cannot create the flight log" in result.output
+    assert "No space left on device" in result.output
+    assert "Traceback" not in result.output and "ValueError" not in result.output
+    assert not smtp_server.received
