@@ -44,10 +44,8 @@ def read_paths(paths: Iterable[str]) -> Iterator[tuple[str, bytes]]:
             )
         if path.is_dir():
             yield from _folder(path)
-        elif _is_mbox(path):
-            yield from _mbox(path)
         else:
-            yield str(path), _read(path)
+            yield from _file(path)
 
 
 def _read(path: Path) -> bytes:
@@ -70,11 +68,15 @@ def _folder(path: Path) -> Iterator[tuple[str, bytes]]:
         with os.scandir(d) as it:
             names = sorted(e.name for e in it if e.is_file() and not e.name.startswith("."))
         for name in names:
-            p = d / name
-            if _is_mbox(p):
-                yield from _mbox(p)
-            else:
-                yield str(p), _read(p)
+            yield from _file(d / name)
+
+
+def _file(path: Path) -> Iterator[tuple[str, bytes]]:
+    """One file: each message of an mbox, else the file as one message."""
+    if _is_mbox(path):
+        yield from _mbox(path)
+    else:
+        yield str(path), _read(path)
 
 
 def _is_mbox(path: Path) -> bool:
