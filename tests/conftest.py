@@ -86,6 +86,19 @@ def ctrl_c_reaches_children() -> Iterator[None]:
         signal.signal(signal.SIGINT, old)
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """End a child we started and release its pipe: SIGTERM, then SIGKILL if it has not exited
+    within 10 s (each wait bounded, so a stuck child cannot hang the suite)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+    if proc.stdout:
+        proc.stdout.close()
+
+
 def read_until(proc: subprocess.Popen, pattern: str, timeout: float = STARTUP_TIMEOUT) -> str:
     """What a child wrote on stdout (bytes, read unbuffered) up to and including the first line
     matching `pattern`: the real readiness signal of a server we started, not a poll of a port
@@ -510,12 +523,5 @@ service anvil {{
                 time.sleep(0.05)
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        if proc.stdout:
-            proc.stdout.close()
+        stop(proc)
         shutil.rmtree(base, ignore_errors=True)

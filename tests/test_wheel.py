@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, read_until
+from tests.conftest import REPO, read_until, stop
 
 ALERT_ID = "2026-12-04-dream-act"
 HEADLINE = "¡Aprueben el DREAM Act ya!"
@@ -203,14 +203,7 @@ def test_a_new_user_from_the_wheel(installed: Path, tmp_path: Path) -> None:
             body = r.read().decode("utf-8")
         assert HEADLINE in body, body[:500] or "no answer"
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
-        if server.stdout:
-            server.stdout.close()
+        stop(server)
     assert not (REPO / "outbox" / ALERT_ID).exists() and not (REPO / "alerts" / ALERT_ID).exists()
 
 
