@@ -304,15 +304,9 @@ class SmtpTransport:
             if mail_from is None:
                 return final, None, False
             replies = self._replies(3)
-            refused = next(
-                (r for r, ok in zip(replies, ((250,), (250, 251)), strict=False) if r[0] not in ok),
-                None,
-            )
+            refused = self._refusal(replies)
             if refused is None:
                 return final, (replies[2][0], _text(replies[2][1])), False
-            if replies[2][0] == 354:  # a server that takes DATA after a refusal: end it empty
-                self._send(b".\r\n")
-                self._replies(1)
         except (smtplib.SMTPException, OSError) as err:
             self._drop()
             unknown = data_sent and final is None
@@ -342,19 +336,24 @@ class SmtpTransport:
                 code, text = self._command("DATA")
             return code, text
         # RFC 2920: one write, three replies; two round trips fewer per message.
-        self._send(f"MAIL FROM:<{mail_from}>{size_opt}\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode())
+        self._send(self.envelope(mail_from, rcpt, size))
         replies = self._replies(3)
+        refused = self._refusal(replies)
+        if refused is None:
+            return replies[2]
+        self._check_sender(*replies[0], mail_from)
+        return refused
+
+    def _refusal(self, replies: list[tuple[int, bytes]]) -> tuple[int, bytes] | None:
+        """The first refusal among a pipelined envelope's three replies, else None. A server
+        that takes DATA after refusing the envelope gets an empty message's end."""
         refused = next(
             (r for r, ok in zip(replies, ((250,), (250, 251)), strict=False) if r[0] not in ok),
             None,
         )
-        if refused is None:
-            return replies[2]
-        if replies[2][0] == 354:
-            # A server that takes DATA after refusing the envelope gets an empty message's end.
+        if refused is not None and replies[2][0] == 354:
             self._send(b".\r\n")
             self._replies(1)
-        self._check_sender(*replies[0], mail_from)
         return refused
 
     def _send(self, data: bytes) -> None:
