@@ -7,7 +7,11 @@
    and through `newsletter serve` over HTTP on 127.0.0.1 (what a reader waits for).
 2. The forward form's answer time when a friend unsubscribed and when they never subscribed
    (forwards go to the outbox here): it must not tell them apart.
-3. Slow clients: --slow connections to `newsletter serve` that send half a request and stall;
+3. A member's own links and the confirmation button, by the state of the person the signed
+   token names (member, unsubscribed, not in this file, a bad token): median per state, in the
+   app. The answers differ by design (each is the link holder's own page); the figures show
+   what each costs.
+4. Slow clients: --slow connections to `newsletter serve` that send half a request and stall;
    meanwhile a one-click unsubscribe POST is timed, then how long the server keeps the stalled
    connections (its channel timeout).
 """
@@ -15,6 +19,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import shutil
 import socket
@@ -138,6 +144,71 @@ def bench_forward_timing(root: Path, member: int, n: int) -> None:
     print(f"  ({n} of each, interleaved; status and page {same})")
 
 
+def bench_token_states(root: Path, n: int) -> None:
+    from newsletter import links, subscribers, web
+    from newsletter.config import load_config
+    from newsletter.contacts import Contacts
+    from newsletter.journal import Journal
+    from newsletter.suppressions import Suppressions
+
+    app = web.create_app(load_config(root / "newsletter.toml"))
+    client = app.test_client()
+    alert_id = sorted(p.name for p in (root / "alerts").iterdir())[0]
+    ids: dict[str, list[str]] = {"member": [], "unsubscribed": [], "not in this file": []}
+    with Journal(root / "newsletter.db") as j:
+        for i in range(n):
+            member = Contacts(j).add(f"m{i}@example.org", "M")
+            gone = Contacts(j).add(f"u{i}@example.org", "U")
+            Suppressions(j).add(f"u{i}@example.org", "bench")
+            ids["member"].append(Contacts(j).public_id(member))
+            ids["unsubscribed"].append(Contacts(j).public_id(gone))
+            ids["not in this file"].append(f"{10**9 + i:032x}")
+            Contacts(j).add(f"cm{i}@example.org", "CM")  # for the confirmation button
+            Contacts(j).add(f"cu{i}@example.org", "CU")
+            Suppressions(j).add(f"cu{i}@example.org", "bench")
+
+    def toks(purpose: str) -> dict[str, list[str]]:
+        out = {k: [links.make_token(SECRET, purpose, p, alert_id, "es") for p in v]
+               for k, v in ids.items()}
+        out["bad token"] = [t[:-4] + "AAAA" for t in out["member"]]
+        return out
+
+    def run(label: str, method: str, tokens: dict[str, list[str]], path: str, data: dict) -> None:
+        times: dict[str, list[float]] = {k: [] for k in tokens}
+        codes: dict[str, set[int]] = {k: set() for k in tokens}
+        for i in range(n):
+            for kind, ts in tokens.items():  # interleaved: each state sees the same load
+                t0 = time.perf_counter()
+                resp = client.open(path.format(ts[i]), method=method, data=data)
+                resp.get_data()
+                times[kind].append(time.perf_counter() - t0)
+                codes[kind].add(resp.status_code)
+        for kind in tokens:
+            line = f"  {label:26} {kind:17} {ms(times[kind])}  status {sorted(codes[kind])}"
+            print(line, file=sys.__stdout__)
+
+    unsub = toks("unsubscribe")
+    run("GET /u/<token>", "GET", unsub, "/u/{}", {})
+    run("one-click POST /u/<token>", "POST", unsub, "/u/{}", {"List-Unsubscribe": "One-Click"})
+    run("GET /l/<token>", "GET", toks("language"), "/l/{}", {})
+    now = time.time() - 60  # the sign-ups were asked for before the unsubscribes above
+    signups = {
+        kind: [
+            subscribers.make_confirm_token(
+                SECRET, subscribers.SignUp(f"{p}{i}@example.org", "C", "es", "form"), now
+            )
+            for i in range(n)
+        ]
+        for kind, p in (("new address", "c"), ("member", "cm"), ("unsubscribed", "cu"))
+    }
+    signups["bad token"] = [t[:-4] + "AAAA" for t in signups["new address"]]
+    with contextlib.redirect_stdout(io.StringIO()):  # the welcomes go to the outbox, quietly
+        run("confirm POST /c/<token>", "POST", signups, "/c/{}", {})
+        mail = app.extensions.get("newsletter.mail")
+        if mail is not None:
+            mail.join()
+
+
 def start_serve(root: Path, port: int, *extra: str) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "newsletter", "serve", "--port", str(port), *extra],
@@ -249,6 +320,8 @@ def main() -> None:
         bench_index_in_app(root, a.requests)
         print("\nForward form (to the outbox):")
         bench_forward_timing(root, member, a.forwards)
+        print("\nA member's links and the confirmation button, by the state the token names:")
+        bench_token_states(root, a.forwards)
         proc = start_serve(root, port)
         try:
             bench_index_over_http(root, port, a.requests)
