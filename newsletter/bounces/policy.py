@@ -31,7 +31,7 @@ from newsletter.bounces.classify import COMPLAINT, HARD, SENDER, SOFT, classify
 from newsletter.bounces.match import ADDRESS, SEND, TIED
 from newsletter.config import Bounces
 from newsletter.contacts import Contacts
-from newsletter.journal import Journal, _ts
+from newsletter.journal import Journal, _ts, key_of
 from newsletter.recipients import clean_text
 
 EVIDENCE_MAX = 300
@@ -167,14 +167,13 @@ def suppress(journal: Journal, decisions: Iterable[Decision]) -> list[Decision]:
     t = _ts()
     with journal._tx() as db:
         for d in decisions:
-            key = d.email.strip().lower()
             cur = db.execute(
                 "INSERT INTO suppressions (key, email, reason, created_at, kind, evidence) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
                 "kind = excluded.kind, reason = excluded.reason, evidence = excluded.evidence, "
                 "created_at = excluded.created_at "
                 "WHERE excluded.kind = 'complained' AND suppressions.kind <> 'complained'",
-                (key, d.email, d.reason, t, d.kind, clean_text(d.evidence)),
+                (key_of(d.email), d.email, d.reason, t, d.kind, clean_text(d.evidence)),
             )
             if cur.rowcount == 1:
                 done.append(d)
