@@ -141,8 +141,8 @@ def _decide(email: str, rows: list[tuple], limits: Bounces, since: str) -> Decis
     if complaints:
         return Decision(email, "complained", "complained (spam report)", _evidence(complaints[-1]))
     hard = [r for r in rows if r[0] == HARD]
-    if len({r[1] or r[6] for r in hard}) >= limits.hard_limit:
-        n = len({r[1] or r[6] for r in hard})
+    n = len({r[1] or r[6] for r in hard})
+    if n >= limits.hard_limit:
         return Decision(
             email,
             "bounced",
