@@ -273,14 +273,15 @@ def _send_list(
             listed = jr.run_list()
             listed.adopt(scanned)
             early.close()  # the private copy (SQLite removes its file)
-        lines = recipients.format_report(report, listed.count(web=False), listed.by_language())
+        csv_rows = listed.count(web=False)
+        lines = recipients.format_report(report, csv_rows, listed.by_language())
         click.echo(lines[0])
         for line in lines[1:]:
             click.echo(line, err=True)
         out = Outcome(invalid=len(report.problems), duplicates=len(report.duplicates))
         del report
         planned_at = timestamp()
-        out.from_web = _web_subscribers(listed, to_csv, csv_only)
+        out.from_web = _web_subscribers(listed, to_csv, csv_rows, csv_only)
         plan = jr.plan_run(
             alert_id,
             retry_failed=retry_failed,
@@ -349,12 +350,12 @@ def _send_list(
     return out
 
 
-def _web_subscribers(listed: runlist.RunList, to_csv: Path, csv_only: bool) -> int:
+def _web_subscribers(listed: runlist.RunList, to_csv: Path, csv_rows: int, csv_only: bool) -> int:
     """Confirmed web subscribers who are not in the CSV join the list (after it; one copy each)
-    unless `csv_only`; says how many in the plan line, and returns it."""
+    unless `csv_only`; says how many in the plan line, and returns it. `csv_rows`: the list's
+    rows from the CSV (deduped already; the web rows go after them and never remove one)."""
     if not listed.add_web_subscribers():
         return 0
-    csv_rows = listed.count(web=False)
     listed.dedupe()  # a subscriber already in the CSV is sent once, as a CSV row
     extra = listed.count(web=True)
     if not extra:
