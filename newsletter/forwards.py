@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import sqlite3
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -43,15 +44,7 @@ class Forwards:
             raise ValueError("count must be 0 or more")
         t = journal_module.now()
         with self.journal._tx() as db:
-            db.execute(
-                "INSERT INTO forwards (contact_id, ip_hash, alert_id, count, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (contact_id, self._ip_hash(ip) if ip else None, alert_id, count, _ts(t)),
-            )
-            db.execute(
-                "UPDATE forwards SET ip_hash = NULL WHERE ip_hash IS NOT NULL AND created_at < ?",
-                (_ts(t - IP_HASH_KEEP),),
-            )
+            _insert(db, contact_id, self._ip_hash(ip) if ip else None, alert_id, count, t)
 
     def reserve(
         self,
@@ -85,15 +78,7 @@ class Forwards:
                 used = db.execute(q + "ip_hash = ?", (_ts(since), ip_hash)).fetchone()[0]
                 if used + len(friends) > caps[1]:
                     return None, "limit_ip", set()
-            cur = db.execute(
-                "INSERT INTO forwards (contact_id, ip_hash, alert_id, count, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (contact_id, ip_hash, alert_id, len(friends), _ts(t)),
-            )
-            db.execute(
-                "UPDATE forwards SET ip_hash = NULL WHERE ip_hash IS NOT NULL AND created_at < ?",
-                (_ts(t - IP_HASH_KEEP),),
-            )
+            reservation = _insert(db, contact_id, ip_hash, alert_id, len(friends), t)
             # In the same transaction as the count: the suppression table read in SQL here,
             # not through suppressions.Suppressions (a read of its own).
             unsubscribed = {
@@ -101,7 +86,7 @@ class Forwards:
                 for f in friends
                 if db.execute("SELECT 1 FROM suppressions WHERE key = ?", (key_of(f),)).fetchone()
             }
-            return cur.lastrowid, "", unsubscribed
+            return reservation, "", unsubscribed
 
     def settle(self, reservation: int, count: int) -> None:
         """Lower a reservation to the friends it really counts (copies that may have gone out,
@@ -136,3 +121,25 @@ class Forwards:
         """How many friends an alert was forwarded to, all time."""
         sql = "SELECT coalesce(sum(count), 0) FROM forwards WHERE alert_id = ?"
         return int(self.journal._read(sql, (alert_id,))[0][0])
+
+
+def _insert(
+    db: sqlite3.Connection,
+    contact_id: int | None,
+    ip_hash: str | None,
+    alert_id: str,
+    count: int,
+    t: datetime,
+) -> int | None:
+    """Count one forward (inside the caller's transaction) and erase the IP hashes older than
+    IP_HASH_KEEP; returns the new row's id."""
+    cur = db.execute(
+        "INSERT INTO forwards (contact_id, ip_hash, alert_id, count, created_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (contact_id, ip_hash, alert_id, count, _ts(t)),
+    )
+    db.execute(
+        "UPDATE forwards SET ip_hash = NULL WHERE ip_hash IS NOT NULL AND created_at < ?",
+        (_ts(t - IP_HASH_KEEP),),
+    )
+    return cur.lastrowid
